@@ -1,0 +1,515 @@
+"""The training engine: one Job trains one model in a background thread.
+
+    config = make_config(data="photos/", model="resnet18", freeze=3, epochs=5)
+    job = Job(config).start()
+    while job.running:
+        state = job.snapshot()      # a plain RunState copy, safe to read from any thread
+        print(state.progress_line())
+        time.sleep(1)
+    job.stop()                      # ends within a batch; the best model so far is kept
+
+The loop is plain (nanoGPT) and announces what happens as events (fastai): `before_fit`,
+`after_batch`, `after_epoch`, `after_fit`. Callbacks record the live state and write the run
+folder; stopping is an exception raised inside the loop, not a flag tested everywhere.
+This module never imports gradio: the UI and the CLI only start jobs and read snapshots.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import threading
+import time
+import traceback
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import timm
+import torch
+import torch.nn.functional as F
+from timm.data import create_transform, resolve_model_data_config
+from timm.optim import create_optimizer_v2
+from timm.scheduler import create_scheduler_v2
+
+from . import metrics, runs
+from .data import DataError, Dataset, ImageError, load_dataset, open_image
+from .models import (DEFAULT_MODEL, ModelError, apply_freeze, build_model, freeze_plan,
+                     set_train_mode, size_kwargs)
+
+
+# ----------------------------------------------------------------------------- configuration
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a run needs to be reproduced; saved as `config.json` in the run folder."""
+    data: str
+    model: str = DEFAULT_MODEL
+    weights: str = "auto"          # auto | pretrained | none | path to weights or a run folder
+    freeze: int | str = 0          # stages frozen from the input; "all" trains only the head
+    epochs: int = 5
+    img_size: int = 224
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_epochs: int = 1
+    label_smoothing: float = 0.1
+    augment: bool = True           # light: random resized crop, horizontal flip, mild colour jitter
+    val_fraction: float = 0.2
+    seed: int = 0
+    out: str = ""                  # run folder; empty: a new folder under runs_root
+    runs_root: str = "runs"
+    device: str = "auto"           # auto | cpu | cuda
+
+
+def make_config(**values) -> TrainConfig:
+    """Build and check a TrainConfig from loose values (widgets, CLI); raises ValueError."""
+    known = {f.name: f for f in fields(TrainConfig)}
+    unknown = set(values) - set(known)
+    if unknown:
+        raise ValueError(f"Unknown settings: {', '.join(sorted(unknown))}.")
+    clean = {k: v for k, v in values.items() if v is not None}
+    for name, cast in (("epochs", int), ("img_size", int), ("batch_size", int),
+                       ("warmup_epochs", int), ("seed", int), ("lr", float),
+                       ("weight_decay", float), ("label_smoothing", float),
+                       ("val_fraction", float)):
+        if name in clean:
+            clean[name] = cast(clean[name])
+    if isinstance(clean.get("freeze"), float):
+        clean["freeze"] = int(clean["freeze"])
+    config = TrainConfig(**clean)
+    _check_ranges(config)
+    return config
+
+
+def _check_ranges(c: TrainConfig) -> None:
+    rules = [(c.epochs >= 1, "Epochs must be at least 1."),
+             (32 <= c.img_size <= 1024, "Image size must be between 32 and 1024 pixels."),
+             (c.batch_size >= 1, "Batch size must be at least 1."),
+             (0 < c.lr < 1, "Learning rate must be between 0 and 1 (try 0.001)."),
+             (0 < c.val_fraction < 1, "The validation fraction must be between 0 and 1 (try 0.2)."),
+             (0 <= c.label_smoothing < 1, "Label smoothing must be between 0 and 1."),
+             (c.device in ("auto", "cpu", "cuda"), "Device must be auto, cpu or cuda.")]
+    for ok, message in rules:
+        if not ok:
+            raise ValueError(message)
+
+
+def pick_device(choice: str = "auto") -> torch.device:
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise ValueError("No CUDA GPU is available here: choose device 'cpu' or 'auto'.")
+    return torch.device("cuda" if choice != "cpu" and torch.cuda.is_available() else "cpu")
+
+
+# ----------------------------------------------------------------------------- live state
+@dataclass
+class RunState:
+    """What a watcher sees of a run. Plain data; `Job.snapshot()` hands out copies."""
+    status: str = "starting"       # starting | training | done | stopped | diverged | failed
+    message: str = ""
+    classes: list[str] = field(default_factory=list)
+    epoch: int = 0
+    epochs: int = 0
+    step: int = 0                  # step within the current epoch
+    steps_per_epoch: int = 0
+    images_per_sec: float = 0.0
+    eta_s: float | None = None
+    step_losses: list[float] = field(default_factory=list)   # one per optimiser step
+    history: list[dict] = field(default_factory=list)        # one row per epoch
+    confusion: np.ndarray | None = None                      # latest epoch
+    per_class: pd.DataFrame | None = None                    # latest epoch
+    best_epoch: int = 0
+    best_accuracy: float = 0.0
+    run_dir: str = ""
+    weights_note: str = ""
+    freeze_note: str = ""
+
+    @property
+    def finished(self) -> bool:
+        return self.status in ("done", "stopped", "diverged", "failed")
+
+    def progress_line(self) -> str:
+        if self.status == "starting":
+            return self.message or "Starting…"
+        if self.finished:
+            return self.message
+        eta = f", about {_duration(self.eta_s)} left" if self.eta_s is not None else ""
+        return (f"Epoch {self.epoch}/{self.epochs} · step {self.step}/{self.steps_per_epoch} · "
+                f"{self.images_per_sec:.1f} images/s{eta}")
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
+
+
+class StopTraining(Exception):
+    """Raised inside the loop to end a run early; `status` says why. The best model is kept."""
+    def __init__(self, status: str, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+# ----------------------------------------------------------------------------- data
+class ImageFiles(torch.utils.data.Dataset):
+    """Images from a Dataset split, decoded with `open_image` and passed through a transform."""
+
+    def __init__(self, frame: pd.DataFrame, targets: np.ndarray, transform, draft_size: int):
+        self.paths, self.targets = frame["path"].tolist(), targets
+        self.transform, self.draft_size = transform, draft_size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        try:
+            image = open_image(self.paths[i], draft_size=self.draft_size)
+        except (ImageError, OSError):  # the file changed since it was checked: a grey stand-in
+            image = open_image_placeholder(self.draft_size)
+        return self.transform(image), int(self.targets[i])
+
+
+def open_image_placeholder(size: int):
+    from PIL import Image
+    return Image.new("RGB", (size, size), (128, 128, 128))
+
+
+def data_config(model: torch.nn.Module, img_size: int) -> dict:
+    """timm's preprocessing for this model (mean, std, interpolation, crop) at our image size."""
+    cfg = resolve_model_data_config(model)
+    cfg["input_size"] = (3, img_size, img_size)
+    return cfg
+
+
+def make_transforms(cfg: dict, augment: bool):
+    evaluation = create_transform(**cfg, is_training=False)
+    if not augment:
+        return evaluation, evaluation
+    training = create_transform(**cfg, is_training=True, scale=(0.6, 1.0), hflip=0.5,
+                                color_jitter=0.2)
+    return training, evaluation
+
+
+def make_loader(dataset: Dataset, split: str, transform, config: TrainConfig, shuffle: bool,
+                device: torch.device) -> torch.utils.data.DataLoader:
+    files = ImageFiles(dataset.split(split), dataset.targets(split), transform, config.img_size)
+    generator = torch.Generator().manual_seed(config.seed)
+    return torch.utils.data.DataLoader(files, batch_size=config.batch_size, shuffle=shuffle,
+                                       drop_last=False, generator=generator,
+                                       pin_memory=device.type == "cuda")
+
+
+# ----------------------------------------------------------------------------- the loop
+class Trainer:
+    """One training run. `fit()` runs the loop and emits events to its callbacks."""
+
+    def __init__(self, config: TrainConfig, dataset: Dataset, run_dir: Path, callbacks: list,
+                 stop_event: threading.Event):
+        self.config, self.dataset, self.callbacks = config, dataset, callbacks
+        self.run_dir = run_dir
+        self.stop_event = stop_event
+        self.device = pick_device(config.device)
+        torch.manual_seed(config.seed)
+        self.model, self.weights_note = build_model(
+            config.model, len(dataset.classes), config.weights, config.img_size)
+        self.plan = freeze_plan(self.model, config.freeze)
+        apply_freeze(self.model, self.plan)
+        self.data_cfg = data_config(self.model, config.img_size)
+        train_tf, eval_tf = make_transforms(self.data_cfg, config.augment)
+        self.train_loader = make_loader(dataset, "train", train_tf, config, True, self.device)
+        self.val_loader = make_loader(dataset, "val", eval_tf, config, False, self.device)
+        self._to_device()
+        self.optimizer = create_optimizer_v2(self.model, opt="adamw", lr=config.lr,
+                                             weight_decay=config.weight_decay)
+        self.scheduler, _ = create_scheduler_v2(
+            self.optimizer, sched="cosine", num_epochs=config.epochs,
+            warmup_epochs=min(config.warmup_epochs, config.epochs - 1), warmup_lr=config.lr / 100, min_lr=config.lr / 100,
+            step_on_epochs=False, updates_per_epoch=len(self.train_loader))
+        self.epoch, self.step, self.loss = 0, 0, float("nan")
+        self.val_logits = self.val_targets = None
+        self.best_epoch, self.best_accuracy, self.best_loss, self.is_best = 0, -1.0, math.inf, False
+        self.status, self.stop_message = "training", ""
+
+    def _to_device(self) -> None:
+        self.cuda = self.device.type == "cuda"
+        memory_format = torch.channels_last if self.cuda else torch.contiguous_format
+        self.model.to(self.device, memory_format=memory_format)
+        self.autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda)
+
+    def emit(self, event: str) -> None:
+        for callback in self.callbacks:
+            handler = getattr(callback, event, None)
+            if handler:
+                handler(self)
+
+    def fit(self) -> str:
+        """Train every epoch unless stopped; returns the final status."""
+        status = "done"
+        self.emit("before_fit")
+        try:
+            for self.epoch in range(1, self.config.epochs + 1):
+                self.train_epoch()
+                self.validate()
+                self.result = self.epoch_metrics()
+                self._track_best(self.result["row"])
+                self.emit("after_epoch")
+        except StopTraining as stop:
+            status, self.stop_message = stop.status, stop.message
+        self.status = status
+        self.emit("after_fit")
+        return status
+
+    def train_epoch(self) -> None:
+        set_train_mode(self.model)
+        updates = (self.epoch - 1) * len(self.train_loader)
+        self.loss_sum, self.seen = 0.0, 0
+        for self.step, (images, targets) in enumerate(self.train_loader, start=1):
+            if self.stop_event.is_set():
+                raise StopTraining("stopped", "Stopped by the user.")
+            images, targets = self._batch_to_device(images, targets)
+            with self.autocast:
+                loss = F.cross_entropy(self.model(images), targets,
+                                       label_smoothing=self.config.label_smoothing)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.scheduler.step_update(updates + self.step)
+            self.loss, self.batch_size = loss.item(), len(targets)
+            if not math.isfinite(self.loss):
+                raise StopTraining("diverged", "The loss became infinite or NaN: lower the "
+                                   "learning rate (try a tenth of it) and train again.")
+            self.loss_sum, self.seen = self.loss_sum + self.loss * len(targets), self.seen + len(targets)
+            self.emit("after_batch")
+
+    def _batch_to_device(self, images, targets):
+        memory_format = torch.channels_last if self.cuda else torch.contiguous_format
+        return (images.to(self.device, non_blocking=True, memory_format=memory_format),
+                targets.to(self.device, non_blocking=True))
+
+    @torch.inference_mode()
+    def validate(self) -> None:
+        self.model.eval()
+        logits, targets = [], []
+        for images, target in self.val_loader:
+            if self.stop_event.is_set():
+                raise StopTraining("stopped", "Stopped by the user.")
+            images, target = self._batch_to_device(images, target)
+            with self.autocast:
+                logits.append(self.model(images).float().cpu())
+            targets.append(target.cpu())
+        self.val_logits, self.val_targets = torch.cat(logits), torch.cat(targets)
+
+    def _track_best(self, row: dict) -> None:
+        """The best epoch is the most accurate on validation; a lower loss breaks ties."""
+        acc, loss = row["val_accuracy"], row["val_loss"]
+        self.is_best = acc > self.best_accuracy or (acc == self.best_accuracy and loss < self.best_loss)
+        if self.is_best:
+            self.best_epoch, self.best_accuracy, self.best_loss = self.epoch, acc, loss
+
+    def epoch_metrics(self) -> dict:
+        """The row of metrics.csv for this epoch, and the confusion matrix behind it."""
+        preds = self.val_logits.argmax(1).numpy()
+        cm = metrics.confusion_matrix(self.val_targets.numpy(), preds, len(self.dataset.classes))
+        summary = metrics.summary(cm)
+        val_loss = F.cross_entropy(self.val_logits, self.val_targets).item()
+        row = {"epoch": self.epoch, "train_loss": self.loss_sum / max(self.seen, 1), "val_loss": val_loss,
+               "val_accuracy": summary["accuracy"], "val_macro_f1": summary["macro_f1"],
+               "lr": self.optimizer.param_groups[0]["lr"]}
+        return {"row": row, "confusion": cm,
+                "per_class": metrics.per_class_table(cm, self.dataset.classes)}
+
+
+# ----------------------------------------------------------------------------- callbacks
+class LiveState:
+    """Keeps the RunState that watchers read up to date, under the Job's lock."""
+
+    def __init__(self, state: RunState, lock: threading.Lock):
+        self.state, self.lock = state, lock
+
+    def before_fit(self, t: Trainer) -> None:
+        self.start = self.epoch_start = time.perf_counter()
+        with self.lock:
+            s = self.state
+            s.status, s.message, s.classes = "training", "Training…", list(t.dataset.classes)
+            s.epochs, s.steps_per_epoch = t.config.epochs, len(t.train_loader)
+            s.weights_note, s.freeze_note = t.weights_note, t.plan.describe()
+
+    def after_batch(self, t: Trainer) -> None:
+        now = time.perf_counter()
+        if t.step == 1:
+            self.epoch_start, self.epoch_images = now, 0
+        self.epoch_images += t.batch_size
+        done = (t.epoch - 1) * len(t.train_loader) + t.step
+        remaining = t.config.epochs * len(t.train_loader) - done
+        with self.lock:
+            s = self.state
+            s.epoch, s.step = t.epoch, t.step
+            s.step_losses.append(t.loss)
+            s.images_per_sec = self.epoch_images / max(now - self.epoch_start, 1e-6)
+            s.eta_s = (now - self.start) / done * remaining
+
+    def after_epoch(self, t: Trainer) -> None:
+        with self.lock:
+            s = self.state
+            s.history.append(dict(t.result["row"]))
+            s.confusion, s.per_class = t.result["confusion"], t.result["per_class"]
+            s.best_epoch, s.best_accuracy = t.best_epoch, t.best_accuracy
+
+    def after_fit(self, t: Trainer) -> None:
+        with self.lock:
+            s = self.state
+            s.status, s.eta_s = t.status, None
+            s.message = finish_message(t)
+
+
+def finish_message(t: Trainer) -> str:
+    kept = (f"Best model: epoch {t.best_epoch}, validation accuracy {t.best_accuracy:.1%}, "
+            f"saved in {t.run_dir}." if t.best_epoch else "No epoch finished, so no model was saved.")
+    if t.status == "done":
+        return f"Done. {kept}"
+    return f"{t.stop_message} {kept}"
+
+
+class RunWriter:
+    """Writes the run folder: config.json at once, metrics every epoch, weights when best."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir, self.rows = run_dir, []
+
+    def before_fit(self, t: Trainer) -> None:
+        self.info = run_info(t)
+        runs.write_json(self.run_dir / runs.CONFIG, self.info)
+
+    def after_epoch(self, t: Trainer) -> None:
+        self.rows.append(t.result["row"])
+        runs.write_csv(self.run_dir / runs.METRICS, pd.DataFrame(self.rows))
+        if t.is_best:
+            runs.save_weights(self.run_dir / runs.WEIGHTS, t.model,
+                              {"arch": t.config.model, "epoch": str(t.epoch)})
+            cm = metrics.confusion_frame(t.result["confusion"], t.dataset.classes)
+            runs.write_csv(self.run_dir / runs.CONFUSION, cm, index=True)
+            runs.write_csv(self.run_dir / runs.PER_CLASS, t.result["per_class"])
+
+    def after_fit(self, t: Trainer) -> None:
+        self.info.update(status=t.status, message=finish_message(t), best_epoch=t.best_epoch,
+                         best_val_accuracy=t.best_accuracy if t.best_epoch else None,
+                         finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        runs.write_json(self.run_dir / runs.CONFIG, self.info)
+
+
+def run_info(t: Trainer) -> dict:
+    """The content of config.json: the configuration and what it resolved to."""
+    cfg = t.data_cfg
+    return {
+        "arch": t.config.model,
+        "classes": list(t.dataset.classes),
+        "config": asdict(t.config),
+        "weights_used": t.weights_note,
+        "pretrained": t.weights_note.startswith("pretrained"),
+        "freeze": {"depth": t.plan.depth, "stages": len(t.plan.stages),
+                   "frozen_stages": [s.label for s in t.plan.frozen],
+                   "trainable_params": t.plan.trainable, "total_params": t.plan.total,
+                   "description": t.plan.describe()},
+        "model_kwargs": size_kwargs(t.config.model, t.config.img_size),
+        "data_config": {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()},
+        "dataset": {"source": t.config.data, "layout": t.dataset.layout,
+                    "images": {s: int((t.dataset.samples["split"] == s).sum())
+                               for s in ("train", "val", "test")},
+                    "skipped_files": len(t.dataset.skipped)},
+        "device": str(t.device),
+        "versions": {"torch": torch.__version__, "timm": timm.__version__},
+        "status": "training",
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+
+
+# ----------------------------------------------------------------------------- the job
+class Job:
+    """A training run in a background thread. Start it, read snapshots, stop it."""
+
+    def __init__(self, config: TrainConfig, dataset: Dataset | None = None):
+        self.config, self.dataset = config, dataset
+        self._state = RunState(epochs=config.epochs, message="Loading the data and the model…")
+        self._lock, self._stop = threading.Lock(), threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> "Job":
+        self._thread = threading.Thread(target=self._run, name=f"tlapp-train-{self.config.model}",
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def wait(self, timeout: float | None = None) -> RunState:
+        if self._thread:
+            self._thread.join(timeout)
+        return self.snapshot()
+
+    def snapshot(self) -> RunState:
+        with self._lock:
+            state = copy.copy(self._state)
+            state.step_losses = list(state.step_losses)
+            state.history = [dict(row) for row in state.history]
+            state.classes = list(state.classes)
+        return state  # confusion and per_class are replaced, never mutated, so sharing is safe
+
+    def _run(self) -> None:
+        run_dir = None
+        try:
+            dataset = self.dataset or load_dataset(self.config.data, self.config.val_fraction,
+                                                   self.config.seed)
+            dataset.check()
+            run_dir = self._make_run_dir()
+            with self._lock:
+                self._state.run_dir = str(run_dir)
+            callbacks = [LiveState(self._state, self._lock), RunWriter(run_dir)]
+            Trainer(self.config, dataset, run_dir, callbacks, self._stop).fit()
+        except (DataError, ModelError, runs.RunError, ValueError) as err:
+            self._fail(str(err))
+        except torch.OutOfMemoryError:
+            self._fail("Out of memory: lower the batch size or the image size and train again.")
+        except Exception as err:  # a bug or an unexpected fault: say so, keep the details
+            detail = traceback.format_exc()
+            if run_dir:
+                (run_dir / "error.log").write_text(detail, encoding="utf-8")
+            self._fail(f"Training failed unexpectedly ({type(err).__name__}: {err}). "
+                       "The details are in error.log in the run folder.")
+
+    def _make_run_dir(self) -> Path:
+        if self.config.out:
+            path = Path(self.config.out)
+            path.mkdir(parents=True, exist_ok=True)
+            return path
+        return runs.new_run_dir(self.config.runs_root, self.config.model)
+
+    def _fail(self, message: str) -> None:
+        with self._lock:
+            self._state.status, self._state.message, self._state.eta_s = "failed", message, None
+
+
+# ----------------------------------------------------------------------------- prediction
+class Predictor:
+    """A trained run folder, ready to classify images."""
+
+    def __init__(self, run_dir: str | Path, device: str = "cpu"):
+        self.model, self.info = runs.load_run(run_dir, device)
+        self.device, self.classes = torch.device(device), self.info["classes"]
+        cfg = {k: tuple(v) if isinstance(v, list) else v for k, v in self.info["data_config"].items()}
+        self.transform = create_transform(**cfg, is_training=False)
+
+    @torch.inference_mode()
+    def probabilities(self, images: list) -> np.ndarray:
+        """Class probabilities, one row per image (a path or a PIL image)."""
+        batch = torch.stack([self.transform(open_image(im) if isinstance(im, (str, Path)) else
+                                            im.convert("RGB")) for im in images])
+        return self.model(batch.to(self.device)).float().softmax(1).cpu().numpy()
+
+    def top_k(self, image, k: int = 5) -> list[tuple[str, float]]:
+        probs = self.probabilities([image])[0]
+        order = np.argsort(-probs)[:k]
+        return [(self.classes[i], float(probs[i])) for i in order]

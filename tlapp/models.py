@@ -1,0 +1,300 @@
+"""Backbones: the catalogue, building a model with the right weights, and freezing stages.
+
+    model, weights_note = build_model("resnet18", num_classes=3, weights="auto")
+    plan = freeze_plan(model, depth=2)     # which stages are frozen, how many params train
+    apply_freeze(model, plan)              # requires_grad off; frozen stages stay in eval mode
+
+Stages are the backbone's own groups as timm reports them (`model.group_matcher(coarse=True)`),
+counted from the input. The classifier is never a stage: at the deepest freeze only it trains.
+Weights are resolved from one string: `auto`, `pretrained`, `none`, a .safetensors/.pth file or
+a previous run folder. Nothing here unpickles arbitrary objects (`weights_only=True`).
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import timm
+import torch
+from timm.models import group_modules
+from timm.utils.model import freeze as timm_freeze
+
+# Backbones that suit small datasets, light enough for a CPU, each a good default somewhere.
+CATALOG = {
+    "resnet18": "classic CNN, quick on CPU",
+    "mobilenetv4_conv_small": "smallest and fastest, good for CPU and phones",
+    "mobilenetv3_large_100": "small and fast, good on CPU",
+    "efficientnet_b0": "accurate for its size",
+    "resnet50": "the standard baseline, better with a GPU",
+    "convnext_tiny": "modern CNN, strong accuracy, best with a GPU",
+    "vit_small_patch16_224": "vision transformer, best with a GPU",
+}
+DEFAULT_MODEL = "resnet18"
+WEIGHT_MODES = ("auto", "pretrained", "none")
+
+
+class ModelError(ValueError):
+    """The model cannot be built as asked; the message is one sentence meant for the user."""
+
+
+# ----------------------------------------------------------------------------- catalogue
+@lru_cache(maxsize=256)
+def param_count(name: str) -> int:
+    """Parameters of a timm architecture (with its default head), built on the meta device."""
+    check_name(name)
+    with torch.device("meta"):
+        model = timm.create_model(name, pretrained=False)
+    return sum(p.numel() for p in model.parameters())
+
+
+def catalog_choices() -> list[tuple[str, str]]:
+    """(label, name) pairs for a dropdown: 'resnet18 · 11.7M params · classic CNN…'."""
+    return [(f"{name} · {param_count(name) / 1e6:.1f}M params · {hint}", name)
+            for name, hint in CATALOG.items()]
+
+
+def check_name(name: str) -> str:
+    name = (name or "").strip()
+    if not name or not timm.is_model(name):
+        close = timm.list_models(f"*{name}*")[:5] if name else []
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise ModelError(f"'{name}' is not a timm model name.{hint}")
+    return name
+
+
+# ----------------------------------------------------------------------------- building
+def build_model(name: str, num_classes: int, weights: str = "auto",
+                img_size: int | None = None) -> tuple[torch.nn.Module, str]:
+    """A timm model with a fresh `num_classes` head, and a sentence saying what weights it got.
+
+    `weights`: auto (pretrained if it can be had, else random, said loudly), pretrained (strict),
+    none, or a path to a weights file or a run folder (the backbone is loaded, the head is new).
+    """
+    name = check_name(name)
+    kwargs = {"num_classes": num_classes, **size_kwargs(name, img_size)}
+    mode = (weights or "auto").strip()
+    if mode == "none":
+        return timm.create_model(name, pretrained=False, **kwargs), "random initialisation (as asked)"
+    if mode in ("auto", "pretrained"):
+        try:
+            return create_pretrained(name, **kwargs)
+        except Exception as err:  # offline, no weights published, hub error: all the same here
+            if mode == "pretrained":
+                raise ModelError(f"Pretrained weights for '{name}' could not be loaded ({_short(err)}): "
+                                 "connect to the internet once or choose weights 'auto' or 'none'.") from None
+            note = (f"RANDOM INITIALISATION: pretrained weights for '{name}' could not be had "
+                    f"({_short(err)}). Accuracy will be much lower; connect once to download them.")
+            return timm.create_model(name, pretrained=False, **kwargs), note
+    model = timm.create_model(name, pretrained=False, **kwargs)
+    source = load_backbone_weights(model, Path(mode))
+    return model, f"backbone from {source} (new head)"
+
+
+def create_pretrained(name: str, **kwargs) -> tuple[torch.nn.Module, str]:
+    """Default pretrained weights: from the local hub cache if there, else from the hub.
+
+    The hub is tried only when it answers a connection at once; offline, huggingface_hub would
+    otherwise spend most of a minute retrying before giving up."""
+    cfg = timm.models.get_pretrained_cfg(name)
+    hub_id = cfg.hf_hub_id if cfg else None
+    cached = _cached_weights(hub_id) if hub_id else None
+    if cached:
+        model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": cached},
+                                  **kwargs)
+        return model, f"pretrained ({hub_id}, from the local cache)"
+    if hub_id and not _hub_reachable():
+        raise ModelError("offline, and the weights are not in the local hub cache")
+    model = timm.create_model(name, pretrained=True, **kwargs)
+    return model, f"pretrained ({hub_id or name})"
+
+
+def _cached_weights(hub_id: str) -> str | None:
+    from huggingface_hub import try_to_load_from_cache
+    for filename in ("model.safetensors", "pytorch_model.bin"):
+        path = try_to_load_from_cache(hub_id, filename)
+        if isinstance(path, str):
+            return path
+    return None
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    try:
+        with socket.create_connection(("huggingface.co", 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def size_kwargs(name: str, img_size: int | None) -> dict:
+    """Models with a fixed input size (ViTs) are built for the image size we train at."""
+    if not img_size:
+        return {}
+    cfg = timm.models.get_pretrained_cfg(name)
+    if cfg is None or not cfg.fixed_input_size or cfg.input_size[-1] == img_size:
+        return {}
+    return {"img_size": img_size}
+
+
+def _short(err: Exception) -> str:
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return text[:160]
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors from a .safetensors or a .pth/.pt file, never unpickling arbitrary objects."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+        return load_file(str(path))
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ModelError(f"'{path.name}' cannot be read as PyTorch weights ({_short(err)}).") from None
+    for key in ("state_dict", "model", "state_dict_ema"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        raise ModelError(f"'{path.name}' does not hold a state dict of tensors.")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def load_backbone_weights(model: torch.nn.Module, path: Path) -> str:
+    """Load everything but the classifier from a weights file or a run folder."""
+    if path.is_dir():
+        config_file, weights_file = path / "config.json", path / "model.safetensors"
+        if not weights_file.exists():
+            raise ModelError(f"'{path}' is not a run folder: it has no model.safetensors.")
+        arch = json.loads(config_file.read_text()).get("arch") if config_file.exists() else None
+        if arch and arch != model.pretrained_cfg.get("architecture"):
+            raise ModelError(f"The run in '{path.name}' trained '{arch}', not "
+                             f"'{model.pretrained_cfg.get('architecture')}': pick that model.")
+        path = weights_file
+    elif not path.is_file():
+        raise ModelError(f"Weights '{path}' are neither auto, pretrained, none, a file nor a run folder.")
+    elif path.suffix not in (".safetensors", ".pth", ".pt", ".bin"):
+        raise ModelError(f"'{path.name}' is not a .safetensors or .pth weights file.")
+    head = set(classifier_keys(model))
+    state = {k: v for k, v in read_state_dict(path).items() if k not in head}
+    missing, _ = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if k not in head]
+    if missing:
+        raise ModelError(f"'{path.name}' does not fit this architecture ({len(missing)} weights "
+                         f"missing, e.g. {missing[0]}): pick the model it was trained for.")
+    return path.name
+
+
+def classifier_keys(model: torch.nn.Module) -> list[str]:
+    names = classifier_modules(model)
+    return [k for k in model.state_dict() if any(k.startswith(n + ".") for n in names)]
+
+
+def classifier_modules(model: torch.nn.Module) -> list[str]:
+    cls = model.pretrained_cfg.get("classifier") or "head"
+    return [cls] if isinstance(cls, str) else list(cls)
+
+
+# ----------------------------------------------------------------------------- freezing
+@dataclass(frozen=True)
+class Stage:
+    label: str                 # e.g. "layer3" or "stem: conv1 + bn1"
+    modules: tuple[str, ...]   # module names as in model.named_modules()
+    params: int
+
+
+@dataclass(frozen=True)
+class FreezePlan:
+    stages: tuple[Stage, ...]  # every freezable stage, from the input
+    depth: int                 # how many of them are frozen
+    trainable: int             # parameters that will train
+    total: int
+
+    @property
+    def frozen(self) -> tuple[Stage, ...]:
+        return self.stages[:self.depth]
+
+    def describe(self) -> str:
+        """One line for the user: what is frozen and what trains."""
+        n = len(self.stages)
+        if self.depth == 0:
+            what = f"Nothing frozen: all {n} stages and the head train"
+        elif self.depth == n:
+            what = f"All {n} stages frozen ({self.stages[0].label} … {self.stages[-1].label}): only the new head trains"
+        else:
+            what = (f"Frozen {self.depth} of {n} stages ({', '.join(s.label for s in self.frozen)}); "
+                    f"training {', '.join(s.label for s in self.stages[self.depth:])} and the head")
+        return f"{what}. {self.trainable:,} of {self.total:,} parameters will train."
+
+
+def stages(model: torch.nn.Module) -> list[Stage]:
+    """The backbone's stages from the input, as timm groups them; the classifier is left out."""
+    head = classifier_modules(model)
+    params = dict(model.named_parameters())
+    out = []
+    for i, names in enumerate(group_modules(model, model.group_matcher(coarse=True)).values()):
+        names = tuple(n for n in names if not any(n == h or n.startswith(h + ".") for h in head))
+        if names:
+            count = sum(p.numel() for k, p in params.items() if _owned_by(k, names))
+            out.append(Stage(_stage_label(names, first=i == 0), names, count))
+    return out
+
+
+def _owned_by(param_name: str, modules: tuple[str, ...]) -> bool:
+    owner = param_name.rpartition(".")[0]
+    return owner in modules
+
+
+def _stage_label(names: tuple[str, ...], first: bool) -> str:
+    """A short readable name: the shared prefix of a group's modules ('layer3', 'blocks.11')."""
+    prefixes = []
+    for n in names:
+        parts = n.split(".")
+        p = ".".join(parts[:2]) if len(parts) > 1 and parts[1].isdigit() else parts[0]
+        if p not in prefixes:
+            prefixes.append(p)
+    label = " + ".join(prefixes[:3]) + (" …" if len(prefixes) > 3 else "")
+    return f"stem: {label}" if first and not label.startswith("stem") else label
+
+
+def resolve_depth(model: torch.nn.Module, depth: int | str) -> int:
+    n = len(stages(model))
+    if isinstance(depth, str):
+        if depth.strip().lower() == "all":
+            return n
+        if not depth.strip().lstrip("-").isdigit():
+            raise ModelError(f"Freeze depth '{depth}' must be a number from 0 to {n}, or 'all'.")
+        depth = int(depth)
+    if not 0 <= depth <= n:
+        raise ModelError(f"Freeze depth {depth} is out of range: this model has {n} stages, "
+                         f"so use 0 to {n} (or 'all').")
+    return depth
+
+
+def freeze_plan(model: torch.nn.Module, depth: int | str) -> FreezePlan:
+    all_stages = tuple(stages(model))
+    depth = resolve_depth(model, depth)
+    frozen = sum(s.params for s in all_stages[:depth])
+    total = sum(p.numel() for p in model.parameters())
+    return FreezePlan(all_stages, depth, total - frozen, total)
+
+
+def apply_freeze(model: torch.nn.Module, plan: FreezePlan) -> None:
+    """Turn off gradients of the frozen stages (timm's `freeze`); see `set_train_mode` for BN."""
+    frozen = [m for s in plan.frozen for m in s.modules]
+    if frozen:
+        timm_freeze(model, frozen, include_bn_running_stats=False)
+
+
+def set_train_mode(model: torch.nn.Module) -> None:
+    """model.train(), except that any module whose parameters are all frozen runs in eval mode,
+    so frozen BatchNorm statistics do not move and frozen dropout does not fire."""
+    model.train()
+    for module in model.modules():
+        params = list(module.parameters())
+        if params and not any(p.requires_grad for p in params):
+            module.eval()

@@ -1,0 +1,107 @@
+"""The run folder: everything needed to reproduce a run or take its model away.
+
+    runs/20261124-101500-resnet18/
+        config.json            the whole TrainConfig, class names, timm architecture, weights used
+        model.safetensors      best weights, the timm model's own state dict (timm key names)
+        metrics.csv            one row per epoch: epoch, train_loss, val_loss, val_accuracy, ...
+        confusion_matrix.csv   true classes as rows, predicted as columns (best epoch)
+        per_class.csv          precision, recall, F1, support per class (best epoch)
+
+Every file is written atomically (a temporary file, then `os.replace`), as timm's CheckpointSaver
+does, so a crash mid-save never leaves a truncated file behind.
+
+    model, info = load_run("runs/20261124-101500-resnet18")
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+import timm
+import torch
+from safetensors.torch import save_file
+
+CONFIG, WEIGHTS, METRICS = "config.json", "model.safetensors", "metrics.csv"
+CONFUSION, PER_CLASS = "confusion_matrix.csv", "per_class.csv"
+
+
+class RunError(ValueError):
+    """A run folder cannot be used; the message is one sentence meant for the user."""
+
+
+def new_run_dir(runs_root: str | os.PathLike, model_name: str) -> Path:
+    """A fresh, uniquely named folder under `runs_root`."""
+    root = Path(runs_root)
+    root.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for i in range(1000):
+        path = root / (f"{stamp}-{model_name}" + (f"-{i}" if i else ""))
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise RunError(f"Could not create a new run folder under '{root}'.")
+
+
+def atomic_write(path: Path, write: Callable[[str], None]) -> None:
+    """Call `write(tmp_path)`, then move the finished file over `path` in one step."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def write_json(path: Path, data: dict) -> None:
+    write_text(path, json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def write_csv(path: Path, frame: pd.DataFrame, index: bool = False) -> None:
+    atomic_write(path, lambda tmp: frame.to_csv(tmp, index=index))
+
+
+def save_weights(path: Path, model: torch.nn.Module, metadata: dict[str, str]) -> None:
+    """The model's state dict as safetensors, contiguous CPU tensors with timm's key names."""
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    atomic_write(path, lambda tmp: save_file(state, tmp, metadata=metadata))
+
+
+def read_config(run_dir: str | os.PathLike) -> dict:
+    path = Path(run_dir) / CONFIG
+    if not path.is_file():
+        raise RunError(f"'{run_dir}' is not a run folder: it has no {CONFIG}.")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def load_run(run_dir: str | os.PathLike, device: str = "cpu") -> tuple[torch.nn.Module, dict]:
+    """Rebuild the trained model of a run folder, in eval mode, and return it with its config."""
+    from .models import read_state_dict  # models imports nothing from here; keep it one-way
+    info = read_config(run_dir)
+    weights = Path(run_dir) / WEIGHTS
+    if not weights.is_file():
+        raise RunError(f"The run in '{run_dir}' has no saved model yet (no {WEIGHTS}).")
+    model = timm.create_model(info["arch"], pretrained=False, num_classes=len(info["classes"]),
+                              **info.get("model_kwargs", {}))
+    model.load_state_dict(read_state_dict(weights))
+    return model.to(device).eval(), info
+
+
+def zip_run(run_dir: str | os.PathLike, dest_dir: str | os.PathLike | None = None) -> Path:
+    """The run folder as a zip (for download); written next to the folder unless told otherwise."""
+    run_dir = Path(run_dir)
+    dest = Path(dest_dir or run_dir.parent) / run_dir.name
+    return Path(shutil.make_archive(str(dest), "zip", root_dir=run_dir.parent, base_dir=run_dir.name))
