@@ -261,6 +261,17 @@ def _stage_label(names: tuple[str, ...], first: bool) -> str:
     return f"stem: {label}" if first and not label.startswith("stem") else label
 
 
+@lru_cache(maxsize=32)
+def _meta_model(name: str, num_classes: int) -> torch.nn.Module:
+    with torch.device("meta"):
+        return timm.create_model(name, pretrained=False, num_classes=num_classes)
+
+
+def preview_freeze(name: str, depth: int | str, num_classes: int = 2) -> FreezePlan:
+    """The freeze plan of an architecture without allocating its weights (for the UI)."""
+    return freeze_plan(_meta_model(check_name(name), num_classes), depth)
+
+
 def resolve_depth(model: torch.nn.Module, depth: int | str) -> int:
     n = len(stages(model))
     if isinstance(depth, str):

@@ -1,0 +1,63 @@
+"""Shared fixtures: datasets generated on the fly, and a guarantee that nothing is downloaded."""
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"  # before anything imports huggingface_hub: tests never download
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import random
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+COLORS = {"red": (200, 40, 40), "green": (40, 170, 60), "blue": (40, 60, 200)}
+
+
+def colour_image(rgb, size=48, seed=0) -> Image.Image:
+    """A learnable picture: a noisy field of one colour with a random grey square on it."""
+    rng = np.random.default_rng(seed)
+    pixels = np.clip(rng.normal(rgb, 30, size=(size, size, 3)), 0, 255).astype(np.uint8)
+    x, y = rng.integers(0, size // 2, 2)
+    pixels[y:y + size // 3, x:x + size // 3] = rng.integers(60, 200)
+    return Image.fromarray(pixels, "RGB")
+
+
+def write_classes(root: Path, per_class: int = 12, classes=COLORS, fmt="png", seed=0) -> Path:
+    for c, rgb in classes.items():
+        (root / c).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            colour_image(rgb, seed=hash((c, i, seed)) % 2**32).save(root / c / f"{c}_{i:02d}.{fmt}")
+    return root
+
+
+@pytest.fixture
+def class_folder(tmp_path) -> Path:
+    """Three colour classes, 12 images each, laid out as <class>/<image>."""
+    return write_classes(tmp_path / "colours")
+
+
+@pytest.fixture
+def split_folder(tmp_path) -> Path:
+    """train/<class>, val/<class> and test/<class>, already split."""
+    root = tmp_path / "split"
+    write_classes(root / "train", 8, seed=1)
+    write_classes(root / "val", 3, seed=2)
+    write_classes(root / "test", 2, seed=3)
+    return root
+
+
+def zip_folder(folder: Path, zip_path: Path, wrapper: str | None = None) -> Path:
+    with zipfile.ZipFile(zip_path, "w") as zf:
+        for f in sorted(folder.rglob("*")):
+            if f.is_file():
+                name = f.relative_to(folder).as_posix()
+                zf.write(f, f"{wrapper}/{name}" if wrapper else name)
+    return zip_path
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    random.seed(0)
+    np.random.seed(0)

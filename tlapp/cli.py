@@ -1,0 +1,156 @@
+"""The same engine from a terminal.
+
+    tlapp check DATA                      # images per class and split, skipped files; exit 1 if unusable
+    tlapp train DATA --model resnet18 --freeze 3 --epochs 5 --out runs/mine
+    tlapp predict RUN_DIR photo.jpg more/ --csv predictions.csv
+
+DATA is a folder of class subfolders, a train/val folder, a .zip of either, or a CSV of path,label.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+from tqdm import tqdm
+
+from .data import IMAGE_SUFFIXES, DataError, load_dataset
+from .engine import Job, Predictor, RunState, make_config
+from .models import DEFAULT_MODEL, ModelError
+from .runs import RunError
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (DataError, ModelError, RunError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tlapp", description="Transfer learning on images with timm.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    check = sub.add_parser("check", help="scan a dataset and say whether it can be trained")
+    _data_args(check)
+    check.set_defaults(func=cmd_check)
+
+    train = sub.add_parser("train", help="train a classifier and write a run folder")
+    _data_args(train)
+    train.add_argument("--model", default=DEFAULT_MODEL, help="any timm model name")
+    train.add_argument("--freeze", default="0",
+                       help="stages frozen from the input: 0 trains everything, 'all' only the head")
+    train.add_argument("--epochs", type=int, default=5)
+    train.add_argument("--img-size", type=int, default=224)
+    train.add_argument("--batch-size", type=int, default=32)
+    train.add_argument("--lr", type=float, default=1e-3)
+    train.add_argument("--weights", default="auto",
+                       help="auto | pretrained | none | a .safetensors/.pth file | a run folder")
+    train.add_argument("--out", default="", help="run folder (default: a new one under --runs-root)")
+    train.add_argument("--runs-root", default="runs")
+    train.add_argument("--no-augment", action="store_true", help="turn off light augmentation")
+    train.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    train.set_defaults(func=cmd_train)
+
+    predict = sub.add_parser("predict", help="classify images with a trained run")
+    predict.add_argument("run_dir")
+    predict.add_argument("images", nargs="+", help="image files or folders")
+    predict.add_argument("--csv", default="", help="write one row per image to this CSV file")
+    predict.add_argument("--top", type=int, default=5)
+    predict.set_defaults(func=cmd_predict)
+    return p
+
+
+def _data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data", help="folder, train/val folder, .zip or CSV of path,label")
+    p.add_argument("--val-fraction", type=float, default=0.2,
+                   help="share of each class held out for validation when there is no val/ folder")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def cmd_check(args) -> int:
+    dataset = load_dataset(args.data, args.val_fraction, args.seed)
+    print(dataset.report().to_string(index=False))
+    if len(dataset.skipped):
+        print(f"\nSkipped {len(dataset.skipped)} files:")
+        print(dataset.skipped.to_string(index=False))
+    print("\n" + dataset.summary())
+    problems = dataset.problems()
+    if problems:
+        print(f"cannot train: {problems[0]}", file=sys.stderr)
+        return 1
+    print("ready to train")
+    return 0
+
+
+def cmd_train(args) -> int:
+    config = make_config(
+        data=args.data, model=args.model, freeze=args.freeze, epochs=args.epochs,
+        img_size=args.img_size, batch_size=args.batch_size, lr=args.lr, weights=args.weights,
+        out=args.out, runs_root=args.runs_root, augment=not args.no_augment,
+        val_fraction=args.val_fraction, seed=args.seed, device=args.device)
+    job = Job(config).start()
+    state = follow(job)
+    print(state.message, file=sys.stderr if state.status == "failed" else sys.stdout)
+    if state.history:
+        print(pd.DataFrame(state.history).round(4).to_string(index=False))
+    return {"done": 0, "stopped": 130}.get(state.status, 1)
+
+
+def follow(job: Job) -> RunState:
+    """Show a progress bar until the job ends; Ctrl-C stops it and keeps the best model."""
+    bar = None
+    try:
+        while job.running:
+            state = job.snapshot()
+            if state.status == "training":
+                bar = bar or tqdm(total=state.epochs * state.steps_per_epoch, unit="step",
+                                  dynamic_ncols=True)
+                bar.n = (state.epoch - 1) * state.steps_per_epoch + state.step
+                last = state.history[-1] if state.history else None
+                bar.set_description(f"epoch {state.epoch}/{state.epochs}")
+                bar.set_postfix_str(f"loss {state.step_losses[-1]:.3f}" +
+                                    (f" val acc {last['val_accuracy']:.1%}" if last else ""))
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        job.stop()
+        print("\nstopping after this batch…", file=sys.stderr)
+    state = job.wait()
+    if bar:
+        bar.close()
+    return state
+
+
+def image_files(inputs: list[str]) -> list[Path]:
+    files = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            files += sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        elif item.is_file():
+            files.append(item)
+        else:
+            raise DataError(f"'{item}' does not exist.")
+    return files
+
+
+def cmd_predict(args) -> int:
+    predictor = Predictor(args.run_dir)
+    rows = []
+    for path in image_files(args.images):
+        try:
+            top = predictor.top_k(path, args.top)
+        except DataError as err:
+            rows.append({"path": str(path), "prediction": "", "probability": None,
+                         "error": str(err)})
+            continue
+        rows.append({"path": str(path), "prediction": top[0][0], "probability": top[0][1],
+                     "top": "; ".join(f"{c} {p:.3f}" for c, p in top), "error": ""})
+    table = pd.DataFrame(rows)
+    if args.csv:
+        table.to_csv(args.csv, index=False)
+    print(table.to_string(index=False))
+    return 0 if len(table) and (table["error"] == "").all() else 1
