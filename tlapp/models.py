@@ -20,8 +20,7 @@ from pathlib import Path
 
 import timm
 import torch
-from timm.models import group_modules
-from timm.utils.model import freeze as timm_freeze
+from timm.models import group_parameters
 
 # Backbones that suit small datasets, light enough for a CPU, each a good default somewhere.
 CATALOG = {
@@ -190,6 +189,7 @@ def load_backbone_weights(model: torch.nn.Module, path: Path) -> str:
 
 
 def classifier_keys(model: torch.nn.Module) -> list[str]:
+    """State-dict keys of the classifier (the part that is always new and always trains)."""
     names = classifier_modules(model)
     return [k for k in model.state_dict() if any(k.startswith(n + ".") for n in names)]
 
@@ -203,8 +203,8 @@ def classifier_modules(model: torch.nn.Module) -> list[str]:
 @dataclass(frozen=True)
 class Stage:
     label: str                 # e.g. "layer3" or "stem: conv1 + bn1"
-    modules: tuple[str, ...]   # module names as in model.named_modules()
-    params: int
+    params: tuple[str, ...]    # parameter names as in model.named_parameters()
+    size: int                  # number of weights
 
 
 @dataclass(frozen=True)
@@ -232,32 +232,31 @@ class FreezePlan:
 
 
 def stages(model: torch.nn.Module) -> list[Stage]:
-    """The backbone's stages from the input, as timm groups them; the classifier is left out."""
-    head = classifier_modules(model)
-    params = dict(model.named_parameters())
+    """The backbone's stages from the input, as timm groups them; the classifier is left out.
+
+    Grouping parameters (not modules) keeps tensors owned by the model itself, such as a ViT's
+    cls_token and pos_embed, in the stage timm puts them in (the stem)."""
+    head = set(classifier_keys(model))
+    sizes = {n: p.numel() for n, p in model.named_parameters()}
+    groups = group_parameters(model, model.group_matcher(coarse=True)).values()
     out = []
-    for i, names in enumerate(group_modules(model, model.group_matcher(coarse=True)).values()):
-        names = tuple(n for n in names if not any(n == h or n.startswith(h + ".") for h in head))
+    for i, names in enumerate(groups):
+        names = tuple(n for n in names if n not in head)
         if names:
-            count = sum(p.numel() for k, p in params.items() if _owned_by(k, names))
-            out.append(Stage(_stage_label(names, first=i == 0), names, count))
+            out.append(Stage(_stage_label(names, first=i == 0), names, sum(sizes[n] for n in names)))
     return out
 
 
-def _owned_by(param_name: str, modules: tuple[str, ...]) -> bool:
-    owner = param_name.rpartition(".")[0]
-    return owner in modules
-
-
 def _stage_label(names: tuple[str, ...], first: bool) -> str:
-    """A short readable name: the shared prefix of a group's modules ('layer3', 'blocks.11')."""
-    prefixes = []
-    for n in names:
-        parts = n.split(".")
-        p = ".".join(parts[:2]) if len(parts) > 1 and parts[1].isdigit() else parts[0]
-        if p not in prefixes:
-            prefixes.append(p)
-    label = " + ".join(prefixes[:3]) + (" …" if len(prefixes) > 3 else "")
+    """A short readable name: the modules' shared path ('layer3', 'blocks.11'), else a list."""
+    paths = [n.split(".")[:-1] or [n] for n in names]
+    common = os.path.commonprefix(paths)
+    if common:
+        label = ".".join(common[:2])
+    else:
+        prefixes = list(dict.fromkeys(
+            ".".join(p[:2] if len(p) > 1 and p[1].isdigit() else p[:1]) for p in paths))
+        label = " + ".join(prefixes[:3]) + (" …" if len(prefixes) > 3 else "")
     return f"stem: {label}" if first and not label.startswith("stem") else label
 
 
@@ -289,16 +288,16 @@ def resolve_depth(model: torch.nn.Module, depth: int | str) -> int:
 def freeze_plan(model: torch.nn.Module, depth: int | str) -> FreezePlan:
     all_stages = tuple(stages(model))
     depth = resolve_depth(model, depth)
-    frozen = sum(s.params for s in all_stages[:depth])
+    frozen = sum(s.size for s in all_stages[:depth])
     total = sum(p.numel() for p in model.parameters())
     return FreezePlan(all_stages, depth, total - frozen, total)
 
 
 def apply_freeze(model: torch.nn.Module, plan: FreezePlan) -> None:
-    """Turn off gradients of the frozen stages (timm's `freeze`); see `set_train_mode` for BN."""
-    frozen = [m for s in plan.frozen for m in s.modules]
-    if frozen:
-        timm_freeze(model, frozen, include_bn_running_stats=False)
+    """Turn off gradients of the frozen stages; `set_train_mode` keeps their BatchNorm still."""
+    frozen = {n for stage in plan.frozen for n in stage.params}
+    for name, param in model.named_parameters():
+        param.requires_grad_(name not in frozen)
 
 
 def set_train_mode(model: torch.nn.Module) -> None:

@@ -1,0 +1,136 @@
+"""The training engine: it learns, respects frozen stages, stops on request, writes the run folder."""
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import timm
+import torch
+from safetensors.torch import load_file
+
+from tlapp import runs
+from tlapp.data import load_dataset
+from tlapp.engine import Job, Predictor, Trainer, make_config
+
+FAST = dict(weights="none", img_size=48, batch_size=8, lr=3e-3, runs_root="unused")
+
+
+def train(data, tmp_path, **overrides):
+    config = make_config(data=str(data), out=str(tmp_path / "run"), **{**FAST, **overrides})
+    state = Job(config).start().wait(timeout=240)
+    assert state.status == "done", state.message
+    return state
+
+
+def test_a_short_run_learns_and_writes_a_complete_run_folder(class_folder, tmp_path):
+    state = train(class_folder, tmp_path, model="test_resnet", epochs=4)
+    assert state.step_losses[-1] < state.step_losses[0]
+    assert state.history[-1]["train_loss"] < state.history[0]["train_loss"]
+    assert state.best_accuracy >= 0.8  # chance is 1/3
+    run = tmp_path / "run"
+    assert {p.name for p in run.iterdir()} >= {"config.json", "model.safetensors", "metrics.csv",
+                                               "confusion_matrix.csv", "per_class.csv"}
+    info = runs.read_config(run)
+    assert info["arch"] == "test_resnet" and info["classes"] == ["blue", "green", "red"]
+    assert info["config"]["epochs"] == 4 and info["status"] == "done"
+    metrics = pd.read_csv(run / "metrics.csv")
+    assert list(metrics.columns[:4]) == ["epoch", "train_loss", "val_loss", "val_accuracy"]
+    assert metrics["epoch"].tolist() == [1, 2, 3, 4]
+    cm = pd.read_csv(run / "confusion_matrix.csv", index_col=0)
+    assert list(cm.columns) == info["classes"] and list(cm.index) == info["classes"]
+    n_val = len(load_dataset(class_folder).split("val"))
+    assert cm.to_numpy().sum() == n_val == info["dataset"]["images"]["val"]  # each counted once
+    best_row = metrics.loc[metrics["epoch"] == info["best_epoch"]].iloc[0]
+    assert np.trace(cm.to_numpy()) / n_val == pytest.approx(best_row["val_accuracy"])
+    per_class = pd.read_csv(run / "per_class.csv")
+    assert list(per_class.columns) == ["class", "precision", "recall", "f1", "support"]
+    # timm loads the saved weights directly, by its own key names
+    model = timm.create_model("test_resnet", num_classes=3)
+    model.load_state_dict(load_file(run / "model.safetensors"))
+
+
+def snapshot(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("name, depth", [("test_resnet", 3), ("test_vit", "all"),
+                                         ("test_efficientnet", 2)])
+def test_frozen_stages_do_not_change_weights_or_batchnorm_statistics(class_folder, tmp_path,
+                                                                     name, depth):
+    dataset = load_dataset(class_folder)
+    config = make_config(data=str(class_folder), model=name, freeze=depth, epochs=2,
+                         out=str(tmp_path / "run"), **{**FAST, "img_size": 64})
+    trainer = Trainer(config, dataset, tmp_path / "run", [], stop_event=_never())
+    frozen = {p for stage in trainer.plan.frozen for p in stage.params}
+    frozen_modules = {n.rpartition(".")[0] for n in frozen}
+    before = snapshot(trainer.model)
+    grads_seen = set()
+    hooks = [p.register_hook(lambda g, n=n: grads_seen.add(n))
+             for n, p in trainer.model.named_parameters() if p.requires_grad]
+    assert trainer.fit() == "done"
+    after = snapshot(trainer.model)
+    for key in before:
+        owner = key.rpartition(".")[0]
+        if key in frozen or (owner in frozen_modules and "running" in key or
+                             owner in frozen_modules and "num_batches" in key):
+            assert torch.equal(before[key], after[key]), f"frozen {key} changed"
+    trainable = [n for n, p in trainer.model.named_parameters() if p.requires_grad]
+    assert any(not torch.equal(before[n], after[n]) for n in trainable)
+    assert grads_seen == set(trainable)
+    assert all(p.grad is None for n, p in trainer.model.named_parameters() if n in frozen)
+    assert sum(p.numel() for p in trainer.model.parameters() if p.requires_grad) == trainer.plan.trainable
+    for h in hooks:
+        h.remove()
+
+
+def _never():
+    import threading
+    return threading.Event()
+
+
+def test_stop_ends_the_run_within_seconds_and_keeps_the_best_model(class_folder, tmp_path):
+    config = make_config(data=str(class_folder), model="test_resnet", epochs=200,
+                         out=str(tmp_path / "run"), **FAST)
+    job = Job(config).start()
+    deadline = time.time() + 120
+    while not job.snapshot().history and time.time() < deadline:
+        time.sleep(0.05)
+    assert job.snapshot().history, "no epoch finished"
+    job.stop()
+    t0 = time.time()
+    state = job.wait(timeout=30)
+    assert time.time() - t0 < 5
+    assert state.status == "stopped" and "Stopped by the user" in state.message
+    assert state.epoch < 200 and state.best_epoch >= 1
+    assert (tmp_path / "run" / "model.safetensors").exists()
+    assert runs.read_config(tmp_path / "run")["status"] == "stopped"
+
+
+def test_predictor_gives_top_k_probabilities(class_folder, tmp_path):
+    train(class_folder, tmp_path, model="test_resnet", epochs=3)
+    predictor = Predictor(tmp_path / "run")
+    top = predictor.top_k(next((class_folder / "red").iterdir()), k=5)
+    assert len(top) == 3 and {c for c, _ in top} == {"red", "green", "blue"}
+    assert sum(p for _, p in top) == pytest.approx(1.0, abs=1e-5)
+    assert top[0][0] == "red"
+
+
+def test_failures_are_reported_not_raised(tmp_path):
+    state = Job(make_config(data=str(tmp_path / "nothing"), **FAST)).start().wait(timeout=30)
+    assert state.status == "failed" and "does not exist" in state.message
+
+
+@pytest.mark.parametrize("bad, message", [(dict(epochs=0), "Epochs"), (dict(lr=5.0), "Learning rate"),
+                                          (dict(val_fraction=1.5), "validation"),
+                                          (dict(colour="red"), "Unknown")])
+def test_config_is_checked(bad, message):
+    with pytest.raises(ValueError, match=message):
+        make_config(data="x", **bad)
+
+
+def test_the_engine_never_imports_gradio():
+    code = "import sys, tlapp.engine, tlapp.cli; print('gradio' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
