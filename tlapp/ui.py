@@ -330,11 +330,14 @@ def _data_step(settings: AppSettings, session: gr.State) -> dict:
         return (state, *data_views(state.dataset))
 
     outputs = [session, summary, report, skipped]
-    upload.upload(lambda s, u, f: load(s, u, "", f), [session, upload, val_fraction], outputs)
-    read_local.click(lambda s, p, f: load(s, None, p, f), [session, local, val_fraction], outputs)
-    local.submit(lambda s, p, f: load(s, None, p, f), [session, local, val_fraction], outputs)
+    upload.upload(lambda s, u, f: load(s, u, "", f), [session, upload, val_fraction], outputs,
+                  api_name="load_upload")
+    read_local.click(lambda s, p, f: load(s, None, p, f), [session, local, val_fraction], outputs,
+                     api_name="load_folder")
+    local.submit(lambda s, p, f: load(s, None, p, f), [session, local, val_fraction], outputs,
+                 api_visibility="private")
     sample.click(lambda s, f: load(s, None, "", f, sample_clicked=True), [session, val_fraction],
-                 outputs)
+                 outputs, api_name="use_sample")
     return {"val_fraction": val_fraction, "summary": summary, "sample": sample,
             "outputs": outputs}
 
@@ -431,11 +434,12 @@ def _train_step(settings: AppSettings, session: gr.State, data: dict, model: dic
     train_inputs = [session, model["choice"], model["custom"], model["weights"],
                     model["weights_file"], model["weights_path"], model["freeze"], epochs,
                     img_size, batch_size, lr, augment, data["val_fraction"]]
-    train_btn.click(start, train_inputs, [session, status, timer, train_btn, stop_btn])
-    stop_btn.click(stop, session, status, concurrency_limit=None)
+    train_btn.click(start, train_inputs, [session, status, timer, train_btn, stop_btn],
+                    api_name="train")
+    stop_btn.click(stop, session, status, concurrency_limit=None, api_name="stop")
     timer.tick(poll_outputs, session, [status, loss_plot, epoch_plot, acc_plot, matrix, summary, per_class,
                                        download, timer, train_btn, stop_btn],
-               concurrency_limit=None, show_progress="hidden")
+               concurrency_limit=None, show_progress="hidden", api_name="poll")
     data["sample"].click(lambda: gr.Slider(value=64), None, img_size)
     return {"status": status}
 
@@ -456,7 +460,7 @@ def _use_step(session: gr.State, train: dict) -> None:
             raise DataError("Train a model first: predictions use the best epoch of your run.")
         return dict(state.predictor(state_now.run_dir).top_k(path, 5))
 
-    image.change(predict, [session, image], result)
+    image.change(predict, [session, image], result, api_name="predict")
 
 
 def launch_kwargs(settings: AppSettings) -> dict:

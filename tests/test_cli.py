@@ -1,0 +1,54 @@
+"""`tlapp check / train / predict` end to end, as a user would run them."""
+import subprocess
+import sys
+
+import pandas as pd
+
+from conftest import write_classes
+
+
+def tlapp(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "tlapp", *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd, timeout=240)
+
+
+def test_check_prints_the_table_and_accepts_good_data(class_folder):
+    out = tlapp("check", class_folder)
+    assert out.returncode == 0, out.stderr
+    assert "(all classes)" in out.stdout and "ready to train" in out.stdout
+    assert "36 images in 3 classes" in out.stdout
+
+
+def test_check_refuses_unusable_data_with_one_line(tmp_path):
+    write_classes(tmp_path / "one", classes={"cat": (1, 2, 3)})
+    out = tlapp("check", tmp_path / "one")
+    assert out.returncode == 1
+    assert out.stderr.strip().startswith("cannot train: At least 2 classes")
+    assert len(out.stderr.strip().splitlines()) == 1
+    missing = tlapp("check", tmp_path / "nope")
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+def test_train_then_predict(class_folder, tmp_path):
+    run = tmp_path / "run"
+    out = tlapp("train", class_folder, "--model", "test_resnet", "--freeze", "all", "--epochs", 2,
+                "--img-size", 48, "--batch-size", 8, "--lr", 0.01, "--weights", "none",
+                "--out", run)
+    assert out.returncode == 0, out.stderr
+    assert "Done. Best model" in out.stdout
+    assert {"config.json", "model.safetensors", "metrics.csv"} <= {p.name for p in run.iterdir()}
+    assert pd.read_csv(run / "metrics.csv")["epoch"].tolist() == [1, 2]
+    csv = tmp_path / "predictions.csv"
+    pred = tlapp("predict", run, class_folder / "red", class_folder / "blue" / "blue_00.png",
+                 "--csv", csv)
+    assert pred.returncode == 0, pred.stderr
+    table = pd.read_csv(csv)
+    assert len(table) == 13 and set(table["prediction"]) <= {"red", "green", "blue"}
+    assert table["probability"].between(0, 1).all()
+
+
+def test_bad_settings_get_a_clear_error(class_folder):
+    out = tlapp("train", class_folder, "--model", "no_such_net", "--epochs", 1)
+    assert out.returncode == 1 and "not a timm model name" in out.stderr
+    out = tlapp("train", class_folder, "--epochs", 0)
+    assert out.returncode == 2 and "Epochs must be at least 1" in out.stderr
