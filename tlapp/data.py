@@ -331,9 +331,41 @@ def extract_zip(zip_path: Path, target: Path, max_bytes: int = MAX_ZIP_BYTES,
 def _safe_member_path(member: zipfile.ZipInfo, target: Path) -> Path | None:
     """The extraction path of a zip entry, or None for links and paths escaping `target`."""
     is_symlink = (member.external_attr >> 16) & 0o170000 == 0o120000
-    name = member.filename.replace("\\", "/")
+    return None if is_symlink else safe_destination(member.filename, target)
+
+
+def safe_destination(name: str, target: Path) -> Path | None:
+    """`target / name` for a relative name from an upload, or None if it would escape `target`
+    (`..`, absolute paths, drive letters)."""
+    name = name.replace("\\", "/")
     parts = PurePosixPath(name).parts
-    if is_symlink or not parts or name.startswith("/") or ":" in parts[0] or ".." in parts:
+    if not parts or name.startswith("/") or ":" in parts[0] or ".." in parts:
         return None
     dest = (target / Path(*parts)).resolve()
     return dest if dest.is_relative_to(target.resolve()) else None
+
+
+# ----------------------------------------------------------------------------- folder upload
+def assemble_upload(files: list[str | os.PathLike], relative_paths: list[dict],
+                    target: Path) -> Path:
+    """Rebuild an uploaded folder under `target` from the uploaded files and the paths the
+    browser reported for them (`[{"path": "photos/cat/1.jpg", "size": 1234}, ...]`).
+
+    Uploads keep only base names, so each file is matched to a reported path by name and size,
+    in order; a file with no match is placed at the top, where it is listed as skipped."""
+    by_key: dict[tuple[str, int], list[str]] = {}
+    for entry in relative_paths:
+        path = str(entry.get("path", ""))
+        by_key.setdefault((PurePosixPath(path).name, int(entry.get("size", -1))), []).append(path)
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    for f in map(Path, files):
+        candidates = by_key.get((f.name, f.stat().st_size))
+        relative = candidates.pop(0) if candidates else f.name
+        dest = safe_destination(relative, target) or safe_destination(f.name, target)
+        if dest is None or dest.exists():
+            continue
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(f, dest)
+    return target

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import html
+import json
 import os
 import shutil
 import uuid
@@ -22,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from . import models, runs
-from .data import DataError, Dataset, load_dataset
+from .data import DataError, Dataset, assemble_upload, load_dataset
 from .engine import Job, Predictor, RunState, make_config
 from .models import ModelError
 
@@ -117,6 +118,22 @@ def dataset_from_upload(settings: AppSettings, session: Session, upload: str | N
         return load_dataset(upload, val_fraction)
     raise DataError(f"'{upload.name}' is not a .zip of class folders: zip the folder that holds "
                     "one subfolder per class and upload that.")
+
+
+def dataset_from_folder_upload(session: Session, files: list[str] | None, reported: str,
+                               val_fraction: float) -> Dataset:
+    """A folder chosen or dropped in the browser: rebuild it from the files and their paths."""
+    if not files:
+        raise DataError("The folder arrived empty: choose a folder that holds one subfolder per class.")
+    if len(files) == 1 and Path(files[0]).suffix.lower() == ".zip":
+        return load_dataset(files[0], val_fraction,
+                            extract_to=session.workdir / "data" / Path(files[0]).stem)
+    try:
+        paths = json.loads(reported or "[]")
+    except json.JSONDecodeError:
+        paths = []
+    target = session.workdir / "data" / f"folder-{uuid.uuid4().hex[:8]}"
+    return load_dataset(assemble_upload(files, paths, target), val_fraction)
 
 
 def data_views(dataset: Dataset) -> tuple[str, pd.DataFrame, pd.DataFrame]:
@@ -302,9 +319,13 @@ def _data_step(settings: AppSettings, session: gr.State) -> dict:
     gr.Markdown("## 1 · Your images", elem_classes="tl-step")
     with gr.Row():
         with gr.Column(scale=3):
-            upload = gr.File(label="Upload a .zip of your folder (one subfolder per class, or "
-                             "train/ and val/ folders)", file_types=[".zip", ".csv"],
-                             elem_id="upload", height=140)
+            folder = gr.File(label="Drop your folder here, or click to choose it (one subfolder "
+                             "per class, or train/ and val/ folders)", file_count="directory",
+                             elem_id="upload", height=150)
+            archive = gr.File(label="…or upload a .zip of that folder", elem_id="upload-zip",
+                              file_types=[".zip", ".csv"], height=90)
+            # Filled in by FOLDER_JS with each file's path inside the folder: the labels.
+            paths = gr.Textbox(visible="hidden", elem_id="upload-paths")
         with gr.Column(scale=2):
             sample = gr.Button("Use the sample: handwritten digits (500 images, 10 classes)",
                                visible=SAMPLE_DATA.is_dir(), elem_id="sample-btn")
@@ -320,26 +341,37 @@ def _data_step(settings: AppSettings, session: gr.State) -> dict:
         skipped = gr.Dataframe(label="Files left out, and why", interactive=False,
                                elem_id="skipped-table", max_height=320)
 
-    @user_errors
-    def load(state, upload_path, local_path, fraction, sample_clicked=False):
-        state = state or Session.new(settings)
-        if sample_clicked:
-            state.dataset = load_dataset(SAMPLE_DATA, fraction)
-        else:
-            state.dataset = dataset_from_upload(settings, state, upload_path, local_path, fraction)
-        return (state, *data_views(state.dataset))
+    def loader(source):
+        @user_errors
+        def load(state, *args):
+            state = state or Session.new(settings)
+            state.dataset = source(state, *args[:-1], val_fraction=args[-1])
+            return (state, *data_views(state.dataset))
+        return load
+
+    def from_folder(state, files, reported, val_fraction):
+        return dataset_from_folder_upload(state, files, reported, val_fraction)
+
+    def from_archive(state, file, val_fraction):
+        return dataset_from_upload(settings, state, file, "", val_fraction)
+
+    def from_path(state, path, val_fraction):
+        return dataset_from_upload(settings, state, None, path, val_fraction)
+
+    def from_sample(state, val_fraction):
+        return load_dataset(SAMPLE_DATA, val_fraction)
 
     outputs = [session, summary, report, skipped]
-    upload.upload(lambda s, u, f: load(s, u, "", f), [session, upload, val_fraction], outputs,
-                  api_name="load_upload")
-    read_local.click(lambda s, p, f: load(s, None, p, f), [session, local, val_fraction], outputs,
+    folder.upload(loader(from_folder), [session, folder, paths, val_fraction], outputs,
+                  api_name="load_folder_upload")
+    archive.upload(loader(from_archive), [session, archive, val_fraction], outputs,
+                   api_name="load_upload")
+    read_local.click(loader(from_path), [session, local, val_fraction], outputs,
                      api_name="load_folder")
-    local.submit(lambda s, p, f: load(s, None, p, f), [session, local, val_fraction], outputs,
+    local.submit(loader(from_path), [session, local, val_fraction], outputs,
                  api_visibility="private")
-    sample.click(lambda s, f: load(s, None, "", f, sample_clicked=True), [session, val_fraction],
-                 outputs, api_name="use_sample")
-    return {"val_fraction": val_fraction, "summary": summary, "sample": sample,
-            "outputs": outputs}
+    sample.click(loader(from_sample), [session, val_fraction], outputs, api_name="use_sample")
+    return {"val_fraction": val_fraction, "summary": summary, "sample": sample}
 
 
 def _model_step(settings: AppSettings, session: gr.State) -> dict:
@@ -463,5 +495,63 @@ def _use_step(session: gr.State, train: dict) -> None:
     image.change(predict, [session, image], result, api_name="predict")
 
 
+# Uploads keep only base names, so the class folders (the labels) would be lost. This script
+# records each file's path inside the chosen folder in the hidden #upload-paths box before the
+# upload starts: from webkitRelativePath when the folder is picked, and by walking the dropped
+# directory entries when it is dropped (Gradio's own drop handler sees only top-level files).
+FOLDER_JS = """
+<script>
+(() => {
+  const describe = (file, path) =>
+    ({path: path || file.webkitRelativePath || file.name, size: file.size});
+  function report(list) {
+    const box = document.querySelector("#upload-paths textarea, #upload-paths input");
+    if (!box) return;
+    box.value = JSON.stringify(list);
+    box.dispatchEvent(new Event("input", {bubbles: true}));
+  }
+  document.addEventListener("change", (event) => {
+    const input = event.target;
+    if (!(input instanceof HTMLInputElement) || input.type !== "file") return;
+    if (!input.closest("#upload")) return;
+    if (input.dataset.tlappFed) { delete input.dataset.tlappFed; return; }
+    report(Array.from(input.files || []).map((f) => describe(f)));
+  }, true);
+  const fileOf = (entry) => new Promise((ok, fail) => entry.file(ok, fail));
+  const batchOf = (reader) => new Promise((ok, fail) => reader.readEntries(ok, fail));
+  async function walk(entry, prefix, out) {
+    if (entry.isFile) { out.push([await fileOf(entry), prefix + entry.name]); return; }
+    const reader = entry.createReader();
+    for (let batch = await batchOf(reader); batch.length; batch = await batchOf(reader)) {
+      for (const child of batch) await walk(child, prefix + entry.name + "/", out);
+    }
+  }
+  document.addEventListener("drop", async (event) => {
+    const zone = event.target instanceof Element && event.target.closest("#upload");
+    if (!zone || !event.dataTransfer) return;
+    const entries = Array.from(event.dataTransfer.items || [])
+      .map((item) => item.webkitGetAsEntry && item.webkitGetAsEntry()).filter(Boolean);
+    if (!entries.some((entry) => entry.isDirectory)) {
+      report(Array.from(event.dataTransfer.files).map((f) => describe(f)));
+      return;
+    }
+    event.preventDefault();
+    event.stopPropagation();
+    const found = [];
+    for (const entry of entries) await walk(entry, "", found);
+    report(found.map(([file, path]) => describe(file, path)));
+    const input = zone.querySelector('input[type="file"]');
+    const transfer = new DataTransfer();
+    found.forEach(([file]) => transfer.items.add(file));
+    input.files = transfer.files;
+    input.dataset.tlappFed = "1";
+    input.dispatchEvent(new Event("change", {bubbles: true}));
+  }, true);
+})();
+</script>
+"""
+
+
 def launch_kwargs(settings: AppSettings) -> dict:
-    return {"theme": gr.themes.Soft(), "css": CSS, "allowed_paths": [str(settings.home)]}
+    return {"theme": gr.themes.Soft(), "css": CSS, "head": FOLDER_JS,
+            "allowed_paths": [str(settings.home)]}
