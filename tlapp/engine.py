@@ -9,7 +9,7 @@
     job.stop()                      # ends within a batch; the best model so far is kept
 
 The loop is plain (nanoGPT) and announces what happens as events (fastai): `before_fit`,
-`after_batch`, `after_epoch`, `after_fit`. Callbacks record the live state and write the run
+`before_epoch`, `after_batch`, `after_epoch`, `after_fit`. Callbacks record the live state and write the run
 folder; stopping is an exception raised inside the loop, not a flag tested everywhere.
 This module never imports gradio: the UI and the CLI only start jobs and read snapshots.
 """
@@ -247,6 +247,7 @@ class Trainer:
         self.emit("before_fit")
         try:
             for self.epoch in range(1, self.config.epochs + 1):
+                self.emit("before_epoch")
                 self.train_epoch()
                 self.validate()
                 self.result = self.epoch_metrics()
@@ -333,10 +334,11 @@ class LiveState:
             s.epochs, s.steps_per_epoch = t.config.epochs, len(t.train_loader)
             s.weights_note, s.freeze_note = t.weights_note, t.plan.describe()
 
+    def before_epoch(self, t: Trainer) -> None:
+        self.epoch_start, self.epoch_images = time.perf_counter(), 0
+
     def after_batch(self, t: Trainer) -> None:
         now = time.perf_counter()
-        if t.step == 1:
-            self.epoch_start, self.epoch_images = now, 0
         self.epoch_images += t.batch_size
         done = (t.epoch - 1) * len(t.train_loader) + t.step
         remaining = t.config.epochs * len(t.train_loader) - done

@@ -421,7 +421,8 @@ def _train_step(settings: AppSettings, session: gr.State, data: dict, model: dic
         stop_btn = gr.Button("Stop", variant="stop", elem_id="stop-btn", interactive=False, scale=1)
     status = gr.Markdown("Load data, pick a model, then press **Train**.", elem_id="status")
     with gr.Row(equal_height=True):
-        plot = functools.partial(gr.LinePlot, x="epoch", color="series", x_title="epoch", height=300)
+        plot = functools.partial(gr.LinePlot, x="epoch", color="series", x_title="epoch",
+                                 color_title="", height=320)
         loss_plot = plot(y="loss", color_map=STEP_COLORS, elem_id="loss-plot",
                          label="Training loss, each step (lower is better)")
         epoch_plot = plot(y="loss", color_map=EPOCH_COLORS, elem_id="epoch-loss-plot",
