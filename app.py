@@ -4,6 +4,7 @@ Also the Hugging Face Spaces entry point. Environment: TLAPP_HOST (default 127.0
 0.0.0.0 on Spaces), TLAPP_PORT (7860), TLAPP_HOME (where sessions and runs are kept),
 TLAPP_LOCAL_FOLDERS=1/0 (allow reading folders on this computer; on by default only when private).
 """
+
 import os
 
 from tlapp.ui import AppSettings, build_ui, launch_kwargs
@@ -13,5 +14,7 @@ if __name__ == "__main__":
     host = os.environ.get("TLAPP_HOST", "0.0.0.0" if on_spaces else "127.0.0.1")
     settings = AppSettings.from_env(server_name=host)
     build_ui(settings).queue(default_concurrency_limit=4).launch(
-        server_name=host, server_port=int(os.environ.get("TLAPP_PORT", "7860")),
-        **launch_kwargs(settings))
+        server_name=host,
+        server_port=int(os.environ.get("TLAPP_PORT", "7860")),
+        **launch_kwargs(settings),
+    )

@@ -7,6 +7,7 @@ The bundled sample dataset. Run once from the repository root (needs scikit-lear
 Each 8x8 scan (16 grey levels) is scaled to 64x64 so that it is visible in the browser;
 50 images per digit keep the folder small (about 500 files) and a CPU run short.
 """
+
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,8 @@ def main(out: Path = Path(__file__).parent / "digits") -> None:
         folder = out / str(label)
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(pixels, "L").resize((SIZE, SIZE), Image.BICUBIC).save(
-            folder / f"{counts[label]:03d}.png", optimize=True)
+            folder / f"{counts[label]:03d}.png", optimize=True
+        )
     print(f"wrote {sum(counts.values())} images in {len(counts)} classes to {out}")
 
 

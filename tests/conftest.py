@@ -1,4 +1,5 @@
 """Shared fixtures: datasets generated on the fly, and a guarantee that nothing is downloaded."""
+
 import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # before anything imports huggingface_hub: tests never download
@@ -20,7 +21,7 @@ def colour_image(rgb, size=48, seed=0) -> Image.Image:
     rng = np.random.default_rng(seed)
     pixels = np.clip(rng.normal(rgb, 30, size=(size, size, 3)), 0, 255).astype(np.uint8)
     x, y = rng.integers(0, size // 2, 2)
-    pixels[y:y + size // 3, x:x + size // 3] = rng.integers(60, 200)
+    pixels[y : y + size // 3, x : x + size // 3] = rng.integers(60, 200)
     return Image.fromarray(pixels, "RGB")
 
 

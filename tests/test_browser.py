@@ -2,9 +2,9 @@
 
 Picks a generated folder through the folder input, trains a tiny model, stops, predicts, and
 saves a screenshot of the trained page under test-artifacts/."""
+
 import os
 import socket
-import time
 from pathlib import Path
 
 import pytest
@@ -14,12 +14,20 @@ from tlapp.ui import AppSettings, build_ui, launch_kwargs
 from conftest import write_classes
 
 CHROMIUM = os.environ.get("TLAPP_CHROMIUM", "/usr/bin/chromium")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
-                                reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+pytestmark = pytest.mark.skipif(
+    not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)"
+)
 
 
 def free_port() -> int:
@@ -31,11 +39,17 @@ def free_port() -> int:
 @pytest.fixture
 def page(tmp_path):
     from playwright.sync_api import sync_playwright
+
     settings = AppSettings(home=tmp_path / "home", allow_local_paths=False)
     demo = build_ui(settings)
     port = free_port()
-    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True,
-                        quiet=True, **launch_kwargs(settings))
+    demo.queue().launch(
+        server_name="127.0.0.1",
+        server_port=port,
+        prevent_thread_lock=True,
+        quiet=True,
+        **launch_kwargs(settings),
+    )
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         tab = browser.new_page(viewport={"width": 1366, "height": 900})
@@ -51,9 +65,9 @@ def table_rows(page, elem_id: str, columns: list[str]) -> dict[str, list[str]]:
     """The cells of a Gradio Dataframe as the user sees them, keyed by the first column."""
     lines = [line.strip() for line in page.inner_text(f"#{elem_id}").splitlines() if line.strip()]
     start = lines.index(columns[0])
-    assert lines[start:start + len(columns)] == columns
-    cells = lines[start + len(columns):]
-    rows = [cells[i:i + len(columns)] for i in range(0, len(cells), len(columns))]
+    assert lines[start : start + len(columns)] == columns
+    cells = lines[start + len(columns) :]
+    rows = [cells[i : i + len(columns)] for i in range(0, len(cells), len(columns))]
     return {row[0]: row[1:] for row in rows}
 
 
@@ -62,9 +76,11 @@ def wait_for(page, js: str, timeout: float = 120):
 
 
 def test_folder_pick_train_stop_and_predict(page, tmp_path):
-    folder = write_classes(tmp_path / "shapes", per_class=10,
-                           classes={"circle": (200, 40, 40), "square": (40, 170, 60),
-                                    "triangle": (40, 60, 200)})
+    folder = write_classes(
+        tmp_path / "shapes",
+        per_class=10,
+        classes={"circle": (200, 40, 40), "square": (40, 170, 60), "triangle": (40, 60, 200)},
+    )
     (folder / "circle" / "notes.txt").write_text("not an image")  # listed as skipped
     on_disk = load_dataset(folder)
 
@@ -79,10 +95,13 @@ def test_folder_pick_train_stop_and_predict(page, tmp_path):
 
     page.fill("#custom-model input, #custom-model textarea", "test_resnet")
     page.click("#train-btn")
-    wait_for(page, """(() => {
+    wait_for(
+        page,
+        """(() => {
         const m = document.querySelector('#confusion-matrix');
         return m && m.innerText.includes('triangle') && m.innerText.includes('circle');
-    })()""")
+    })()""",
+    )
     # the per-step loss curve has at least two points once an epoch is done
     status = page.inner_text("#status")
     assert "Epoch" in status or "Finished" in status
@@ -96,6 +115,8 @@ def test_folder_pick_train_stop_and_predict(page, tmp_path):
 
     image = next((folder / "circle").iterdir())
     page.set_input_files("#predict-image input[type=file]", str(image))
-    wait_for(page, "document.querySelector('#predict-result').innerText.match(/circle|square|triangle/)")
+    wait_for(
+        page, "document.querySelector('#predict-result').innerText.match(/circle|square|triangle/)"
+    )
     text = page.inner_text("#predict-result")
     assert "%" in text

@@ -1,4 +1,5 @@
 """`tlapp check / train / predict` end to end, as a user would run them."""
+
 import subprocess
 import sys
 
@@ -8,8 +9,13 @@ from conftest import write_classes
 
 
 def tlapp(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "tlapp", *map(str, args)], capture_output=True,
-                          text=True, cwd=cwd, timeout=240)
+    return subprocess.run(
+        [sys.executable, "-m", "tlapp", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=240,
+    )
 
 
 def test_check_prints_the_table_and_accepts_good_data(class_folder):
@@ -31,16 +37,34 @@ def test_check_refuses_unusable_data_with_one_line(tmp_path):
 
 def test_train_then_predict(class_folder, tmp_path):
     run = tmp_path / "run"
-    out = tlapp("train", class_folder, "--model", "test_resnet", "--freeze", "all", "--epochs", 2,
-                "--img-size", 48, "--batch-size", 8, "--lr", 0.01, "--weights", "none",
-                "--out", run)
+    out = tlapp(
+        "train",
+        class_folder,
+        "--model",
+        "test_resnet",
+        "--freeze",
+        "all",
+        "--epochs",
+        2,
+        "--img-size",
+        48,
+        "--batch-size",
+        8,
+        "--lr",
+        0.01,
+        "--weights",
+        "none",
+        "--out",
+        run,
+    )
     assert out.returncode == 0, out.stderr
     assert "Done. Best model" in out.stdout
     assert {"config.json", "model.safetensors", "metrics.csv"} <= {p.name for p in run.iterdir()}
     assert pd.read_csv(run / "metrics.csv")["epoch"].tolist() == [1, 2]
     csv = tmp_path / "predictions.csv"
-    pred = tlapp("predict", run, class_folder / "red", class_folder / "blue" / "blue_00.png",
-                 "--csv", csv)
+    pred = tlapp(
+        "predict", run, class_folder / "red", class_folder / "blue" / "blue_00.png", "--csv", csv
+    )
     assert pred.returncode == 0, pred.stderr
     table = pd.read_csv(csv)
     assert len(table) == 13 and set(table["prediction"]) <= {"red", "green", "blue"}

@@ -1,4 +1,5 @@
 """Data in: every accepted layout, bad files skipped with a reason, images always 8-bit RGB."""
+
 import io
 import shutil
 
@@ -51,8 +52,10 @@ def test_zip_of_either_layout(request, tmp_path, layout, wrapper):
 
 
 def test_csv_of_path_label(class_folder, tmp_path):
-    rows = [(f"colours/{p.parent.name}/{p.name}", p.parent.name)
-            for p in sorted(class_folder.rglob("*.png"))]
+    rows = [
+        (f"colours/{p.parent.name}/{p.name}", p.parent.name)
+        for p in sorted(class_folder.rglob("*.png"))
+    ]
     csv = tmp_path / "labels.csv"
     pd.DataFrame(rows, columns=["path", "label"]).to_csv(csv, index=False)
     ds = load_dataset(csv)

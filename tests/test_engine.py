@@ -1,4 +1,5 @@
 """The training engine: it learns, respects frozen stages, stops on request, writes the run folder."""
+
 import subprocess
 import sys
 import time
@@ -30,8 +31,13 @@ def test_a_short_run_learns_and_writes_a_complete_run_folder(class_folder, tmp_p
     assert state.history[-1]["train_loss"] < state.history[0]["train_loss"]
     assert state.best_accuracy >= 0.8  # chance is 1/3
     run = tmp_path / "run"
-    assert {p.name for p in run.iterdir()} >= {"config.json", "model.safetensors", "metrics.csv",
-                                               "confusion_matrix.csv", "per_class.csv"}
+    assert {p.name for p in run.iterdir()} >= {
+        "config.json",
+        "model.safetensors",
+        "metrics.csv",
+        "confusion_matrix.csv",
+        "per_class.csv",
+    }
     info = runs.read_config(run)
     assert info["arch"] == "test_resnet" and info["classes"] == ["blue", "green", "red"]
     assert info["config"]["epochs"] == 4 and info["status"] == "done"
@@ -55,44 +61,64 @@ def snapshot(model):
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-@pytest.mark.parametrize("name, depth", [("test_resnet", 3), ("test_vit", "all"),
-                                         ("test_efficientnet", 2)])
-def test_frozen_stages_do_not_change_weights_or_batchnorm_statistics(class_folder, tmp_path,
-                                                                     name, depth):
+@pytest.mark.parametrize(
+    "name, depth", [("test_resnet", 3), ("test_vit", "all"), ("test_efficientnet", 2)]
+)
+def test_frozen_stages_do_not_change_weights_or_batchnorm_statistics(
+    class_folder, tmp_path, name, depth
+):
     dataset = load_dataset(class_folder)
-    config = make_config(data=str(class_folder), model=name, freeze=depth, epochs=2,
-                         out=str(tmp_path / "run"), **{**FAST, "img_size": 64})
+    config = make_config(
+        data=str(class_folder),
+        model=name,
+        freeze=depth,
+        epochs=2,
+        out=str(tmp_path / "run"),
+        **{**FAST, "img_size": 64},
+    )
     trainer = Trainer(config, dataset, tmp_path / "run", [], stop_event=_never())
     frozen = {p for stage in trainer.plan.frozen for p in stage.params}
     frozen_modules = {n.rpartition(".")[0] for n in frozen}
     before = snapshot(trainer.model)
     grads_seen = set()
-    hooks = [p.register_hook(lambda g, n=n: grads_seen.add(n))
-             for n, p in trainer.model.named_parameters() if p.requires_grad]
+    hooks = [
+        p.register_hook(lambda g, n=n: grads_seen.add(n))
+        for n, p in trainer.model.named_parameters()
+        if p.requires_grad
+    ]
     assert trainer.fit() == "done"
     after = snapshot(trainer.model)
     for key in before:
         owner = key.rpartition(".")[0]
-        if key in frozen or (owner in frozen_modules and "running" in key or
-                             owner in frozen_modules and "num_batches" in key):
+        if key in frozen or (
+            owner in frozen_modules
+            and "running" in key
+            or owner in frozen_modules
+            and "num_batches" in key
+        ):
             assert torch.equal(before[key], after[key]), f"frozen {key} changed"
     trainable = [n for n, p in trainer.model.named_parameters() if p.requires_grad]
     assert any(not torch.equal(before[n], after[n]) for n in trainable)
     assert grads_seen == set(trainable)
     assert all(p.grad is None for n, p in trainer.model.named_parameters() if n in frozen)
-    assert sum(p.numel() for p in trainer.model.parameters() if p.requires_grad) == trainer.plan.trainable
+    assert (
+        sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+        == trainer.plan.trainable
+    )
     for h in hooks:
         h.remove()
 
 
 def _never():
     import threading
+
     return threading.Event()
 
 
 def test_stop_ends_the_run_within_seconds_and_keeps_the_best_model(class_folder, tmp_path):
-    config = make_config(data=str(class_folder), model="test_resnet", epochs=200,
-                         out=str(tmp_path / "run"), **FAST)
+    config = make_config(
+        data=str(class_folder), model="test_resnet", epochs=200, out=str(tmp_path / "run"), **FAST
+    )
     job = Job(config).start()
     deadline = time.time() + 120
     while not job.snapshot().history and time.time() < deadline:
@@ -122,9 +148,15 @@ def test_failures_are_reported_not_raised(tmp_path):
     assert state.status == "failed" and "does not exist" in state.message
 
 
-@pytest.mark.parametrize("bad, message", [(dict(epochs=0), "Epochs"), (dict(lr=5.0), "Learning rate"),
-                                          (dict(val_fraction=1.5), "validation"),
-                                          (dict(colour="red"), "Unknown")])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (dict(epochs=0), "Epochs"),
+        (dict(lr=5.0), "Learning rate"),
+        (dict(val_fraction=1.5), "validation"),
+        (dict(colour="red"), "Unknown"),
+    ],
+)
 def test_config_is_checked(bad, message):
     with pytest.raises(ValueError, match=message):
         make_config(data="x", **bad)

@@ -1,4 +1,5 @@
 """Backbones: the catalogue, weight resolution and freezing by timm's own stages."""
+
 import json
 
 import pytest
@@ -9,8 +10,15 @@ from safetensors.torch import save_file
 from tlapp import models
 from tlapp.models import ModelError, apply_freeze, build_model, freeze_plan, stages
 
-REQUIRED = ["resnet18", "resnet50", "mobilenetv3_large_100", "efficientnet_b0", "convnext_tiny",
-            "vit_small_patch16_224", "mobilenetv4_conv_small"]
+REQUIRED = [
+    "resnet18",
+    "resnet50",
+    "mobilenetv3_large_100",
+    "efficientnet_b0",
+    "convnext_tiny",
+    "vit_small_patch16_224",
+    "mobilenetv4_conv_small",
+]
 
 
 def test_catalogue_lists_the_required_backbones_with_parameter_counts():
@@ -25,12 +33,25 @@ def test_unknown_model_name_suggests_close_ones():
         models.check_name("resnet1")
 
 
-@pytest.mark.parametrize("name, expected", [
-    ("resnet18", ["stem: conv1 + bn1", "layer1", "layer2", "layer3", "layer4"]),
-    ("test_vit", ["stem: cls_token + pos_embed + patch_embed", "blocks.0", "blocks.1", "blocks.2", "blocks.3",
-                  "blocks.4", "blocks.5 + norm"]),
-    ("mobilenetv4_conv_small", None),
-])
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("resnet18", ["stem: conv1 + bn1", "layer1", "layer2", "layer3", "layer4"]),
+        (
+            "test_vit",
+            [
+                "stem: cls_token + pos_embed + patch_embed",
+                "blocks.0",
+                "blocks.1",
+                "blocks.2",
+                "blocks.3",
+                "blocks.4",
+                "blocks.5 + norm",
+            ],
+        ),
+        ("mobilenetv4_conv_small", None),
+    ],
+)
 def test_stages_follow_timm_groups_and_leave_the_classifier_out(name, expected):
     model, _ = build_model(name, 4, "none")
     found = stages(model)
@@ -51,7 +72,11 @@ def test_trainable_count_as_shown_matches_the_model(name, depth):
     assert trainable == plan.trainable
     assert f"{plan.trainable:,} of {plan.total:,}" in plan.describe()
     preview = models.preview_freeze(name, depth, 3)
-    assert (preview.trainable, preview.total, preview.depth) == (plan.trainable, plan.total, plan.depth)
+    assert (preview.trainable, preview.total, preview.depth) == (
+        plan.trainable,
+        plan.total,
+        plan.depth,
+    )
     if depth == "all":
         head = set(models.classifier_keys(model))
         assert {n for n, p in model.named_parameters() if p.requires_grad} == head
@@ -102,8 +127,10 @@ def test_backbone_weights_load_from_a_file_or_run_with_a_fresh_head(tmp_path, ki
 
 
 def test_weights_for_another_architecture_are_refused(tmp_path):
-    save_file({k: v.contiguous() for k, v in timm.create_model("test_vit").state_dict().items()},
-              tmp_path / "vit.safetensors")
+    save_file(
+        {k: v.contiguous() for k, v in timm.create_model("test_vit").state_dict().items()},
+        tmp_path / "vit.safetensors",
+    )
     with pytest.raises(ModelError, match="does not fit"):
         build_model("test_resnet", 3, str(tmp_path / "vit.safetensors"))
     with pytest.raises(ModelError, match="neither"):

@@ -1,4 +1,5 @@
 """The Gradio app driven through gradio_client: load data, train, poll to the end, predict."""
+
 import socket
 import time
 
@@ -20,8 +21,13 @@ def app(tmp_path):
     settings = AppSettings(home=tmp_path / "home", allow_local_paths=False)
     demo = build_ui(settings)
     port = free_port()
-    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True,
-                        quiet=True, **launch_kwargs(settings))
+    demo.queue().launch(
+        server_name="127.0.0.1",
+        server_port=port,
+        prevent_thread_lock=True,
+        quiet=True,
+        **launch_kwargs(settings),
+    )
     yield f"http://127.0.0.1:{port}/", settings
     demo.close()
 
@@ -40,14 +46,28 @@ def test_upload_train_poll_and_predict(app, class_folder, tmp_path):
     url, settings = app
     client = Client(url, verbose=False)
     archive = zip_folder(class_folder, tmp_path / "colours.zip", wrapper="colours")
-    summary, report, skipped = client.predict(handle_file(str(archive)), 0.2,
-                                              api_name="/load_upload")
+    summary, report, skipped = client.predict(
+        handle_file(str(archive)), 0.2, api_name="/load_upload"
+    )
     assert "36 images in 3 classes" in summary and "Ready to train" in summary
     rows = {r[0]: r for r in report["data"]}
     assert set(rows) == {"blue", "green", "red", "(all classes)"}
     assert rows["(all classes)"][-1] == 36
-    client.predict("resnet18", "test_resnet", "none", None, "", 1, 3, 48, 8, 0.003, True, 0.2,
-                   api_name="/train")
+    client.predict(
+        "resnet18",
+        "test_resnet",
+        "none",
+        None,
+        "",
+        1,
+        3,
+        48,
+        8,
+        0.003,
+        True,
+        0.2,
+        api_name="/train",
+    )
     out = wait_until_finished(client)
     status, matrix, per_class = out[0], out[4], out[6]
     assert status.startswith("**Finished**"), status
@@ -56,16 +76,18 @@ def test_upload_train_poll_and_predict(app, class_folder, tmp_path):
     assert [r[0] for r in per_class["data"]] == ["blue", "green", "red"]
     # each visitor's files live in a folder of their own
     assert len(list((settings.home / "sessions").iterdir())) == 1
-    label = client.predict(handle_file(str(next((class_folder / "red").iterdir()))),
-                           api_name="/predict")
+    label = client.predict(
+        handle_file(str(next((class_folder / "red").iterdir()))), api_name="/predict"
+    )
     assert label["label"] in {"blue", "green", "red"} and len(label["confidences"]) == 3
 
 
 def test_training_without_data_is_a_readable_error(app):
     client = Client(app[0], verbose=False)
     with pytest.raises(Exception, match="Load your images first"):
-        client.predict("resnet18", "", "none", None, "", 0, 1, 64, 8, 0.001, True, 0.2,
-                       api_name="/train")
+        client.predict(
+            "resnet18", "", "none", None, "", 0, 1, 64, 8, 0.001, True, 0.2, api_name="/train"
+        )
 
 
 def test_a_non_zip_upload_is_refused_with_advice(app, tmp_path):
@@ -83,6 +105,7 @@ def test_downsample_keeps_long_curves_small():
 
 def test_confusion_html_escapes_class_names():
     import numpy as np
+
     html = confusion_html(np.array([[1, 0], [2, 3]]), ["<b>cat</b>", "dog"])
     assert "&lt;b&gt;cat&lt;/b&gt;" in html and "<b>cat</b>" not in html
     assert html.count("<td") == 4

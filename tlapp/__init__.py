@@ -4,4 +4,5 @@ The pieces, one idea each: `data` (folders, zips, CSVs into a split dataset), `m
 backbones, weights, freeze depth), `engine` (the training Job), `metrics`, `runs` (the run
 folder), `ui` (the Gradio page) and `cli` (the same from a terminal).
 """
+
 __version__ = "0.1.0"

@@ -1,4 +1,5 @@
 """`python -m tlapp …` is the same as the `tlapp` command."""
+
 import sys
 
 from .cli import main

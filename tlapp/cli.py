@@ -1,11 +1,12 @@
 """The same engine from a terminal.
 
-    tlapp check DATA                      # images per class and split, skipped files; exit 1 if unusable
+    tlapp check DATA                      # the per-class table; exit 1 if it cannot be trained
     tlapp train DATA --model resnet18 --freeze 3 --epochs 5 --out runs/mine
     tlapp predict RUN_DIR photo.jpg more/ --csv predictions.csv
 
 DATA is a folder of class subfolders, a train/val folder, a .zip of either, or a CSV of path,label.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,15 +43,23 @@ def parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a classifier and write a run folder")
     _data_args(train)
     train.add_argument("--model", default=DEFAULT_MODEL, help="any timm model name")
-    train.add_argument("--freeze", default="0",
-                       help="stages frozen from the input: 0 trains everything, 'all' only the head")
+    train.add_argument(
+        "--freeze",
+        default="0",
+        help="stages frozen from the input: 0 trains everything, 'all' only the head",
+    )
     train.add_argument("--epochs", type=int, default=5)
     train.add_argument("--img-size", type=int, default=224)
     train.add_argument("--batch-size", type=int, default=32)
     train.add_argument("--lr", type=float, default=1e-3)
-    train.add_argument("--weights", default="auto",
-                       help="auto | pretrained | none | a .safetensors/.pth file | a run folder")
-    train.add_argument("--out", default="", help="run folder (default: a new one under --runs-root)")
+    train.add_argument(
+        "--weights",
+        default="auto",
+        help="auto | pretrained | none | a .safetensors/.pth file | a run folder",
+    )
+    train.add_argument(
+        "--out", default="", help="run folder (default: a new one under --runs-root)"
+    )
     train.add_argument("--runs-root", default="runs")
     train.add_argument("--no-augment", action="store_true", help="turn off light augmentation")
     train.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -67,8 +76,12 @@ def parser() -> argparse.ArgumentParser:
 
 def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("data", help="folder, train/val folder, .zip or CSV of path,label")
-    p.add_argument("--val-fraction", type=float, default=0.2,
-                   help="share of each class held out for validation when there is no val/ folder")
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.2,
+        help="share of each class held out for validation when there is no val/ folder",
+    )
     p.add_argument("--seed", type=int, default=0)
 
 
@@ -89,10 +102,21 @@ def cmd_check(args) -> int:
 
 def cmd_train(args) -> int:
     config = make_config(
-        data=args.data, model=args.model, freeze=args.freeze, epochs=args.epochs,
-        img_size=args.img_size, batch_size=args.batch_size, lr=args.lr, weights=args.weights,
-        out=args.out, runs_root=args.runs_root, augment=not args.no_augment,
-        val_fraction=args.val_fraction, seed=args.seed, device=args.device)
+        data=args.data,
+        model=args.model,
+        freeze=args.freeze,
+        epochs=args.epochs,
+        img_size=args.img_size,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weights=args.weights,
+        out=args.out,
+        runs_root=args.runs_root,
+        augment=not args.no_augment,
+        val_fraction=args.val_fraction,
+        seed=args.seed,
+        device=args.device,
+    )
     job = Job(config).start()
     state = follow(job)
     print(state.message, file=sys.stderr if state.status == "failed" else sys.stdout)
@@ -108,13 +132,16 @@ def follow(job: Job) -> RunState:
         while job.running:
             state = job.snapshot()
             if state.status == "training":
-                bar = bar or tqdm(total=state.epochs * state.steps_per_epoch, unit="step",
-                                  dynamic_ncols=True)
+                bar = bar or tqdm(
+                    total=state.epochs * state.steps_per_epoch, unit="step", dynamic_ncols=True
+                )
                 bar.n = (state.epoch - 1) * state.steps_per_epoch + state.step
                 last = state.history[-1] if state.history else None
                 bar.set_description(f"epoch {state.epoch}/{state.epochs}")
-                bar.set_postfix_str(f"loss {state.step_losses[-1]:.3f}" +
-                                    (f" val acc {last['val_accuracy']:.1%}" if last else ""))
+                bar.set_postfix_str(
+                    f"loss {state.step_losses[-1]:.3f}"
+                    + (f" val acc {last['val_accuracy']:.1%}" if last else "")
+                )
             time.sleep(0.2)
     except KeyboardInterrupt:
         job.stop()
@@ -144,11 +171,19 @@ def cmd_predict(args) -> int:
         try:
             top = predictor.top_k(path, args.top)
         except DataError as err:
-            rows.append({"path": str(path), "prediction": "", "probability": None,
-                         "error": str(err)})
+            rows.append(
+                {"path": str(path), "prediction": "", "probability": None, "error": str(err)}
+            )
             continue
-        rows.append({"path": str(path), "prediction": top[0][0], "probability": top[0][1],
-                     "top": "; ".join(f"{c} {p:.3f}" for c, p in top), "error": ""})
+        rows.append(
+            {
+                "path": str(path),
+                "prediction": top[0][0],
+                "probability": top[0][1],
+                "top": "; ".join(f"{c} {p:.3f}" for c, p in top),
+                "error": "",
+            }
+        )
     table = pd.DataFrame(rows)
     if args.csv:
         table.to_csv(args.csv, index=False)

@@ -10,6 +10,7 @@ Accepted layouts: `<class>/<image>`, `train|val|test/<class>/<image>`, a `.zip` 
 Safe image opening lives here and only here: `open_image` applies EXIF orientation, flattens
 alpha onto white, scales 16-bit greyscale and always returns an 8-bit RGB image.
 """
+
 from __future__ import annotations
 
 import os
@@ -28,8 +29,15 @@ from PIL import Image, ImageOps
 ALLOWED_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
 MAX_IMAGE_PIXELS = 50_000_000  # ~7000x7000; larger files are skipped before decoding
-SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val",
-                 "validation": "val", "test": "test", "testing": "test"}
+SPLIT_ALIASES = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "test": "test",
+    "testing": "test",
+}
 SPLITS = ("train", "val", "test")
 
 
@@ -42,8 +50,9 @@ class ImageError(ValueError):
 
 
 # ----------------------------------------------------------------------------- images
-def open_image(path: str | os.PathLike, max_pixels: int = MAX_IMAGE_PIXELS,
-               draft_size: int | None = None) -> Image.Image:
+def open_image(
+    path: str | os.PathLike, max_pixels: int = MAX_IMAGE_PIXELS, draft_size: int | None = None
+) -> Image.Image:
     """Open one image as 8-bit RGB, or raise ImageError with a readable reason.
 
     `draft_size` lets JPEG decode at a reduced scale when the result will be resized anyway.
@@ -90,6 +99,7 @@ def probe_image(path: str | os.PathLike) -> tuple[int, int, str]:
 
 def _probe_all(paths: list[str]) -> list[tuple | str]:
     """Probe many files in parallel (Pillow releases the GIL while decoding)."""
+
     def one(p):
         try:
             return probe_image(p)
@@ -97,6 +107,7 @@ def _probe_all(paths: list[str]) -> list[tuple | str]:
             return str(err)
         except (OSError, Image.UnidentifiedImageError, Image.DecompressionBombError):
             return "not an image Pillow can read"
+
     with ThreadPoolExecutor(max_workers=max(2, min(8, os.cpu_count() or 2))) as pool:
         return list(pool.map(one, paths))
 
@@ -105,7 +116,8 @@ def _probe_all(paths: list[str]) -> list[tuple | str]:
 @dataclass
 class Dataset:
     """Labelled images with a split, plus everything that was left out and why."""
-    samples: pd.DataFrame           # columns: path, label, split, width, height, mode
+
+    samples: pd.DataFrame  # columns: path, label, split, width, height, mode
     classes: list[str]
     skipped: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["path", "reason"]))
     layout: str = ""
@@ -121,8 +133,11 @@ class Dataset:
 
     def report(self) -> pd.DataFrame:
         """Images per class and split, with a total row."""
-        table = pd.crosstab(self.samples["label"], self.samples["split"]) if len(self.samples) \
+        table = (
+            pd.crosstab(self.samples["label"], self.samples["split"])
+            if len(self.samples)
             else pd.DataFrame()
+        )
         table = table.reindex(index=self.classes + self.empty_classes, fill_value=0)
         cols = [s for s in SPLITS if s in table.columns or s != "test"]
         table = table.reindex(columns=cols, fill_value=0)
@@ -136,17 +151,23 @@ class Dataset:
         for c in self.empty_classes:
             out.append(f"Class '{c}' has no usable images: add images to it or remove the folder.")
         if len(self.classes) < 2:
-            found = f"found {len(self.classes)}" + (f" ('{self.classes[0]}')" if self.classes else "")
-            out.append(f"At least 2 classes are needed and {found}: put each class's images "
-                       "in a subfolder named after the class.")
+            found = f"found {len(self.classes)}" + (
+                f" ('{self.classes[0]}')" if self.classes else ""
+            )
+            out.append(
+                f"At least 2 classes are needed and {found}: put each class's images "
+                "in a subfolder named after the class."
+            )
             return out
         train_counts = self.split("train")["label"].value_counts()
         for c in self.classes:
             if train_counts.get(c, 0) == 0:
                 out.append(f"Class '{c}' has no training images: add images to train/{c}.")
         if len(self.split("val")) == 0:
-            out.append("There are no validation images: give each class at least 2 images "
-                       "or add a val/ folder.")
+            out.append(
+                "There are no validation images: give each class at least 2 images "
+                "or add a val/ folder."
+            )
         return out
 
     def check(self) -> None:
@@ -157,12 +178,18 @@ class Dataset:
     def summary(self) -> str:
         counts = self.samples["split"].value_counts()
         parts = [f"{counts.get(s, 0)} {s}" for s in SPLITS if counts.get(s, 0)]
-        return (f"{len(self.samples)} images in {len(self.classes)} classes ({', '.join(parts)}); "
-                f"{len(self.skipped)} files skipped; layout: {self.layout}.")
+        return (
+            f"{len(self.samples)} images in {len(self.classes)} classes ({', '.join(parts)}); "
+            f"{len(self.skipped)} files skipped; layout: {self.layout}."
+        )
 
 
-def load_dataset(source: str | os.PathLike, val_fraction: float = 0.2, seed: int = 0,
-                 extract_to: str | os.PathLike | None = None) -> Dataset:
+def load_dataset(
+    source: str | os.PathLike,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    extract_to: str | os.PathLike | None = None,
+) -> Dataset:
     """Scan a folder, a .zip or a .csv into a Dataset. Never raises for individual bad files."""
     source = Path(source)
     if not source.exists():
@@ -180,9 +207,15 @@ def load_dataset(source: str | os.PathLike, val_fraction: float = 0.2, seed: int
     return _build(listed, skipped, declared, layout, str(source), val_fraction, seed)
 
 
-def _build(listed: list[tuple[str, str, str | None]], skipped: list[tuple[str, str]],
-           declared: set[str], layout: str, root: str, val_fraction: float,
-           seed: int) -> Dataset:
+def _build(
+    listed: list[tuple[str, str, str | None]],
+    skipped: list[tuple[str, str]],
+    declared: set[str],
+    layout: str,
+    root: str,
+    val_fraction: float,
+    seed: int,
+) -> Dataset:
     """Probe every listed file, drop the unreadable ones and assign splits."""
     paths = [p for p, _, _ in listed]
     results = _probe_all(paths)
@@ -195,9 +228,14 @@ def _build(listed: list[tuple[str, str, str | None]], skipped: list[tuple[str, s
     samples = pd.DataFrame(rows, columns=["path", "label", "split", "width", "height", "mode"])
     classes = sorted(samples["label"].unique().tolist())
     samples = _assign_splits(samples, val_fraction, seed)
-    return Dataset(samples=samples, classes=classes, layout=layout, root=root,
-                   skipped=pd.DataFrame(skipped, columns=["path", "reason"]),
-                   empty_classes=sorted(c for c in declared if c not in classes))
+    return Dataset(
+        samples=samples,
+        classes=classes,
+        layout=layout,
+        root=root,
+        skipped=pd.DataFrame(skipped, columns=["path", "reason"]),
+        empty_classes=sorted(c for c in declared if c not in classes),
+    )
 
 
 def _assign_splits(samples: pd.DataFrame, val_fraction: float, seed: int) -> pd.DataFrame:
@@ -217,8 +255,11 @@ def _assign_splits(samples: pd.DataFrame, val_fraction: float, seed: int) -> pd.
 
 # ----------------------------------------------------------------------------- layouts
 def _is_hidden(name: str) -> bool:
-    return name.startswith(".") or name.startswith("._") or name in ("__MACOSX", "Thumbs.db",
-                                                                    "desktop.ini")
+    return (
+        name.startswith(".")
+        or name.startswith("._")
+        or name in ("__MACOSX", "Thumbs.db", "desktop.ini")
+    )
 
 
 def _visible_children(folder: Path) -> tuple[list[Path], list[Path]]:
@@ -285,14 +326,19 @@ def _list_csv(csv_path: Path) -> list[tuple[str, str, str | None]]:
         raise DataError(f"'{csv_path.name}' cannot be read as a CSV file ({err}).") from None
     table.columns = [c.strip().lower() for c in table.columns]
     if not {"path", "label"} <= set(table.columns):
-        raise DataError(f"'{csv_path.name}' needs a header row with the columns path,label "
-                        f"(found: {', '.join(table.columns)}).")
+        raise DataError(
+            f"'{csv_path.name}' needs a header row with the columns path,label "
+            f"(found: {', '.join(table.columns)})."
+        )
     base = csv_path.parent
     listed = []
     for row in table.itertuples(index=False):
         path = Path(row.path.strip())
-        split = SPLIT_ALIASES.get(getattr(row, "split", "").strip().lower()) \
-            if "split" in table.columns else None
+        split = (
+            SPLIT_ALIASES.get(getattr(row, "split", "").strip().lower())
+            if "split" in table.columns
+            else None
+        )
         listed.append((str(path if path.is_absolute() else base / path), row.label.strip(), split))
     return listed
 
@@ -302,8 +348,9 @@ MAX_ZIP_BYTES = 4 * 1024**3
 MAX_ZIP_ENTRIES = 200_000
 
 
-def extract_zip(zip_path: Path, target: Path, max_bytes: int = MAX_ZIP_BYTES,
-                max_entries: int = MAX_ZIP_ENTRIES) -> Path:
+def extract_zip(
+    zip_path: Path, target: Path, max_bytes: int = MAX_ZIP_BYTES, max_entries: int = MAX_ZIP_ENTRIES
+) -> Path:
     """Extract a zip into `target`, refusing entries that would land outside it."""
     try:
         archive = zipfile.ZipFile(zip_path)
@@ -312,8 +359,9 @@ def extract_zip(zip_path: Path, target: Path, max_bytes: int = MAX_ZIP_BYTES,
     with archive:
         members = [m for m in archive.infolist() if not m.is_dir()]
         if len(members) > max_entries:
-            raise DataError(f"'{zip_path.name}' holds {len(members)} files; the limit is "
-                            f"{max_entries}.")
+            raise DataError(
+                f"'{zip_path.name}' holds {len(members)} files; the limit is {max_entries}."
+            )
         if sum(m.file_size for m in members) > max_bytes:
             raise DataError(f"'{zip_path.name}' unpacks to more than {max_bytes // 1024**2} MB.")
         if target.exists():
@@ -346,8 +394,9 @@ def safe_destination(name: str, target: Path) -> Path | None:
 
 
 # ----------------------------------------------------------------------------- folder upload
-def assemble_upload(files: list[str | os.PathLike], relative_paths: list[dict],
-                    target: Path) -> Path:
+def assemble_upload(
+    files: list[str | os.PathLike], relative_paths: list[dict], target: Path
+) -> Path:
     """Rebuild an uploaded folder under `target` from the uploaded files and the paths the
     browser reported for them (`[{"path": "photos/cat/1.jpg", "size": 1234}, ...]`).
 

@@ -9,10 +9,12 @@
     job.stop()                      # ends within a batch; the best model so far is kept
 
 The loop is plain (nanoGPT) and announces what happens as events (fastai): `before_fit`,
-`before_epoch`, `after_batch`, `after_epoch`, `after_fit`. Callbacks record the live state and write the run
-folder; stopping is an exception raised inside the loop, not a flag tested everywhere.
+`before_epoch`, `after_batch`, `after_epoch`, `after_fit`. Callbacks record the live state and
+write the run folder; stopping is an exception raised inside the loop, not a flag tested
+everywhere.
 This module never imports gradio: the UI and the CLI only start jobs and read snapshots.
 """
+
 from __future__ import annotations
 
 import copy
@@ -34,18 +36,26 @@ from timm.scheduler import create_scheduler_v2
 
 from . import metrics, runs
 from .data import DataError, Dataset, ImageError, load_dataset, open_image
-from .models import (DEFAULT_MODEL, ModelError, apply_freeze, build_model, freeze_plan,
-                     set_train_mode, size_kwargs)
+from .models import (
+    DEFAULT_MODEL,
+    ModelError,
+    apply_freeze,
+    build_model,
+    freeze_plan,
+    set_train_mode,
+    size_kwargs,
+)
 
 
 # ----------------------------------------------------------------------------- configuration
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything a run needs to be reproduced; saved as `config.json` in the run folder."""
+
     data: str
     model: str = DEFAULT_MODEL
-    weights: str = "auto"          # auto | pretrained | none | path to weights or a run folder
-    freeze: int | str = 0          # stages frozen from the input; "all" trains only the head
+    weights: str = "auto"  # auto | pretrained | none | path to weights or a run folder
+    freeze: int | str = 0  # stages frozen from the input; "all" trains only the head
     epochs: int = 5
     img_size: int = 224
     batch_size: int = 32
@@ -53,12 +63,12 @@ class TrainConfig:
     weight_decay: float = 0.05
     warmup_epochs: int = 1
     label_smoothing: float = 0.1
-    augment: bool = True           # light: random resized crop, horizontal flip, mild colour jitter
+    augment: bool = True  # light: random resized crop, horizontal flip, mild colour jitter
     val_fraction: float = 0.2
     seed: int = 0
-    out: str = ""                  # run folder; empty: a new folder under runs_root
+    out: str = ""  # run folder; empty: a new folder under runs_root
     runs_root: str = "runs"
-    device: str = "auto"           # auto | cpu | cuda
+    device: str = "auto"  # auto | cpu | cuda
 
 
 def make_config(**values) -> TrainConfig:
@@ -68,10 +78,17 @@ def make_config(**values) -> TrainConfig:
     if unknown:
         raise ValueError(f"Unknown settings: {', '.join(sorted(unknown))}.")
     clean = {k: v for k, v in values.items() if v is not None}
-    for name, cast in (("epochs", int), ("img_size", int), ("batch_size", int),
-                       ("warmup_epochs", int), ("seed", int), ("lr", float),
-                       ("weight_decay", float), ("label_smoothing", float),
-                       ("val_fraction", float)):
+    for name, cast in (
+        ("epochs", int),
+        ("img_size", int),
+        ("batch_size", int),
+        ("warmup_epochs", int),
+        ("seed", int),
+        ("lr", float),
+        ("weight_decay", float),
+        ("label_smoothing", float),
+        ("val_fraction", float),
+    ):
         if name in clean:
             clean[name] = cast(clean[name])
     if isinstance(clean.get("freeze"), float):
@@ -82,13 +99,15 @@ def make_config(**values) -> TrainConfig:
 
 
 def _check_ranges(c: TrainConfig) -> None:
-    rules = [(c.epochs >= 1, "Epochs must be at least 1."),
-             (32 <= c.img_size <= 1024, "Image size must be between 32 and 1024 pixels."),
-             (c.batch_size >= 1, "Batch size must be at least 1."),
-             (0 < c.lr < 1, "Learning rate must be between 0 and 1 (try 0.001)."),
-             (0 < c.val_fraction < 1, "The validation fraction must be between 0 and 1 (try 0.2)."),
-             (0 <= c.label_smoothing < 1, "Label smoothing must be between 0 and 1."),
-             (c.device in ("auto", "cpu", "cuda"), "Device must be auto, cpu or cuda.")]
+    rules = [
+        (c.epochs >= 1, "Epochs must be at least 1."),
+        (32 <= c.img_size <= 1024, "Image size must be between 32 and 1024 pixels."),
+        (c.batch_size >= 1, "Batch size must be at least 1."),
+        (0 < c.lr < 1, "Learning rate must be between 0 and 1 (try 0.001)."),
+        (0 < c.val_fraction < 1, "The validation fraction must be between 0 and 1 (try 0.2)."),
+        (0 <= c.label_smoothing < 1, "Label smoothing must be between 0 and 1."),
+        (c.device in ("auto", "cpu", "cuda"), "Device must be auto, cpu or cuda."),
+    ]
     for ok, message in rules:
         if not ok:
             raise ValueError(message)
@@ -104,19 +123,20 @@ def pick_device(choice: str = "auto") -> torch.device:
 @dataclass
 class RunState:
     """What a watcher sees of a run. Plain data; `Job.snapshot()` hands out copies."""
-    status: str = "starting"       # starting | training | done | stopped | diverged | failed
+
+    status: str = "starting"  # starting | training | done | stopped | diverged | failed
     message: str = ""
     classes: list[str] = field(default_factory=list)
     epoch: int = 0
     epochs: int = 0
-    step: int = 0                  # step within the current epoch
+    step: int = 0  # step within the current epoch
     steps_per_epoch: int = 0
     images_per_sec: float = 0.0
     eta_s: float | None = None
-    step_losses: list[float] = field(default_factory=list)   # one per optimiser step
-    history: list[dict] = field(default_factory=list)        # one row per epoch
-    confusion: np.ndarray | None = None                      # latest epoch
-    per_class: pd.DataFrame | None = None                    # latest epoch
+    step_losses: list[float] = field(default_factory=list)  # one per optimiser step
+    history: list[dict] = field(default_factory=list)  # one row per epoch
+    confusion: np.ndarray | None = None  # latest epoch
+    per_class: pd.DataFrame | None = None  # latest epoch
     best_epoch: int = 0
     best_accuracy: float = 0.0
     run_dir: str = ""
@@ -133,8 +153,10 @@ class RunState:
         if self.finished:
             return self.message
         eta = f", about {_duration(self.eta_s)} left" if self.eta_s is not None else ""
-        return (f"Epoch {self.epoch}/{self.epochs} · step {self.step}/{self.steps_per_epoch} · "
-                f"{self.images_per_sec:.1f} images/s{eta}")
+        return (
+            f"Epoch {self.epoch}/{self.epochs} · step {self.step}/{self.steps_per_epoch} · "
+            f"{self.images_per_sec:.1f} images/s{eta}"
+        )
 
 
 def _duration(seconds: float) -> str:
@@ -144,6 +166,7 @@ def _duration(seconds: float) -> str:
 
 class StopTraining(Exception):
     """Raised inside the loop to end a run early; `status` says why. The best model is kept."""
+
     def __init__(self, status: str, message: str):
         super().__init__(message)
         self.status, self.message = status, message
@@ -170,6 +193,7 @@ class ImageFiles(torch.utils.data.Dataset):
 
 def open_image_placeholder(size: int):
     from PIL import Image
+
     return Image.new("RGB", (size, size), (128, 128, 128))
 
 
@@ -184,33 +208,52 @@ def make_transforms(cfg: dict, augment: bool):
     evaluation = create_transform(**cfg, is_training=False)
     if not augment:
         return evaluation, evaluation
-    training = create_transform(**cfg, is_training=True, scale=(0.6, 1.0), hflip=0.5,
-                                color_jitter=0.2)
+    training = create_transform(
+        **cfg, is_training=True, scale=(0.6, 1.0), hflip=0.5, color_jitter=0.2
+    )
     return training, evaluation
 
 
-def make_loader(dataset: Dataset, split: str, transform, config: TrainConfig, shuffle: bool,
-                device: torch.device) -> torch.utils.data.DataLoader:
+def make_loader(
+    dataset: Dataset,
+    split: str,
+    transform,
+    config: TrainConfig,
+    shuffle: bool,
+    device: torch.device,
+) -> torch.utils.data.DataLoader:
     files = ImageFiles(dataset.split(split), dataset.targets(split), transform, config.img_size)
     generator = torch.Generator().manual_seed(config.seed)
-    return torch.utils.data.DataLoader(files, batch_size=config.batch_size, shuffle=shuffle,
-                                       drop_last=False, generator=generator,
-                                       pin_memory=device.type == "cuda")
+    return torch.utils.data.DataLoader(
+        files,
+        batch_size=config.batch_size,
+        shuffle=shuffle,
+        drop_last=False,
+        generator=generator,
+        pin_memory=device.type == "cuda",
+    )
 
 
 # ----------------------------------------------------------------------------- the loop
 class Trainer:
     """One training run. `fit()` runs the loop and emits events to its callbacks."""
 
-    def __init__(self, config: TrainConfig, dataset: Dataset, run_dir: Path, callbacks: list,
-                 stop_event: threading.Event):
+    def __init__(
+        self,
+        config: TrainConfig,
+        dataset: Dataset,
+        run_dir: Path,
+        callbacks: list,
+        stop_event: threading.Event,
+    ):
         self.config, self.dataset, self.callbacks = config, dataset, callbacks
         self.run_dir = run_dir
         self.stop_event = stop_event
         self.device = pick_device(config.device)
         torch.manual_seed(config.seed)
         self.model, self.weights_note = build_model(
-            config.model, len(dataset.classes), config.weights, config.img_size)
+            config.model, len(dataset.classes), config.weights, config.img_size
+        )
         self.plan = freeze_plan(self.model, config.freeze)
         apply_freeze(self.model, self.plan)
         self.data_cfg = data_config(self.model, config.img_size)
@@ -218,12 +261,19 @@ class Trainer:
         self.train_loader = make_loader(dataset, "train", train_tf, config, True, self.device)
         self.val_loader = make_loader(dataset, "val", eval_tf, config, False, self.device)
         self._to_device()
-        self.optimizer = create_optimizer_v2(self.model, opt="adamw", lr=config.lr,
-                                             weight_decay=config.weight_decay)
+        self.optimizer = create_optimizer_v2(
+            self.model, opt="adamw", lr=config.lr, weight_decay=config.weight_decay
+        )
         self.scheduler, _ = create_scheduler_v2(
-            self.optimizer, sched="cosine", num_epochs=config.epochs,
-            warmup_epochs=min(config.warmup_epochs, config.epochs - 1), warmup_lr=config.lr / 100, min_lr=config.lr / 100,
-            step_on_epochs=False, updates_per_epoch=len(self.train_loader))
+            self.optimizer,
+            sched="cosine",
+            num_epochs=config.epochs,
+            warmup_epochs=min(config.warmup_epochs, config.epochs - 1),
+            warmup_lr=config.lr / 100,
+            min_lr=config.lr / 100,
+            step_on_epochs=False,
+            updates_per_epoch=len(self.train_loader),
+        )
         self.epoch, self.step, self.loss = 0, 0, float("nan")
         self.val_logits = self.val_targets = None
         self.best_epoch, self.best_accuracy, self.best_loss, self.is_best = 0, -1.0, math.inf, False
@@ -246,7 +296,8 @@ class Trainer:
         status = "done"
         self.emit("before_fit")
         try:
-            for self.epoch in range(1, self.config.epochs + 1):
+            for epoch in range(1, self.config.epochs + 1):
+                self.epoch = epoch
                 self.emit("before_epoch")
                 self.train_epoch()
                 self.validate()
@@ -263,28 +314,38 @@ class Trainer:
         set_train_mode(self.model)
         updates = (self.epoch - 1) * len(self.train_loader)
         self.loss_sum, self.seen = 0.0, 0
-        for self.step, (images, targets) in enumerate(self.train_loader, start=1):
+        for step, (images, targets) in enumerate(self.train_loader, start=1):
+            self.step = step
             if self.stop_event.is_set():
                 raise StopTraining("stopped", "Stopped by the user.")
             images, targets = self._batch_to_device(images, targets)
             with self.autocast:
-                loss = F.cross_entropy(self.model(images), targets,
-                                       label_smoothing=self.config.label_smoothing)
+                loss = F.cross_entropy(
+                    self.model(images), targets, label_smoothing=self.config.label_smoothing
+                )
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
             self.scheduler.step_update(updates + self.step)
             self.loss, self.batch_size = loss.item(), len(targets)
             if not math.isfinite(self.loss):
-                raise StopTraining("diverged", "The loss became infinite or NaN: lower the "
-                                   "learning rate (try a tenth of it) and train again.")
-            self.loss_sum, self.seen = self.loss_sum + self.loss * len(targets), self.seen + len(targets)
+                raise StopTraining(
+                    "diverged",
+                    "The loss became infinite or NaN: lower the "
+                    "learning rate (try a tenth of it) and train again.",
+                )
+            self.loss_sum, self.seen = (
+                self.loss_sum + self.loss * len(targets),
+                self.seen + len(targets),
+            )
             self.emit("after_batch")
 
     def _batch_to_device(self, images, targets):
         memory_format = torch.channels_last if self.cuda else torch.contiguous_format
-        return (images.to(self.device, non_blocking=True, memory_format=memory_format),
-                targets.to(self.device, non_blocking=True))
+        return (
+            images.to(self.device, non_blocking=True, memory_format=memory_format),
+            targets.to(self.device, non_blocking=True),
+        )
 
     @torch.inference_mode()
     def validate(self) -> None:
@@ -302,7 +363,9 @@ class Trainer:
     def _track_best(self, row: dict) -> None:
         """The best epoch is the most accurate on validation; a lower loss breaks ties."""
         acc, loss = row["val_accuracy"], row["val_loss"]
-        self.is_best = acc > self.best_accuracy or (acc == self.best_accuracy and loss < self.best_loss)
+        self.is_best = acc > self.best_accuracy or (
+            acc == self.best_accuracy and loss < self.best_loss
+        )
         if self.is_best:
             self.best_epoch, self.best_accuracy, self.best_loss = self.epoch, acc, loss
 
@@ -312,11 +375,19 @@ class Trainer:
         cm = metrics.confusion_matrix(self.val_targets.numpy(), preds, len(self.dataset.classes))
         summary = metrics.summary(cm)
         val_loss = F.cross_entropy(self.val_logits, self.val_targets).item()
-        row = {"epoch": self.epoch, "train_loss": self.loss_sum / max(self.seen, 1), "val_loss": val_loss,
-               "val_accuracy": summary["accuracy"], "val_macro_f1": summary["macro_f1"],
-               "lr": self.optimizer.param_groups[0]["lr"]}
-        return {"row": row, "confusion": cm,
-                "per_class": metrics.per_class_table(cm, self.dataset.classes)}
+        row = {
+            "epoch": self.epoch,
+            "train_loss": self.loss_sum / max(self.seen, 1),
+            "val_loss": val_loss,
+            "val_accuracy": summary["accuracy"],
+            "val_macro_f1": summary["macro_f1"],
+            "lr": self.optimizer.param_groups[0]["lr"],
+        }
+        return {
+            "row": row,
+            "confusion": cm,
+            "per_class": metrics.per_class_table(cm, self.dataset.classes),
+        }
 
 
 # ----------------------------------------------------------------------------- callbacks
@@ -364,8 +435,12 @@ class LiveState:
 
 
 def finish_message(t: Trainer) -> str:
-    kept = (f"Best model: epoch {t.best_epoch}, validation accuracy {t.best_accuracy:.1%}, "
-            f"saved in {t.run_dir}." if t.best_epoch else "No epoch finished, so no model was saved.")
+    kept = (
+        f"Best model: epoch {t.best_epoch}, validation accuracy {t.best_accuracy:.1%}, "
+        f"saved in {t.run_dir}."
+        if t.best_epoch
+        else "No epoch finished, so no model was saved."
+    )
     if t.status == "done":
         return f"Done. {kept}"
     return f"{t.stop_message} {kept}"
@@ -385,16 +460,23 @@ class RunWriter:
         self.rows.append(t.result["row"])
         runs.write_csv(self.run_dir / runs.METRICS, pd.DataFrame(self.rows))
         if t.is_best:
-            runs.save_weights(self.run_dir / runs.WEIGHTS, t.model,
-                              {"arch": t.config.model, "epoch": str(t.epoch)})
+            runs.save_weights(
+                self.run_dir / runs.WEIGHTS,
+                t.model,
+                {"arch": t.config.model, "epoch": str(t.epoch)},
+            )
             cm = metrics.confusion_frame(t.result["confusion"], t.dataset.classes)
             runs.write_csv(self.run_dir / runs.CONFUSION, cm, index=True)
             runs.write_csv(self.run_dir / runs.PER_CLASS, t.result["per_class"])
 
     def after_fit(self, t: Trainer) -> None:
-        self.info.update(status=t.status, message=finish_message(t), best_epoch=t.best_epoch,
-                         best_val_accuracy=t.best_accuracy if t.best_epoch else None,
-                         finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        self.info.update(
+            status=t.status,
+            message=finish_message(t),
+            best_epoch=t.best_epoch,
+            best_val_accuracy=t.best_accuracy if t.best_epoch else None,
+            finished=time.strftime("%Y-%m-%dT%H:%M:%S"),
+        )
         runs.write_json(self.run_dir / runs.CONFIG, self.info)
 
 
@@ -407,16 +489,24 @@ def run_info(t: Trainer) -> dict:
         "config": asdict(t.config),
         "weights_used": t.weights_note,
         "pretrained": t.weights_note.startswith("pretrained"),
-        "freeze": {"depth": t.plan.depth, "stages": len(t.plan.stages),
-                   "frozen_stages": [s.label for s in t.plan.frozen],
-                   "trainable_params": t.plan.trainable, "total_params": t.plan.total,
-                   "description": t.plan.describe()},
+        "freeze": {
+            "depth": t.plan.depth,
+            "stages": len(t.plan.stages),
+            "frozen_stages": [s.label for s in t.plan.frozen],
+            "trainable_params": t.plan.trainable,
+            "total_params": t.plan.total,
+            "description": t.plan.describe(),
+        },
         "model_kwargs": size_kwargs(t.config.model, t.config.img_size),
         "data_config": {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()},
-        "dataset": {"source": t.config.data, "layout": t.dataset.layout,
-                    "images": {s: int((t.dataset.samples["split"] == s).sum())
-                               for s in ("train", "val", "test")},
-                    "skipped_files": len(t.dataset.skipped)},
+        "dataset": {
+            "source": t.config.data,
+            "layout": t.dataset.layout,
+            "images": {
+                s: int((t.dataset.samples["split"] == s).sum()) for s in ("train", "val", "test")
+            },
+            "skipped_files": len(t.dataset.skipped),
+        },
         "device": str(t.device),
         "versions": {"torch": torch.__version__, "timm": timm.__version__},
         "status": "training",
@@ -435,8 +525,9 @@ class Job:
         self._thread: threading.Thread | None = None
 
     def start(self) -> "Job":
-        self._thread = threading.Thread(target=self._run, name=f"tlapp-train-{self.config.model}",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name=f"tlapp-train-{self.config.model}", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -463,8 +554,9 @@ class Job:
     def _run(self) -> None:
         run_dir = None
         try:
-            dataset = self.dataset or load_dataset(self.config.data, self.config.val_fraction,
-                                                   self.config.seed)
+            dataset = self.dataset or load_dataset(
+                self.config.data, self.config.val_fraction, self.config.seed
+            )
             dataset.check()
             run_dir = self._make_run_dir()
             with self._lock:
@@ -479,8 +571,10 @@ class Job:
             detail = traceback.format_exc()
             if run_dir:
                 (run_dir / "error.log").write_text(detail, encoding="utf-8")
-            self._fail(f"Training failed unexpectedly ({type(err).__name__}: {err}). "
-                       "The details are in error.log in the run folder.")
+            self._fail(
+                f"Training failed unexpectedly ({type(err).__name__}: {err}). "
+                "The details are in error.log in the run folder."
+            )
 
     def _make_run_dir(self) -> Path:
         if self.config.out:
@@ -501,14 +595,20 @@ class Predictor:
     def __init__(self, run_dir: str | Path, device: str = "cpu"):
         self.model, self.info = runs.load_run(run_dir, device)
         self.device, self.classes = torch.device(device), self.info["classes"]
-        cfg = {k: tuple(v) if isinstance(v, list) else v for k, v in self.info["data_config"].items()}
+        cfg = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in self.info["data_config"].items()
+        }
         self.transform = create_transform(**cfg, is_training=False)
 
     @torch.inference_mode()
     def probabilities(self, images: list) -> np.ndarray:
         """Class probabilities, one row per image (a path or a PIL image)."""
-        batch = torch.stack([self.transform(open_image(im) if isinstance(im, (str, Path)) else
-                                            im.convert("RGB")) for im in images])
+        batch = torch.stack(
+            [
+                self.transform(open_image(im) if isinstance(im, (str, Path)) else im.convert("RGB"))
+                for im in images
+            ]
+        )
         return self.model(batch.to(self.device)).float().softmax(1).cpu().numpy()
 
     def top_k(self, image, k: int = 5) -> list[tuple[str, float]]:

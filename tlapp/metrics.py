@@ -1,9 +1,10 @@
 """Classification metrics as pure functions over label arrays.
 
-    cm = confusion_matrix(y_true, y_pred, num_classes)   # rows: true, columns: predicted
-    table = per_class_table(cm, class_names)             # precision, recall, F1, support
-    summary(cm)                                          # accuracy and macro F1
+cm = confusion_matrix(y_true, y_pred, num_classes)   # rows: true, columns: predicted
+table = per_class_table(cm, class_names)             # precision, recall, F1, support
+summary(cm)                                          # accuracy and macro F1
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -26,18 +27,28 @@ def per_class_table(cm: np.ndarray, class_names: list[str]) -> pd.DataFrame:
     precision = _ratio(tp, cm.sum(axis=0))
     recall = _ratio(tp, cm.sum(axis=1))
     f1 = _ratio(2 * precision * recall, precision + recall)
-    return pd.DataFrame({"class": class_names, "precision": precision, "recall": recall,
-                         "f1": f1, "support": cm.sum(axis=1).astype(int)})
+    return pd.DataFrame(
+        {
+            "class": class_names,
+            "precision": precision,
+            "recall": recall,
+            "f1": f1,
+            "support": cm.sum(axis=1).astype(int),
+        }
+    )
 
 
 def summary(cm: np.ndarray) -> dict[str, float]:
     total = cm.sum()
     table = per_class_table(cm, [str(i) for i in range(len(cm))])
-    return {"accuracy": float(np.trace(cm) / total) if total else 0.0,
-            "macro_f1": float(table["f1"].mean()) if len(table) else 0.0}
+    return {
+        "accuracy": float(np.trace(cm) / total) if total else 0.0,
+        "macro_f1": float(table["f1"].mean()) if len(table) else 0.0,
+    }
 
 
 def confusion_frame(cm: np.ndarray, class_names: list[str]) -> pd.DataFrame:
     """The matrix as a table: true classes as rows, predicted as columns."""
-    return pd.DataFrame(cm, index=pd.Index(class_names, name="true \\ predicted"),
-                        columns=class_names)
+    return pd.DataFrame(
+        cm, index=pd.Index(class_names, name="true \\ predicted"), columns=class_names
+    )

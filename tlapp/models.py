@@ -9,6 +9,7 @@ counted from the input. The classifier is never a stage: at the deepest freeze o
 Weights are resolved from one string: `auto`, `pretrained`, `none`, a .safetensors/.pth file or
 a previous run folder. Nothing here unpickles arbitrary objects (`weights_only=True`).
 """
+
 from __future__ import annotations
 
 import json
@@ -52,8 +53,10 @@ def param_count(name: str) -> int:
 
 def catalog_choices() -> list[tuple[str, str]]:
     """(label, name) pairs for a dropdown: 'resnet18 · 11.7M params · classic CNN…'."""
-    return [(f"{name} · {param_count(name) / 1e6:.1f}M params · {hint}", name)
-            for name, hint in CATALOG.items()]
+    return [
+        (f"{name} · {param_count(name) / 1e6:.1f}M params · {hint}", name)
+        for name, hint in CATALOG.items()
+    ]
 
 
 def check_name(name: str) -> str:
@@ -66,8 +69,9 @@ def check_name(name: str) -> str:
 
 
 # ----------------------------------------------------------------------------- building
-def build_model(name: str, num_classes: int, weights: str = "auto",
-                img_size: int | None = None) -> tuple[torch.nn.Module, str]:
+def build_model(
+    name: str, num_classes: int, weights: str = "auto", img_size: int | None = None
+) -> tuple[torch.nn.Module, str]:
     """A timm model with a fresh `num_classes` head, and a sentence saying what weights it got.
 
     `weights`: auto (pretrained if it can be had, else random, said loudly), pretrained (strict),
@@ -77,16 +81,22 @@ def build_model(name: str, num_classes: int, weights: str = "auto",
     kwargs = {"num_classes": num_classes, **size_kwargs(name, img_size)}
     mode = (weights or "auto").strip()
     if mode == "none":
-        return timm.create_model(name, pretrained=False, **kwargs), "random initialisation (as asked)"
+        return timm.create_model(
+            name, pretrained=False, **kwargs
+        ), "random initialisation (as asked)"
     if mode in ("auto", "pretrained"):
         try:
             return create_pretrained(name, **kwargs)
         except Exception as err:  # offline, no weights published, hub error: all the same here
             if mode == "pretrained":
-                raise ModelError(f"Pretrained weights for '{name}' could not be loaded ({_short(err)}): "
-                                 "connect to the internet once or choose weights 'auto' or 'none'.") from None
-            note = (f"RANDOM INITIALISATION: pretrained weights for '{name}' could not be had "
-                    f"({_short(err)}). Accuracy will be much lower; connect once to download them.")
+                raise ModelError(
+                    f"Pretrained weights for '{name}' could not be loaded ({_short(err)}): "
+                    "connect to the internet once or choose weights 'auto' or 'none'."
+                ) from None
+            note = (
+                f"RANDOM INITIALISATION: pretrained weights for '{name}' could not be had "
+                f"({_short(err)}). Accuracy will be much lower; connect once to download them."
+            )
             return timm.create_model(name, pretrained=False, **kwargs), note
     model = timm.create_model(name, pretrained=False, **kwargs)
     source = load_backbone_weights(model, Path(mode))
@@ -102,8 +112,9 @@ def create_pretrained(name: str, **kwargs) -> tuple[torch.nn.Module, str]:
     hub_id = cfg.hf_hub_id if cfg else None
     cached = _cached_weights(hub_id) if hub_id else None
     if cached:
-        model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": cached},
-                                  **kwargs)
+        model = timm.create_model(
+            name, pretrained=True, pretrained_cfg_overlay={"file": cached}, **kwargs
+        )
         return model, f"pretrained ({hub_id}, from the local cache)"
     if hub_id and not _hub_reachable():
         raise ModelError("offline, and the weights are not in the local hub cache")
@@ -113,6 +124,7 @@ def create_pretrained(name: str, **kwargs) -> tuple[torch.nn.Module, str]:
 
 def _cached_weights(hub_id: str) -> str | None:
     from huggingface_hub import try_to_load_from_cache
+
     for filename in ("model.safetensors", "pytorch_model.bin"):
         path = try_to_load_from_cache(hub_id, filename)
         if isinstance(path, str):
@@ -149,11 +161,14 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Tensors from a .safetensors or a .pth/.pt file, never unpickling arbitrary objects."""
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
+
         return load_file(str(path))
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise ModelError(f"'{path.name}' cannot be read as PyTorch weights ({_short(err)}).") from None
+        raise ModelError(
+            f"'{path.name}' cannot be read as PyTorch weights ({_short(err)})."
+        ) from None
     for key in ("state_dict", "model", "state_dict_ema"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
@@ -171,11 +186,15 @@ def load_backbone_weights(model: torch.nn.Module, path: Path) -> str:
             raise ModelError(f"'{path}' is not a run folder: it has no model.safetensors.")
         arch = json.loads(config_file.read_text()).get("arch") if config_file.exists() else None
         if arch and arch != model.pretrained_cfg.get("architecture"):
-            raise ModelError(f"The run in '{path.name}' trained '{arch}', not "
-                             f"'{model.pretrained_cfg.get('architecture')}': pick that model.")
+            raise ModelError(
+                f"The run in '{path.name}' trained '{arch}', not "
+                f"'{model.pretrained_cfg.get('architecture')}': pick that model."
+            )
         path = weights_file
     elif not path.is_file():
-        raise ModelError(f"Weights '{path}' are neither auto, pretrained, none, a file nor a run folder.")
+        raise ModelError(
+            f"Weights '{path}' are neither auto, pretrained, none, a file nor a run folder."
+        )
     elif path.suffix not in (".safetensors", ".pth", ".pt", ".bin"):
         raise ModelError(f"'{path.name}' is not a .safetensors or .pth weights file.")
     head = set(classifier_keys(model))
@@ -183,8 +202,10 @@ def load_backbone_weights(model: torch.nn.Module, path: Path) -> str:
     missing, _ = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if k not in head]
     if missing:
-        raise ModelError(f"'{path.name}' does not fit this architecture ({len(missing)} weights "
-                         f"missing, e.g. {missing[0]}): pick the model it was trained for.")
+        raise ModelError(
+            f"'{path.name}' does not fit this architecture ({len(missing)} weights "
+            f"missing, e.g. {missing[0]}): pick the model it was trained for."
+        )
     return path.name
 
 
@@ -202,21 +223,21 @@ def classifier_modules(model: torch.nn.Module) -> list[str]:
 # ----------------------------------------------------------------------------- freezing
 @dataclass(frozen=True)
 class Stage:
-    label: str                 # e.g. "layer3" or "stem: conv1 + bn1"
-    params: tuple[str, ...]    # parameter names as in model.named_parameters()
-    size: int                  # number of weights
+    label: str  # e.g. "layer3" or "stem: conv1 + bn1"
+    params: tuple[str, ...]  # parameter names as in model.named_parameters()
+    size: int  # number of weights
 
 
 @dataclass(frozen=True)
 class FreezePlan:
     stages: tuple[Stage, ...]  # every freezable stage, from the input
-    depth: int                 # how many of them are frozen
-    trainable: int             # parameters that will train
+    depth: int  # how many of them are frozen
+    trainable: int  # parameters that will train
     total: int
 
     @property
     def frozen(self) -> tuple[Stage, ...]:
-        return self.stages[:self.depth]
+        return self.stages[: self.depth]
 
     def describe(self) -> str:
         """One line for the user: what is frozen and what trains."""
@@ -224,10 +245,13 @@ class FreezePlan:
         if self.depth == 0:
             what = f"Nothing frozen: all {n} stages and the head train"
         elif self.depth == n:
-            what = f"All {n} stages frozen ({self.stages[0].label} … {self.stages[-1].label}): only the new head trains"
+            span = f"{self.stages[0].label} … {self.stages[-1].label}"
+            what = f"All {n} stages frozen ({span}): only the new head trains"
         else:
-            what = (f"Frozen {self.depth} of {n} stages ({', '.join(s.label for s in self.frozen)}); "
-                    f"training {', '.join(s.label for s in self.stages[self.depth:])} and the head")
+            what = (
+                f"Frozen {self.depth} of {n} stages ({', '.join(s.label for s in self.frozen)}); "
+                f"training {', '.join(s.label for s in self.stages[self.depth :])} and the head"
+            )
         return f"{what}. {self.trainable:,} of {self.total:,} parameters will train."
 
 
@@ -243,7 +267,9 @@ def stages(model: torch.nn.Module) -> list[Stage]:
     for i, names in enumerate(groups):
         names = tuple(n for n in names if n not in head)
         if names:
-            out.append(Stage(_stage_label(names, first=i == 0), names, sum(sizes[n] for n in names)))
+            out.append(
+                Stage(_stage_label(names, first=i == 0), names, sum(sizes[n] for n in names))
+            )
     return out
 
 
@@ -254,8 +280,11 @@ def _stage_label(names: tuple[str, ...], first: bool) -> str:
     if common:
         label = ".".join(common[:2])
     else:
-        prefixes = list(dict.fromkeys(
-            ".".join(p[:2] if len(p) > 1 and p[1].isdigit() else p[:1]) for p in paths))
+        prefixes = list(
+            dict.fromkeys(
+                ".".join(p[:2] if len(p) > 1 and p[1].isdigit() else p[:1]) for p in paths
+            )
+        )
         label = " + ".join(prefixes[:3]) + (" …" if len(prefixes) > 3 else "")
     return f"stem: {label}" if first and not label.startswith("stem") else label
 
@@ -280,8 +309,10 @@ def resolve_depth(model: torch.nn.Module, depth: int | str) -> int:
             raise ModelError(f"Freeze depth '{depth}' must be a number from 0 to {n}, or 'all'.")
         depth = int(depth)
     if not 0 <= depth <= n:
-        raise ModelError(f"Freeze depth {depth} is out of range: this model has {n} stages, "
-                         f"so use 0 to {n} (or 'all').")
+        raise ModelError(
+            f"Freeze depth {depth} is out of range: this model has {n} stages, "
+            f"so use 0 to {n} (or 'all')."
+        )
     return depth
 
 

@@ -12,6 +12,7 @@ does, so a crash mid-save never leaves a truncated file behind.
 
     model, info = load_run("runs/20261124-101500-resnet18")
 """
+
 from __future__ import annotations
 
 import json
@@ -90,12 +91,17 @@ def read_config(run_dir: str | os.PathLike) -> dict:
 def load_run(run_dir: str | os.PathLike, device: str = "cpu") -> tuple[torch.nn.Module, dict]:
     """Rebuild the trained model of a run folder, in eval mode, and return it with its config."""
     from .models import read_state_dict  # models imports nothing from here; keep it one-way
+
     info = read_config(run_dir)
     weights = Path(run_dir) / WEIGHTS
     if not weights.is_file():
         raise RunError(f"The run in '{run_dir}' has no saved model yet (no {WEIGHTS}).")
-    model = timm.create_model(info["arch"], pretrained=False, num_classes=len(info["classes"]),
-                              **info.get("model_kwargs", {}))
+    model = timm.create_model(
+        info["arch"],
+        pretrained=False,
+        num_classes=len(info["classes"]),
+        **info.get("model_kwargs", {}),
+    )
     model.load_state_dict(read_state_dict(weights))
     return model.to(device).eval(), info
 
@@ -104,4 +110,6 @@ def zip_run(run_dir: str | os.PathLike, dest_dir: str | os.PathLike | None = Non
     """The run folder as a zip (for download); written next to the folder unless told otherwise."""
     run_dir = Path(run_dir)
     dest = Path(dest_dir or run_dir.parent) / run_dir.name
-    return Path(shutil.make_archive(str(dest), "zip", root_dir=run_dir.parent, base_dir=run_dir.name))
+    return Path(
+        shutil.make_archive(str(dest), "zip", root_dir=run_dir.parent, base_dir=run_dir.name)
+    )

@@ -7,13 +7,13 @@ It builds a TrainConfig from the widgets, starts a Job, and a gr.Timer polls the
 once a second to redraw the curves, the confusion matrix and the per-class table. Each visitor
 gets a `Session` (in gr.State) with a folder of their own; nothing per-visitor lives in globals.
 """
+
 from __future__ import annotations
 
 import functools
 import html
 import json
 import os
-import shutil
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,10 +32,10 @@ LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 MAX_PLOT_POINTS = 300
 HINTS = {
     "freeze": "Frozen stages keep their pretrained weights and train faster; 0 trains every layer, "
-              "the maximum trains only the new head. With few images, freeze more.",
+    "the maximum trains only the new head. With few images, freeze more.",
     "weights": "auto: start from weights pretrained on ImageNet when they can be downloaded or are "
-               "cached; offline, the model starts from random weights (you will be warned) and "
-               "needs many more images. none: always random. A file: start from your own weights.",
+    "cached; offline, the model starts from random weights (you will be warned) and "
+    "needs many more images. none: always random. A file: start from your own weights.",
     "epochs": "One epoch shows every training image once. 5–10 is usually enough for a pretrained model.",
     "img_size": "Images are resized to this square size. Smaller is faster; 224 suits most models.",
     "batch_size": "Images per training step. Lower it if you run out of memory.",
@@ -48,8 +48,8 @@ HINTS = {
 # ----------------------------------------------------------------------------- settings & session
 @dataclass(frozen=True)
 class AppSettings:
-    home: Path                      # per-session folders live under home/sessions
-    allow_local_paths: bool         # read folders on this computer (never on a public server)
+    home: Path  # per-session folders live under home/sessions
+    allow_local_paths: bool  # read folders on this computer (never on a public server)
 
     @staticmethod
     def from_env(server_name: str = "127.0.0.1", share: bool = False) -> "AppSettings":
@@ -57,14 +57,16 @@ class AppSettings:
         TLAPP_LOCAL_FOLDERS=1/0 overrides."""
         private = server_name in LOOPBACK and not share and not os.environ.get("SPACE_ID")
         override = os.environ.get("TLAPP_LOCAL_FOLDERS", "").strip().lower()
-        allow = {"1": True, "true": True, "yes": True, "0": False, "false": False,
-                 "no": False}.get(override, private)
+        allow = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}.get(
+            override, private
+        )
         return AppSettings(Path(os.environ.get("TLAPP_HOME", "tlapp_data")).resolve(), allow)
 
 
 @dataclass
 class Session:
     """One visitor's data, job and model. Held in gr.State, so never shared between visitors."""
+
     workdir: Path
     dataset: Dataset | None = None
     job: Job | None = None
@@ -87,6 +89,7 @@ class Session:
 
 def user_errors(fn):
     """Show expected problems as a readable message on the page, never as a stack trace."""
+
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
@@ -96,38 +99,56 @@ def user_errors(fn):
         except gr.Error:
             raise
         except Exception as err:
-            raise gr.Error(f"Something went wrong ({type(err).__name__}: {err}). "
-                           "Try again; if it keeps happening, restart the app.") from None
+            raise gr.Error(
+                f"Something went wrong ({type(err).__name__}: {err}). "
+                "Try again; if it keeps happening, restart the app."
+            ) from None
+
     return wrapper
 
 
 # ----------------------------------------------------------------------------- data step
-def dataset_from_upload(settings: AppSettings, session: Session, upload: str | None,
-                        local_path: str, val_fraction: float) -> Dataset:
+def dataset_from_upload(
+    settings: AppSettings,
+    session: Session,
+    upload: str | None,
+    local_path: str,
+    val_fraction: float,
+) -> Dataset:
     if local_path and local_path.strip():
         if not settings.allow_local_paths:
-            raise DataError("Reading folders on the server is turned off here: upload a .zip instead.")
+            raise DataError(
+                "Reading folders on the server is turned off here: upload a .zip instead."
+            )
         return load_dataset(Path(local_path.strip()).expanduser(), val_fraction)
     if not upload:
-        raise DataError("Choose data first: upload a .zip of class folders, or use the sample digits.")
+        raise DataError(
+            "Choose data first: upload a .zip of class folders, or use the sample digits."
+        )
     upload = Path(upload)
     if upload.suffix.lower() == ".zip":
         target = session.workdir / "data" / upload.stem
         return load_dataset(upload, val_fraction, extract_to=target)
     if upload.suffix.lower() == ".csv" and settings.allow_local_paths:
         return load_dataset(upload, val_fraction)
-    raise DataError(f"'{upload.name}' is not a .zip of class folders: zip the folder that holds "
-                    "one subfolder per class and upload that.")
+    raise DataError(
+        f"'{upload.name}' is not a .zip of class folders: zip the folder that holds "
+        "one subfolder per class and upload that."
+    )
 
 
-def dataset_from_folder_upload(session: Session, files: list[str] | None, reported: str,
-                               val_fraction: float) -> Dataset:
+def dataset_from_folder_upload(
+    session: Session, files: list[str] | None, reported: str, val_fraction: float
+) -> Dataset:
     """A folder chosen or dropped in the browser: rebuild it from the files and their paths."""
     if not files:
-        raise DataError("The folder arrived empty: choose a folder that holds one subfolder per class.")
+        raise DataError(
+            "The folder arrived empty: choose a folder that holds one subfolder per class."
+        )
     if len(files) == 1 and Path(files[0]).suffix.lower() == ".zip":
-        return load_dataset(files[0], val_fraction,
-                            extract_to=session.workdir / "data" / Path(files[0]).stem)
+        return load_dataset(
+            files[0], val_fraction, extract_to=session.workdir / "data" / Path(files[0]).stem
+        )
     try:
         paths = json.loads(reported or "[]")
     except json.JSONDecodeError:
@@ -138,7 +159,7 @@ def dataset_from_folder_upload(session: Session, files: list[str] | None, report
 
 def data_views(dataset: Dataset) -> tuple[str, pd.DataFrame, pd.DataFrame]:
     problems = dataset.problems()
-    verdict = (f"**Cannot train yet:** {problems[0]}" if problems else "**Ready to train.**")
+    verdict = f"**Cannot train yet:** {problems[0]}" if problems else "**Ready to train.**"
     return f"{dataset.summary()}\n\n{verdict}", dataset.report(), dataset.skipped
 
 
@@ -164,8 +185,13 @@ def step_loss_frame(state: RunState) -> pd.DataFrame | None:
     if not state.step_losses:
         return None
     steps, losses = downsample(state.step_losses)
-    return pd.DataFrame({"epoch": steps / max(state.steps_per_epoch, 1), "loss": losses,
-                         "series": "train (each step)"})
+    return pd.DataFrame(
+        {
+            "epoch": steps / max(state.steps_per_epoch, 1),
+            "loss": losses,
+            "series": "train (each step)",
+        }
+    )
 
 
 def _epoch_series(state: RunState, y: str, columns: dict[str, str]) -> pd.DataFrame | None:
@@ -173,9 +199,13 @@ def _epoch_series(state: RunState, y: str, columns: dict[str, str]) -> pd.DataFr
     if not state.history:
         return None
     epochs = pd.DataFrame(state.history)
-    return pd.concat([pd.DataFrame({"epoch": epochs["epoch"].astype(float), y: epochs[col],
-                                    "series": name}) for col, name in columns.items()],
-                     ignore_index=True)
+    return pd.concat(
+        [
+            pd.DataFrame({"epoch": epochs["epoch"].astype(float), y: epochs[col], "series": name})
+            for col, name in columns.items()
+        ],
+        ignore_index=True,
+    )
 
 
 def epoch_loss_frame(state: RunState) -> pd.DataFrame | None:
@@ -183,8 +213,11 @@ def epoch_loss_frame(state: RunState) -> pd.DataFrame | None:
 
 
 def accuracy_frame(state: RunState) -> pd.DataFrame | None:
-    return _epoch_series(state, "value", {"val_accuracy": "validation accuracy",
-                                          "val_macro_f1": "validation macro F1"})
+    return _epoch_series(
+        state,
+        "value",
+        {"val_accuracy": "validation accuracy", "val_macro_f1": "validation macro F1"},
+    )
 
 
 def confusion_html(cm: np.ndarray | None, classes: list[str]) -> str:
@@ -198,37 +231,54 @@ def confusion_html(cm: np.ndarray | None, classes: list[str]) -> str:
         total = max(int(cm[i].sum()), 1)
         cells = "".join(_cm_cell(int(v), v / total, i == j) for j, v in enumerate(cm[i]))
         rows.append(f"<tr><th class='tl-true'>{name}</th>{cells}</tr>")
-    return ("<div class='tl-cm'><table><caption>rows: true class · columns: predicted class"
-            f"</caption><thead><tr><th>true \\ predicted</th>{head}</tr></thead>"
-            f"<tbody>{''.join(rows)}</tbody></table></div>")
+    return (
+        "<div class='tl-cm'><table><caption>rows: true class · columns: predicted class"
+        f"</caption><thead><tr><th>true \\ predicted</th>{head}</tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table></div>"
+    )
 
 
 def _cm_cell(count: int, share: float, diagonal: bool) -> str:
     hue = "22, 163, 74" if diagonal else "220, 38, 38"  # green when right, red when confused
     alpha = 0.08 + 0.85 * share if count else 0.0
     ink = "#fff" if alpha > 0.55 else "inherit"
-    return (f"<td style='background: rgba({hue}, {alpha:.2f}); color: {ink}' "
-            f"title='{count} images ({share:.0%} of the row)'>{count}</td>")
+    return (
+        f"<td style='background: rgba({hue}, {alpha:.2f}); color: {ink}' "
+        f"title='{count} images ({share:.0%} of the row)'>{count}</td>"
+    )
 
 
 def per_class_view(state: RunState) -> tuple[str, pd.DataFrame | None]:
     if not state.history:
         return "", None
     last = state.history[-1]
-    best = f" · best so far: epoch {state.best_epoch} ({state.best_accuracy:.1%})" if state.best_epoch else ""
-    text = (f"Epoch {last['epoch']}: accuracy **{last['val_accuracy']:.1%}**, "
-            f"macro F1 **{last['val_macro_f1']:.3f}**{best}")
+    best = (
+        f" · best so far: epoch {state.best_epoch} ({state.best_accuracy:.1%})"
+        if state.best_epoch
+        else ""
+    )
+    text = (
+        f"Epoch {last['epoch']}: accuracy **{last['val_accuracy']:.1%}**, "
+        f"macro F1 **{last['val_macro_f1']:.3f}**{best}"
+    )
     return text, state.per_class.round(3)
 
 
 def status_markdown(state: RunState) -> str:
-    word = {"done": "Finished", "stopped": "Stopped", "diverged": "Diverged",
-            "failed": "Failed"}.get(state.status, "Training" if state.status == "training" else "Starting")
+    word = {
+        "done": "Finished",
+        "stopped": "Stopped",
+        "diverged": "Diverged",
+        "failed": "Failed",
+    }.get(state.status, "Training" if state.status == "training" else "Starting")
     lines = [f"**{word}** · {state.progress_line()}"]
     if state.weights_note:
         warn = state.weights_note.startswith("RANDOM")
-        lines.append(f"**Warning — weights:** {state.weights_note}" if warn
-                     else f"Weights: {state.weights_note}")
+        lines.append(
+            f"**Warning — weights:** {state.weights_note}"
+            if warn
+            else f"Weights: {state.weights_note}"
+        )
     if state.freeze_note:
         lines.append(state.freeze_note)
     return "\n\n".join(lines)
@@ -248,8 +298,11 @@ def freeze_view(choice: str, custom: str, depth: float, session: Session | None)
         return gr.Slider(), f"**Problem:** {err}"
     except ValueError:
         plan = models.preview_freeze(model_name(choice, custom), "all", classes)
-    slider = gr.Slider(maximum=len(plan.stages), value=plan.depth,
-                       label=f"Freeze depth (0–{len(plan.stages)} stages)")
+    slider = gr.Slider(
+        maximum=len(plan.stages),
+        value=plan.depth,
+        label=f"Freeze depth (0–{len(plan.stages)} stages)",
+    )
     return slider, plan.describe()
 
 
@@ -260,32 +313,58 @@ def weights_choice(mode: str, upload: str | None, path: str, settings: AppSettin
         return upload
     if path and path.strip():
         if not settings.allow_local_paths:
-            raise DataError("Reading files on the server is turned off here: upload the weights file.")
+            raise DataError(
+                "Reading files on the server is turned off here: upload the weights file."
+            )
         return str(Path(path.strip()).expanduser())
-    raise DataError("Choose a weights file (.safetensors or .pth) or a previous run folder, "
-                    "or pick weights 'auto'.")
+    raise DataError(
+        "Choose a weights file (.safetensors or .pth) or a previous run folder, "
+        "or pick weights 'auto'."
+    )
 
 
 def poll_outputs(session: Session | None):
     """Everything the page shows of the current run; the timer stops when the run has ended."""
     if not session or not session.job:
-        return (gr.Markdown(), gr.LinePlot(), gr.LinePlot(), gr.LinePlot(), gr.HTML(), gr.Markdown(),
-                gr.Dataframe(), gr.DownloadButton(), gr.Timer(active=False), gr.Button(), gr.Button())
+        return (
+            gr.Markdown(),
+            gr.LinePlot(),
+            gr.LinePlot(),
+            gr.LinePlot(),
+            gr.HTML(),
+            gr.Markdown(),
+            gr.Dataframe(),
+            gr.DownloadButton(),
+            gr.Timer(active=False),
+            gr.Button(),
+            gr.Button(),
+        )
     state = session.job.snapshot()
     summary, table = per_class_view(state)
     x_lim = [0, max(state.epochs, 1)]
     download = gr.DownloadButton(visible=False)
     if state.finished and state.best_epoch:
         zip_path = runs.zip_run(state.run_dir, session.workdir / "downloads")
-        download = gr.DownloadButton(value=str(zip_path), visible=True,
-                                     label=f"Download the model and results ({zip_path.name})")
-    plots = [gr.LinePlot() if frame is None else gr.LinePlot(frame, x_lim=x_lim)
-             for frame in (step_loss_frame(state), epoch_loss_frame(state), accuracy_frame(state))]
-    return (status_markdown(state), *plots,
-            confusion_html(state.confusion, state.classes), summary,
-            table if table is not None else gr.Dataframe(), download,
-            gr.Timer(active=not state.finished), gr.Button(interactive=state.finished),
-            gr.Button(interactive=not state.finished))
+        download = gr.DownloadButton(
+            value=str(zip_path),
+            visible=True,
+            label=f"Download the model and results ({zip_path.name})",
+        )
+    plots = [
+        gr.LinePlot() if frame is None else gr.LinePlot(frame, x_lim=x_lim)
+        for frame in (step_loss_frame(state), epoch_loss_frame(state), accuracy_frame(state))
+    ]
+    return (
+        status_markdown(state),
+        *plots,
+        confusion_html(state.confusion, state.classes),
+        summary,
+        table if table is not None else gr.Dataframe(),
+        download,
+        gr.Timer(active=not state.finished),
+        gr.Button(interactive=state.finished),
+        gr.Button(interactive=not state.finished),
+    )
 
 
 # ----------------------------------------------------------------------------- layout
@@ -305,9 +384,11 @@ CSS = """
 def build_ui(settings: AppSettings) -> gr.Blocks:
     with gr.Blocks(title="tlapp · train an image classifier") as demo:
         session = gr.State(None)
-        gr.Markdown("# tlapp — train an image classifier\n"
-                    "Give it a folder of images sorted into one subfolder per class, pick a model, "
-                    "press **Train**, and watch it learn. Your images stay on this machine.")
+        gr.Markdown(
+            "# tlapp — train an image classifier\n"
+            "Give it a folder of images sorted into one subfolder per class, pick a model, "
+            "press **Train**, and watch it learn. Your images stay on this machine."
+        )
         data = _data_step(settings, session)
         model = _model_step(settings, session)
         train = _train_step(settings, session, data, model)
@@ -319,27 +400,53 @@ def _data_step(settings: AppSettings, session: gr.State) -> dict:
     gr.Markdown("## 1 · Your images", elem_classes="tl-step")
     with gr.Row():
         with gr.Column(scale=3):
-            folder = gr.File(label="Drop your folder here, or click to choose it (one subfolder "
-                             "per class, or train/ and val/ folders)", file_count="directory",
-                             elem_id="upload", height=150)
-            archive = gr.File(label="…or upload a .zip of that folder", elem_id="upload-zip",
-                              file_types=[".zip", ".csv"], height=90)
+            folder = gr.File(
+                label="Drop your folder here, or click to choose it (one subfolder "
+                "per class, or train/ and val/ folders)",
+                file_count="directory",
+                elem_id="upload",
+                height=150,
+            )
+            archive = gr.File(
+                label="…or upload a .zip of that folder",
+                elem_id="upload-zip",
+                file_types=[".zip", ".csv"],
+                height=90,
+            )
             # Filled in by FOLDER_JS with each file's path inside the folder: the labels.
             paths = gr.Textbox(visible="hidden", elem_id="upload-paths")
         with gr.Column(scale=2):
-            sample = gr.Button("Use the sample: handwritten digits (500 images, 10 classes)",
-                               visible=SAMPLE_DATA.is_dir(), elem_id="sample-btn")
-            local = gr.Textbox(label="…or a folder on this computer", visible=settings.allow_local_paths,
-                               placeholder="/home/me/photos", elem_id="local-path")
-            read_local = gr.Button("Read this folder", size="sm", visible=settings.allow_local_paths)
-    val_fraction = gr.Slider(0.05, 0.5, value=0.2, step=0.05, label="Validation share",
-                             info=HINTS["val_fraction"])
+            sample = gr.Button(
+                "Use the sample: handwritten digits (500 images, 10 classes)",
+                visible=SAMPLE_DATA.is_dir(),
+                elem_id="sample-btn",
+            )
+            local = gr.Textbox(
+                label="…or a folder on this computer",
+                visible=settings.allow_local_paths,
+                placeholder="/home/me/photos",
+                elem_id="local-path",
+            )
+            read_local = gr.Button(
+                "Read this folder", size="sm", visible=settings.allow_local_paths
+            )
+    val_fraction = gr.Slider(
+        0.05, 0.5, value=0.2, step=0.05, label="Validation share", info=HINTS["val_fraction"]
+    )
     summary = gr.Markdown(elem_id="data-summary")
     with gr.Row():
-        report = gr.Dataframe(label="Images per class and split", interactive=False,
-                              elem_id="class-table", max_height=320)
-        skipped = gr.Dataframe(label="Files left out, and why", interactive=False,
-                               elem_id="skipped-table", max_height=320)
+        report = gr.Dataframe(
+            label="Images per class and split",
+            interactive=False,
+            elem_id="class-table",
+            max_height=320,
+        )
+        skipped = gr.Dataframe(
+            label="Files left out, and why",
+            interactive=False,
+            elem_id="skipped-table",
+            max_height=320,
+        )
 
     def loader(source):
         @user_errors
@@ -347,6 +454,7 @@ def _data_step(settings: AppSettings, session: gr.State) -> dict:
             state = state or Session.new(settings)
             state.dataset = source(state, *args[:-1], val_fraction=args[-1])
             return (state, *data_views(state.dataset))
+
         return load
 
     def from_folder(state, files, reported, val_fraction):
@@ -362,14 +470,21 @@ def _data_step(settings: AppSettings, session: gr.State) -> dict:
         return load_dataset(SAMPLE_DATA, val_fraction)
 
     outputs = [session, summary, report, skipped]
-    folder.upload(loader(from_folder), [session, folder, paths, val_fraction], outputs,
-                  api_name="load_folder_upload")
-    archive.upload(loader(from_archive), [session, archive, val_fraction], outputs,
-                   api_name="load_upload")
-    read_local.click(loader(from_path), [session, local, val_fraction], outputs,
-                     api_name="load_folder")
-    local.submit(loader(from_path), [session, local, val_fraction], outputs,
-                 api_visibility="private")
+    folder.upload(
+        loader(from_folder),
+        [session, folder, paths, val_fraction],
+        outputs,
+        api_name="load_folder_upload",
+    )
+    archive.upload(
+        loader(from_archive), [session, archive, val_fraction], outputs, api_name="load_upload"
+    )
+    read_local.click(
+        loader(from_path), [session, local, val_fraction], outputs, api_name="load_folder"
+    )
+    local.submit(
+        loader(from_path), [session, local, val_fraction], outputs, api_visibility="private"
+    )
     sample.click(loader(from_sample), [session, val_fraction], outputs, api_name="use_sample")
     return {"val_fraction": val_fraction, "summary": summary, "sample": sample}
 
@@ -377,32 +492,71 @@ def _data_step(settings: AppSettings, session: gr.State) -> dict:
 def _model_step(settings: AppSettings, session: gr.State) -> dict:
     gr.Markdown("## 2 · Model", elem_classes="tl-step")
     with gr.Row():
-        choice = gr.Dropdown(models.catalog_choices(), value=models.DEFAULT_MODEL,
-                             label="Backbone (pretrained network to start from)", elem_id="model",
-                             scale=3)
-        custom = gr.Textbox(label="…or any timm model name", placeholder="e.g. resnet34",
-                            elem_id="custom-model", scale=2)
+        choice = gr.Dropdown(
+            models.catalog_choices(),
+            value=models.DEFAULT_MODEL,
+            label="Backbone (pretrained network to start from)",
+            elem_id="model",
+            scale=3,
+        )
+        custom = gr.Textbox(
+            label="…or any timm model name",
+            placeholder="e.g. resnet34",
+            elem_id="custom-model",
+            scale=2,
+        )
     with gr.Row():
-        weights = gr.Radio(["auto", "pretrained", "none", "from a file"], value="auto",
-                           label="Starting weights", info=HINTS["weights"], elem_id="weights")
+        weights = gr.Radio(
+            ["auto", "pretrained", "none", "from a file"],
+            value="auto",
+            label="Starting weights",
+            info=HINTS["weights"],
+            elem_id="weights",
+        )
         with gr.Column(visible=False) as file_box:
-            weights_file = gr.File(label="Weights (.safetensors / .pth)",
-                                   file_types=[".safetensors", ".pth", ".pt"], height=100)
-            weights_path = gr.Textbox(label="…or a weights file or earlier run folder on this computer",
-                                      visible=settings.allow_local_paths)
+            weights_file = gr.File(
+                label="Weights (.safetensors / .pth)",
+                file_types=[".safetensors", ".pth", ".pt"],
+                height=100,
+            )
+            weights_path = gr.Textbox(
+                label="…or a weights file or earlier run folder on this computer",
+                visible=settings.allow_local_paths,
+            )
     plan = models.preview_freeze(models.DEFAULT_MODEL, 0, 2)
-    freeze = gr.Slider(0, len(plan.stages), value=0, step=1, elem_id="freeze",
-                       label=f"Freeze depth (0–{len(plan.stages)} stages)", info=HINTS["freeze"])
+    freeze = gr.Slider(
+        0,
+        len(plan.stages),
+        value=0,
+        step=1,
+        elem_id="freeze",
+        label=f"Freeze depth (0–{len(plan.stages)} stages)",
+        info=HINTS["freeze"],
+    )
     freeze_note = gr.Markdown(plan.describe(), elem_id="freeze-note")
 
     weights.change(lambda m: gr.Column(visible=m == "from a file"), weights, file_box)
     for trigger in (choice.change, custom.submit, custom.blur):
-        trigger(freeze_view, [choice, custom, freeze, session], [freeze, freeze_note],
-                show_progress="hidden")
-    freeze.input(lambda *a: freeze_view(*a)[1], [choice, custom, freeze, session], freeze_note,
-                 show_progress="hidden")
-    return {"choice": choice, "custom": custom, "weights": weights, "weights_file": weights_file,
-            "weights_path": weights_path, "freeze": freeze}
+        trigger(
+            freeze_view,
+            [choice, custom, freeze, session],
+            [freeze, freeze_note],
+            show_progress="hidden",
+        )
+    freeze.input(
+        lambda *a: freeze_view(*a)[1],
+        [choice, custom, freeze, session],
+        freeze_note,
+        show_progress="hidden",
+    )
+    return {
+        "choice": choice,
+        "custom": custom,
+        "weights": weights,
+        "weights_file": weights_file,
+        "weights_path": weights_path,
+        "freeze": freeze,
+    }
 
 
 def _train_step(settings: AppSettings, session: gr.State, data: dict, model: dict) -> dict:
@@ -410,53 +564,110 @@ def _train_step(settings: AppSettings, session: gr.State, data: dict, model: dic
     with gr.Accordion("Training settings (the defaults suit most cases)", open=False):
         with gr.Row():
             epochs = gr.Slider(1, 100, value=5, step=1, label="Epochs", info=HINTS["epochs"])
-            img_size = gr.Slider(32, 512, value=224, step=16, label="Image size (pixels)",
-                                 info=HINTS["img_size"], elem_id="img-size")
+            img_size = gr.Slider(
+                32,
+                512,
+                value=224,
+                step=16,
+                label="Image size (pixels)",
+                info=HINTS["img_size"],
+                elem_id="img-size",
+            )
         with gr.Row():
-            batch_size = gr.Slider(1, 256, value=32, step=1, label="Batch size", info=HINTS["batch_size"])
-            lr = gr.Number(value=1e-3, label="Learning rate", info=HINTS["lr"], minimum=1e-7, maximum=0.9)
+            batch_size = gr.Slider(
+                1, 256, value=32, step=1, label="Batch size", info=HINTS["batch_size"]
+            )
+            lr = gr.Number(
+                value=1e-3, label="Learning rate", info=HINTS["lr"], minimum=1e-7, maximum=0.9
+            )
             augment = gr.Checkbox(value=True, label="Light augmentation", info=HINTS["augment"])
     with gr.Row():
         train_btn = gr.Button("Train", variant="primary", elem_id="train-btn", scale=3)
         stop_btn = gr.Button("Stop", variant="stop", elem_id="stop-btn", interactive=False, scale=1)
     status = gr.Markdown("Load data, pick a model, then press **Train**.", elem_id="status")
     with gr.Row(equal_height=True):
-        plot = functools.partial(gr.LinePlot, x="epoch", color="series", x_title="epoch",
-                                 color_title="", height=320)
-        loss_plot = plot(y="loss", color_map=STEP_COLORS, elem_id="loss-plot",
-                         label="Training loss, each step (lower is better)")
-        epoch_plot = plot(y="loss", color_map=EPOCH_COLORS, elem_id="epoch-loss-plot",
-                          label="Loss per epoch: train and validation")
-        acc_plot = plot(y="value", color_map=ACCURACY_COLORS, y_lim=[0, 1], y_title="",
-                        elem_id="accuracy-plot", label="Validation accuracy and macro F1")
+        plot = functools.partial(
+            gr.LinePlot, x="epoch", color="series", x_title="epoch", color_title="", height=320
+        )
+        loss_plot = plot(
+            y="loss",
+            color_map=STEP_COLORS,
+            elem_id="loss-plot",
+            label="Training loss, each step (lower is better)",
+        )
+        epoch_plot = plot(
+            y="loss",
+            color_map=EPOCH_COLORS,
+            elem_id="epoch-loss-plot",
+            label="Loss per epoch: train and validation",
+        )
+        acc_plot = plot(
+            y="value",
+            color_map=ACCURACY_COLORS,
+            y_lim=[0, 1],
+            y_title="",
+            elem_id="accuracy-plot",
+            label="Validation accuracy and macro F1",
+        )
     with gr.Row():
         with gr.Column():
             gr.Markdown("**Confusion matrix** (latest epoch, validation images)")
             matrix = gr.HTML(confusion_html(None, []), elem_id="confusion-matrix")
         with gr.Column():
             summary = gr.Markdown(elem_id="metrics-summary")
-            per_class = gr.Dataframe(label="Per class: precision, recall, F1, support",
-                                     interactive=False, elem_id="per-class", max_height=360)
-    download = gr.DownloadButton("Download the model and results", visible=False,
-                                 elem_id="download-run")
+            per_class = gr.Dataframe(
+                label="Per class: precision, recall, F1, support",
+                interactive=False,
+                elem_id="per-class",
+                max_height=360,
+            )
+    download = gr.DownloadButton(
+        "Download the model and results", visible=False, elem_id="download-run"
+    )
     timer = gr.Timer(1.0, active=False)
 
     @user_errors
-    def start(state, choice, custom, weights, weights_file, weights_path, freeze, n_epochs, size,
-              batch, rate, aug, fraction):
+    def start(
+        state,
+        choice,
+        custom,
+        weights,
+        weights_file,
+        weights_path,
+        freeze,
+        n_epochs,
+        size,
+        batch,
+        rate,
+        aug,
+        fraction,
+    ):
         if not state or not state.dataset:
             raise DataError("Load your images first (step 1), or use the sample digits.")
         if state.job and state.job.running:
             raise DataError("A run is already training: stop it first.")
         state.dataset.check()
         config = make_config(
-            data=state.dataset.root, model=model_name(choice, custom),
+            data=state.dataset.root,
+            model=model_name(choice, custom),
             weights=weights_choice(weights, weights_file, weights_path, settings),
-            freeze=int(freeze), epochs=n_epochs, img_size=size, batch_size=batch, lr=rate,
-            augment=aug, val_fraction=fraction, runs_root=str(state.workdir / "runs"))
+            freeze=int(freeze),
+            epochs=n_epochs,
+            img_size=size,
+            batch_size=batch,
+            lr=rate,
+            augment=aug,
+            val_fraction=fraction,
+            runs_root=str(state.workdir / "runs"),
+        )
         state.job = Job(config, state.dataset).start()
-        return state, "**Starting** · loading the model…", gr.Timer(active=True), \
-            gr.Button(interactive=False), gr.Button(interactive=True)
+        return (
+            state,
+            "**Starting** · loading the model…",
+            gr.Timer(active=True),
+            gr.Button(interactive=False),
+            gr.Button(interactive=True),
+        )
 
     def stop(state):
         if state and state.job and state.job.running:
@@ -464,15 +675,45 @@ def _train_step(settings: AppSettings, session: gr.State, data: dict, model: dic
             return "**Stopping** after the current batch…"
         return gr.Markdown()
 
-    train_inputs = [session, model["choice"], model["custom"], model["weights"],
-                    model["weights_file"], model["weights_path"], model["freeze"], epochs,
-                    img_size, batch_size, lr, augment, data["val_fraction"]]
-    train_btn.click(start, train_inputs, [session, status, timer, train_btn, stop_btn],
-                    api_name="train")
+    train_inputs = [
+        session,
+        model["choice"],
+        model["custom"],
+        model["weights"],
+        model["weights_file"],
+        model["weights_path"],
+        model["freeze"],
+        epochs,
+        img_size,
+        batch_size,
+        lr,
+        augment,
+        data["val_fraction"],
+    ]
+    train_btn.click(
+        start, train_inputs, [session, status, timer, train_btn, stop_btn], api_name="train"
+    )
     stop_btn.click(stop, session, status, concurrency_limit=None, api_name="stop")
-    timer.tick(poll_outputs, session, [status, loss_plot, epoch_plot, acc_plot, matrix, summary, per_class,
-                                       download, timer, train_btn, stop_btn],
-               concurrency_limit=None, show_progress="hidden", api_name="poll")
+    timer.tick(
+        poll_outputs,
+        session,
+        [
+            status,
+            loss_plot,
+            epoch_plot,
+            acc_plot,
+            matrix,
+            summary,
+            per_class,
+            download,
+            timer,
+            train_btn,
+            stop_btn,
+        ],
+        concurrency_limit=None,
+        show_progress="hidden",
+        api_name="poll",
+    )
     data["sample"].click(lambda: gr.Slider(value=64), None, img_size)
     return {"status": status}
 
@@ -480,8 +721,13 @@ def _train_step(settings: AppSettings, session: gr.State, data: dict, model: dic
 def _use_step(session: gr.State, train: dict) -> None:
     gr.Markdown("## 4 · Try the model", elem_classes="tl-step")
     with gr.Row():
-        image = gr.Image(type="filepath", label="An image to classify", elem_id="predict-image",
-                         sources=["upload", "clipboard"], height=260)
+        image = gr.Image(
+            type="filepath",
+            label="An image to classify",
+            elem_id="predict-image",
+            sources=["upload", "clipboard"],
+            height=260,
+        )
         result = gr.Label(num_top_classes=5, label="Prediction (top 5)", elem_id="predict-result")
 
     @user_errors
@@ -554,5 +800,9 @@ FOLDER_JS = """
 
 
 def launch_kwargs(settings: AppSettings) -> dict:
-    return {"theme": gr.themes.Soft(), "css": CSS, "head": FOLDER_JS,
-            "allowed_paths": [str(settings.home)]}
+    return {
+        "theme": gr.themes.Soft(),
+        "css": CSS,
+        "head": FOLDER_JS,
+        "allowed_paths": [str(settings.home)],
+    }
