@@ -131,25 +131,27 @@ def follow(job: Job) -> RunState:
     try:
         while job.running:
             state = job.snapshot()
-            if state.status == "training":
-                bar = bar or tqdm(
-                    total=state.epochs * state.steps_per_epoch, unit="step", dynamic_ncols=True
-                )
-                bar.n = (state.epoch - 1) * state.steps_per_epoch + state.step
-                last = state.history[-1] if state.history else None
-                bar.set_description(f"epoch {state.epoch}/{state.epochs}")
-                bar.set_postfix_str(
-                    f"loss {state.step_losses[-1]:.3f}"
-                    + (f" val acc {last['val_accuracy']:.1%}" if last else "")
-                )
+            if state.step_losses:  # training has taken its first step
+                bar = bar or tqdm(total=state.epochs * state.steps_per_epoch, unit="step")
+                show_progress(bar, state)
             time.sleep(0.2)
     except KeyboardInterrupt:
         job.stop()
         print("\nstopping after this batch…", file=sys.stderr)
     state = job.wait()
     if bar:
+        show_progress(bar, state)
         bar.close()
     return state
+
+
+def show_progress(bar: tqdm, state: RunState) -> None:
+    last = state.history[-1] if state.history else None
+    bar.n = (state.epoch - 1) * state.steps_per_epoch + state.step
+    bar.set_description(f"epoch {state.epoch}/{state.epochs}")
+    bar.set_postfix_str(
+        f"loss {state.step_losses[-1]:.3f}" + (f", val acc {last['val_accuracy']:.1%}" if last else "")
+    )
 
 
 def image_files(inputs: list[str]) -> list[Path]:

@@ -563,7 +563,9 @@ def _train_step(settings: AppSettings, session: gr.State, data: dict, model: dic
     gr.Markdown("## 3 · Train", elem_classes="tl-step")
     with gr.Accordion("Training settings (the defaults suit most cases)", open=False):
         with gr.Row():
-            epochs = gr.Slider(1, 100, value=5, step=1, label="Epochs", info=HINTS["epochs"])
+            epochs = gr.Slider(
+                1, 100, value=5, step=1, label="Epochs", info=HINTS["epochs"], elem_id="epochs"
+            )
             img_size = gr.Slider(
                 32,
                 512,
@@ -593,13 +595,13 @@ def _train_step(settings: AppSettings, session: gr.State, data: dict, model: dic
             y="loss",
             color_map=STEP_COLORS,
             elem_id="loss-plot",
-            label="Training loss, each step (lower is better)",
+            label="Training loss at each step (lower is better)",
         )
         epoch_plot = plot(
             y="loss",
             color_map=EPOCH_COLORS,
             elem_id="epoch-loss-plot",
-            label="Loss per epoch: train and validation",
+            label="Loss per epoch: train (blue) and validation (orange)",
         )
         acc_plot = plot(
             y="value",
@@ -607,7 +609,7 @@ def _train_step(settings: AppSettings, session: gr.State, data: dict, model: dic
             y_lim=[0, 1],
             y_title="",
             elem_id="accuracy-plot",
-            label="Validation accuracy and macro F1",
+            label="Validation accuracy (green) and macro F1 (purple)",
         )
     with gr.Row():
         with gr.Column():
