@@ -112,7 +112,7 @@ def test_folder_pick_train_stop_and_predict(page, tmp_path):
     page.click("#stop-btn")
     wait_for(page, "document.querySelector('#status').innerText.includes('Stopped')", timeout=30)
     assert "Stopped by the user" in page.inner_text("#status")
-    assert page.is_visible("#download-run")
+    page.wait_for_selector("#download-run", state="visible", timeout=10_000)
 
     image = next((folder / "circle").iterdir())
     page.set_input_files("#predict-image input[type=file]", str(image))
