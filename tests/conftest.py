@@ -4,6 +4,7 @@ import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # before anything imports huggingface_hub: tests never download
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ["TLAPP_CACHE"] = __import__("tempfile").mkdtemp(prefix="tlapp-test-cache-")
 
 import random
 import zipfile

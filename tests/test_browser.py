@@ -99,12 +99,19 @@ def test_folder_pick_train_stop_and_predict(page, tmp_path):
     page.press("#epochs input[type=number]", "Tab")
     page.click("#train-btn")
     # the per-step loss curve has two points or more, and the matrix names every class
-    wait_for(page, "document.querySelectorAll('#loss-plot [aria-roledescription=point]').length >= 2")
-    wait_for(page, """(() => {
+    wait_for(
+        page, "document.querySelectorAll('#loss-plot [aria-roledescription=point]').length >= 2"
+    )
+    wait_for(
+        page,
+        """(() => {
         const text = document.querySelector('#confusion-matrix').innerText;
         return ['circle', 'square', 'triangle'].every(name => text.includes(name));
-    })()""")
-    wait_for(page, "document.querySelectorAll('#accuracy-plot [aria-roledescription=point]').length >= 4")
+    })()""",
+    )
+    wait_for(
+        page, "document.querySelectorAll('#accuracy-plot [aria-roledescription=point]').length >= 4"
+    )
     assert "/80" in page.inner_text("#status")
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "trained-page.png"), full_page=True)

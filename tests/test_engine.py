@@ -135,7 +135,7 @@ def test_stop_ends_the_run_within_seconds_and_keeps_the_best_model(class_folder,
 
 
 def test_predictor_gives_top_k_probabilities(class_folder, tmp_path):
-    train(class_folder, tmp_path, model="test_resnet", epochs=3)
+    train(class_folder, tmp_path, model="test_resnet", epochs=5)
     predictor = Predictor(tmp_path / "run")
     top = predictor.top_k(next((class_folder / "red").iterdir()), k=5)
     assert len(top) == 3 and {c for c, _ in top} == {"red", "green", "blue"}

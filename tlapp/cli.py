@@ -150,7 +150,8 @@ def show_progress(bar: tqdm, state: RunState) -> None:
     bar.n = (state.epoch - 1) * state.steps_per_epoch + state.step
     bar.set_description(f"epoch {state.epoch}/{state.epochs}")
     bar.set_postfix_str(
-        f"loss {state.step_losses[-1]:.3f}" + (f", val acc {last['val_accuracy']:.1%}" if last else "")
+        f"loss {state.step_losses[-1]:.3f}"
+        + (f", val acc {last['val_accuracy']:.1%}" if last else "")
     )
 
 

@@ -129,7 +129,7 @@ class Dataset:
 
     def targets(self, name: str) -> np.ndarray:
         index = {c: i for i, c in enumerate(self.classes)}
-        return self.split(name)["label"].map(index).to_numpy(dtype=np.int64)
+        return self.split(name)["label"].map(index).to_numpy(dtype=np.int64, copy=True)
 
     def report(self) -> pd.DataFrame:
         """Images per class and split, with a total row."""

@@ -35,7 +35,19 @@ from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 
 from . import metrics, runs
-from .data import DataError, Dataset, ImageError, load_dataset, open_image
+from .batches import BatchFeed, DecodedImages, cache_side, to_model_input
+from .data import DataError, Dataset, load_dataset, open_image
+from .embeddings import (
+    AUGMENTED_VIEWS,
+    POLICY,
+    EmbeddingSource,
+    EmbeddingStore,
+    cache_key,
+    default_cache_dir,
+    embed,
+    file_hash,
+    file_hashes,
+)
 from .models import (
     DEFAULT_MODEL,
     ModelError,
@@ -69,6 +81,10 @@ class TrainConfig:
     out: str = ""  # run folder; empty: a new folder under runs_root
     runs_root: str = "runs"
     device: str = "auto"  # auto | cpu | cuda
+    precision: str = "auto"  # auto (bf16 where the hardware has it) | bf16 | fp32
+    feature_cache: bool = True  # head only: run the backbone once per image, cache embeddings
+    cache_dir: str = ""  # embedding cache; empty: $TLAPP_CACHE or ~/.cache/tlapp
+    memory_budget_gb: float = 4.0  # decoded images kept in memory; the rest decoded on demand
 
 
 def make_config(**values) -> TrainConfig:
@@ -107,6 +123,8 @@ def _check_ranges(c: TrainConfig) -> None:
         (0 < c.val_fraction < 1, "The validation fraction must be between 0 and 1 (try 0.2)."),
         (0 <= c.label_smoothing < 1, "Label smoothing must be between 0 and 1."),
         (c.device in ("auto", "cpu", "cuda"), "Device must be auto, cpu or cuda."),
+        (c.precision in ("auto", "bf16", "fp32"), "Precision must be auto, bf16 or fp32."),
+        (c.memory_budget_gb >= 0, "The memory budget cannot be negative."),
     ]
     for ok, message in rules:
         if not ok:
@@ -148,7 +166,7 @@ class RunState:
         return self.status in ("done", "stopped", "diverged", "failed")
 
     def progress_line(self) -> str:
-        if self.status == "starting":
+        if self.status == "starting" or (self.status == "training" and not self.step_losses):
             return self.message or "Starting…"
         if self.finished:
             return self.message
@@ -172,29 +190,36 @@ class StopTraining(Exception):
         self.status, self.message = status, message
 
 
-# ----------------------------------------------------------------------------- data
-class ImageFiles(torch.utils.data.Dataset):
-    """Images from a Dataset split, decoded with `open_image` and passed through a transform."""
-
-    def __init__(self, frame: pd.DataFrame, targets: np.ndarray, transform, draft_size: int):
-        self.paths, self.targets = frame["path"].tolist(), targets
-        self.transform, self.draft_size = transform, draft_size
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i):
-        try:
-            image = open_image(self.paths[i], draft_size=self.draft_size)
-        except (ImageError, OSError):  # the file changed since it was checked: a grey stand-in
-            image = open_image_placeholder(self.draft_size)
-        return self.transform(image), int(self.targets[i])
+# ----------------------------------------------------------------------------- hardware
+def cpu_supports_bf16() -> bool:
+    """bf16 matrix instructions (AVX512-BF16 or AMX), where bf16 autocast roughly halves step time."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
-def open_image_placeholder(size: int):
-    from PIL import Image
+def weights_file_hash(weights: str) -> str:
+    """The identity of a weights file or run folder, by content (for the embedding cache)."""
+    path = Path(weights)
+    return file_hash(str(path / runs.WEIGHTS if path.is_dir() else path))
 
-    return Image.new("RGB", (size, size), (128, 128, 128))
+
+def resolve_precision(choice: str, device: torch.device) -> str:
+    if choice != "auto":
+        return choice
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if cpu_supports_bf16() else "fp32"
+
+
+def tune_backends(device: torch.device) -> None:
+    """TF32 matmuls and cuDNN autotuning on CUDA: free speed for training."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
 
 
 def data_config(model: torch.nn.Module, img_size: int) -> dict:
@@ -204,39 +229,48 @@ def data_config(model: torch.nn.Module, img_size: int) -> dict:
     return cfg
 
 
-def make_transforms(cfg: dict, augment: bool):
-    evaluation = create_transform(**cfg, is_training=False)
-    if not augment:
-        return evaluation, evaluation
-    training = create_transform(
-        **cfg, is_training=True, scale=(0.6, 1.0), hflip=0.5, color_jitter=0.2
-    )
-    return training, evaluation
+class ImageSource:
+    """Training batches of images: decoded once, augmented as tensors, normalised on the device."""
 
+    def __init__(
+        self,
+        train: BatchFeed,
+        val: BatchFeed,
+        norm: dict,
+        device: torch.device,
+        channels_last: bool,
+    ):
+        self.train, self.val, self.norm = train, val, norm
+        self.device, self.channels_last = device, channels_last
 
-def make_loader(
-    dataset: Dataset,
-    split: str,
-    transform,
-    config: TrainConfig,
-    shuffle: bool,
-    device: torch.device,
-) -> torch.utils.data.DataLoader:
-    files = ImageFiles(dataset.split(split), dataset.targets(split), transform, config.img_size)
-    generator = torch.Generator().manual_seed(config.seed)
-    return torch.utils.data.DataLoader(
-        files,
-        batch_size=config.batch_size,
-        shuffle=shuffle,
-        drop_last=False,
-        generator=generator,
-        pin_memory=device.type == "cuda",
-    )
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.train)
+
+    def _on_device(self, feed: BatchFeed, epoch: int):
+        for pixels, targets in feed.batches(epoch):
+            x = to_model_input(
+                pixels, self.norm["mean"], self.norm["std"], self.device, self.channels_last
+            )
+            yield x, targets.to(self.device, non_blocking=True)
+
+    def train_batches(self, epoch: int):
+        return self._on_device(self.train, epoch)
+
+    def val_batches(self):
+        return self._on_device(self.val, 0)
+
+    def forward(self, model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return model(x)
 
 
 # ----------------------------------------------------------------------------- the loop
 class Trainer:
-    """One training run. `fit()` runs the loop and emits events to its callbacks."""
+    """One training run. `fit()` runs the loop and emits events to its callbacks.
+
+    When every stage is frozen (and `feature_cache` is on) the backbone runs once per image view
+    and only the classifier trains, on cached embeddings; otherwise images are decoded once and
+    the frozen prefix runs in eval mode with no autograd graph."""
 
     def __init__(
         self,
@@ -247,9 +281,9 @@ class Trainer:
         stop_event: threading.Event,
     ):
         self.config, self.dataset, self.callbacks = config, dataset, callbacks
-        self.run_dir = run_dir
-        self.stop_event = stop_event
+        self.run_dir, self.stop_event = run_dir, stop_event
         self.device = pick_device(config.device)
+        tune_backends(self.device)
         torch.manual_seed(config.seed)
         self.model, self.weights_note = build_model(
             config.model, len(dataset.classes), config.weights, config.img_size
@@ -257,12 +291,22 @@ class Trainer:
         self.plan = freeze_plan(self.model, config.freeze)
         apply_freeze(self.model, self.plan)
         self.data_cfg = data_config(self.model, config.img_size)
-        train_tf, eval_tf = make_transforms(self.data_cfg, config.augment)
-        self.train_loader = make_loader(dataset, "train", train_tf, config, True, self.device)
-        self.val_loader = make_loader(dataset, "val", eval_tf, config, False, self.device)
-        self._to_device()
+        self.cuda = self.device.type == "cuda"
+        self.precision = resolve_precision(config.precision, self.device)
+        self.channels_last = self.cuda or self.precision == "bf16"
+        self.model.to(
+            self.device,
+            memory_format=torch.channels_last if self.channels_last else torch.contiguous_format,
+        )
+        self.head_only = config.feature_cache and self.plan.depth == len(self.plan.stages)
+        self.source = None  # built by prepare(), inside fit(), so that its progress shows
+        self.steps_per_epoch = -(-len(dataset.split("train")) // config.batch_size)
         self.optimizer = create_optimizer_v2(
-            self.model, opt="adamw", lr=config.lr, weight_decay=config.weight_decay
+            self.model,
+            opt="adamw",
+            lr=config.lr,
+            weight_decay=config.weight_decay,
+            **({"fused": True} if self.cuda else {}),
         )
         self.scheduler, _ = create_scheduler_v2(
             self.optimizer,
@@ -272,18 +316,20 @@ class Trainer:
             warmup_lr=config.lr / 100,
             min_lr=config.lr / 100,
             step_on_epochs=False,
-            updates_per_epoch=len(self.train_loader),
+            updates_per_epoch=self.steps_per_epoch,
         )
         self.epoch, self.step, self.loss = 0, 0, float("nan")
         self.val_logits = self.val_targets = None
         self.best_epoch, self.best_accuracy, self.best_loss, self.is_best = 0, -1.0, math.inf, False
-        self.status, self.stop_message = "training", ""
+        self.status, self.stop_message, self.progress = "training", "", ("", 0, 0)
+        self.decode_seconds = self.embed_seconds = 0.0
+        self.cache_hits = 0
 
-    def _to_device(self) -> None:
-        self.cuda = self.device.type == "cuda"
-        memory_format = torch.channels_last if self.cuda else torch.contiguous_format
-        self.model.to(self.device, memory_format=memory_format)
-        self.autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda)
+    @property
+    def autocast(self):
+        return torch.autocast(
+            self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"
+        )
 
     def emit(self, event: str) -> None:
         for callback in self.callbacks:
@@ -291,11 +337,113 @@ class Trainer:
             if handler:
                 handler(self)
 
+    def report(self, what: str, done: int, total: int) -> None:
+        self.progress = (what, done, total)
+        self.emit("on_progress")
+        if self.stop_event.is_set():
+            raise StopTraining("stopped", "Stopped by the user.")
+
+    # --------------------------------------------------------------- preparing the data
+    def prepare(self) -> None:
+        self.source = self._embedding_source() if self.head_only else self._image_source()
+
+    def _feed(self, split: str, paths: list[str], targets, train: bool) -> BatchFeed:
+        side = cache_side(self.config.img_size, self.data_cfg.get("crop_pct"))
+        t0 = time.perf_counter()
+        images = DecodedImages.build(
+            paths,
+            side,
+            self.data_cfg.get("interpolation", "bicubic"),
+            int(self.config.memory_budget_gb * (1 << 30) * (0.8 if train else 0.2)),
+            progress=lambda done, total: self.report(f"Decoding {split} images", done, total),
+        )
+        self.decode_seconds += time.perf_counter() - t0
+        return BatchFeed(
+            images,
+            targets,
+            self.config.img_size,
+            self.config.batch_size,
+            augment=train and self.config.augment,
+            shuffle=train,
+            seed=self.config.seed,
+            pin=self.cuda,
+        )
+
+    def _image_source(self) -> ImageSource:
+        d = self.dataset
+        train = self._feed("training", d.split("train")["path"].tolist(), d.targets("train"), True)
+        val = self._feed("validation", d.split("val")["path"].tolist(), d.targets("val"), False)
+        return ImageSource(train, val, self.data_cfg, self.device, self.channels_last)
+
+    def embedding_key(self) -> str:
+        cfg = {k: self.data_cfg[k] for k in ("mean", "std", "interpolation", "crop_pct")}
+        weights = (
+            self.weights_note
+            if self.weights_note.startswith("pretrained")
+            else (
+                f"random seed {self.config.seed}"
+                if "RANDOM" in self.weights_note or self.config.weights == "none"
+                else f"file {weights_file_hash(self.config.weights)}"
+            )
+        )
+        return cache_key(
+            model=self.config.model,
+            weights=weights,
+            img_size=self.config.img_size,
+            preprocessing=cfg,
+            precision=self.precision,
+            timm=timm.__version__,
+            views=POLICY if self.config.augment else "plain",
+        )
+
+    def _embedding_source(self) -> EmbeddingSource:
+        d, views = self.dataset, 1 + (AUGMENTED_VIEWS if self.config.augment else 0)
+        store = EmbeddingStore(self.config.cache_dir or default_cache_dir(), self.embedding_key())
+        paths = d.split("train")["path"].tolist() + d.split("val")["path"].tolist()
+        hashes = file_hashes(paths)
+        cached = store.lookup(hashes)
+        missing = [i for i, h in enumerate(hashes) if h not in cached]
+        self.cache_hits = len(paths) - len(missing)
+        if missing:
+            targets = np.zeros(len(missing), dtype=np.int64)
+            feed = self._feed("new", [paths[i] for i in missing], targets, train=True)
+            t0 = time.perf_counter()
+            table = embed(
+                self.model,
+                feed,
+                list(range(len(missing))),
+                views,
+                self.data_cfg,
+                self.device,
+                self.autocast,
+                self.channels_last,
+                progress=lambda done, total: self.report("Computing embeddings", done, total),
+            )
+            self.embed_seconds = time.perf_counter() - t0
+            new = {hashes[i]: table[k] for k, i in enumerate(missing)}
+            store.add(new)
+            cached |= new
+        rows = torch.stack([cached[h][:views] for h in hashes])
+        n_train = len(d.split("train"))
+        return EmbeddingSource(
+            rows[:n_train],
+            torch.as_tensor(d.targets("train")),
+            rows[n_train:],
+            torch.as_tensor(d.targets("val")),
+            self.config.batch_size,
+            self.config.seed,
+            self.config.augment,
+            self.model.get_classifier(),
+            self.device,
+        )
+
+    # --------------------------------------------------------------- the loop
     def fit(self) -> str:
         """Train every epoch unless stopped; returns the final status."""
         status = "done"
         self.emit("before_fit")
         try:
+            self.prepare()
             for epoch in range(1, self.config.epochs + 1):
                 self.epoch = epoch
                 self.emit("before_epoch")
@@ -312,53 +460,55 @@ class Trainer:
 
     def train_epoch(self) -> None:
         set_train_mode(self.model)
-        updates = (self.epoch - 1) * len(self.train_loader)
-        self.loss_sum, self.seen = 0.0, 0
-        for step, (images, targets) in enumerate(self.train_loader, start=1):
+        updates = (self.epoch - 1) * self.steps_per_epoch
+        self.loss_sum, self.seen, self.pending = 0.0, 0, []
+        # On a GPU, reading the loss each step would stall it: losses are read in groups.
+        sync_every = 25 if self.cuda else 1
+        for step, (inputs, targets) in enumerate(self.source.train_batches(self.epoch), start=1):
             self.step = step
             if self.stop_event.is_set():
                 raise StopTraining("stopped", "Stopped by the user.")
-            images, targets = self._batch_to_device(images, targets)
             with self.autocast:
+                logits = self.source.forward(self.model, inputs)
                 loss = F.cross_entropy(
-                    self.model(images), targets, label_smoothing=self.config.label_smoothing
+                    logits.float(), targets, label_smoothing=self.config.label_smoothing
                 )
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
-            self.scheduler.step_update(updates + self.step)
-            self.loss, self.batch_size = loss.item(), len(targets)
-            if not math.isfinite(self.loss):
-                raise StopTraining(
-                    "diverged",
-                    "The loss became infinite or NaN: lower the "
-                    "learning rate (try a tenth of it) and train again.",
-                )
-            self.loss_sum, self.seen = (
-                self.loss_sum + self.loss * len(targets),
-                self.seen + len(targets),
-            )
-            self.emit("after_batch")
+            self.scheduler.step_update(updates + step)
+            self.pending.append((loss.detach(), len(targets)))
+            if step % sync_every == 0 or step == self.steps_per_epoch:
+                self._read_losses()
 
-    def _batch_to_device(self, images, targets):
-        memory_format = torch.channels_last if self.cuda else torch.contiguous_format
-        return (
-            images.to(self.device, non_blocking=True, memory_format=memory_format),
-            targets.to(self.device, non_blocking=True),
-        )
+    def _read_losses(self) -> None:
+        """Turn the pending loss tensors into numbers (one host sync), check them, announce."""
+        values = torch.stack([loss for loss, _ in self.pending]).float().cpu().tolist()
+        sizes = [n for _, n in self.pending]
+        self.pending = []
+        if not all(math.isfinite(v) for v in values):
+            raise StopTraining(
+                "diverged",
+                "The loss became infinite or NaN: lower the "
+                "learning rate (try a tenth of it) and train again.",
+            )
+        self.new_losses, self.new_images, self.loss = values, sum(sizes), values[-1]
+        self.loss_sum += sum(v * n for v, n in zip(values, sizes))
+        self.seen += sum(sizes)
+        self.emit("after_batch")
 
     @torch.inference_mode()
     def validate(self) -> None:
         self.model.eval()
         logits, targets = [], []
-        for images, target in self.val_loader:
+        for inputs, target in self.source.val_batches():
             if self.stop_event.is_set():
                 raise StopTraining("stopped", "Stopped by the user.")
-            images, target = self._batch_to_device(images, target)
             with self.autocast:
-                logits.append(self.model(images).float().cpu())
-            targets.append(target.cpu())
-        self.val_logits, self.val_targets = torch.cat(logits), torch.cat(targets)
+                logits.append(self.source.forward(self.model, inputs).float())
+            targets.append(target)
+        self.val_logits = torch.cat(logits).cpu()
+        self.val_targets = torch.cat(targets).cpu()
 
     def _track_best(self, row: dict) -> None:
         """The best epoch is the most accurate on validation; a lower loss breaks ties."""
@@ -401,22 +551,31 @@ class LiveState:
         self.start = self.epoch_start = time.perf_counter()
         with self.lock:
             s = self.state
-            s.status, s.message, s.classes = "training", "Training…", list(t.dataset.classes)
-            s.epochs, s.steps_per_epoch = t.config.epochs, len(t.train_loader)
+            s.status, s.message, s.classes = (
+                "training",
+                "Preparing the images…",
+                list(t.dataset.classes),
+            )
+            s.epochs, s.steps_per_epoch = t.config.epochs, t.steps_per_epoch
             s.weights_note, s.freeze_note = t.weights_note, t.plan.describe()
 
     def before_epoch(self, t: Trainer) -> None:
         self.epoch_start, self.epoch_images = time.perf_counter(), 0
 
+    def on_progress(self, t: Trainer) -> None:
+        what, done, total = t.progress
+        with self.lock:
+            self.state.message = f"{what}: {done}/{total}…"
+
     def after_batch(self, t: Trainer) -> None:
         now = time.perf_counter()
-        self.epoch_images += t.batch_size
-        done = (t.epoch - 1) * len(t.train_loader) + t.step
-        remaining = t.config.epochs * len(t.train_loader) - done
+        self.epoch_images += t.new_images
+        done = (t.epoch - 1) * t.steps_per_epoch + t.step
+        remaining = t.config.epochs * t.steps_per_epoch - done
         with self.lock:
             s = self.state
             s.epoch, s.step = t.epoch, t.step
-            s.step_losses.append(t.loss)
+            s.step_losses.extend(t.new_losses)
             s.images_per_sec = self.epoch_images / max(now - self.epoch_start, 1e-6)
             s.eta_s = (now - self.start) / done * remaining
 
@@ -508,6 +667,12 @@ def run_info(t: Trainer) -> dict:
             "skipped_files": len(t.dataset.skipped),
         },
         "device": str(t.device),
+        "precision": t.precision,
+        "training_path": (
+            f"head only on cached embeddings ({POLICY if t.config.augment else 'plain view'})"
+            if t.head_only
+            else "images decoded once; frozen stages in eval mode, no autograd"
+        ),
         "versions": {"torch": torch.__version__, "timm": timm.__version__},
         "status": "training",
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),

@@ -661,6 +661,7 @@ def _train_step(settings: AppSettings, session: gr.State, data: dict, model: dic
             augment=aug,
             val_fraction=fraction,
             runs_root=str(state.workdir / "runs"),
+            cache_dir=str(settings.home / "cache"),
         )
         state.job = Job(config, state.dataset).start()
         return (

@@ -1,0 +1,156 @@
+"""The fast paths give the same answers as the slow ones: decode once, cached embeddings."""
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from timm.data import create_transform
+
+from tlapp.batches import BatchFeed, DecodedImages, cache_side, prefetch
+from tlapp.data import load_dataset
+from tlapp.engine import Trainer, data_config, make_config
+from tlapp.models import build_model
+from conftest import colour_image
+
+BASE = dict(
+    weights="none", img_size=48, batch_size=8, lr=5e-3, epochs=3, augment=False, precision="fp32"
+)
+
+
+def trainer(folder, tmp_path, **overrides) -> Trainer:
+    config = make_config(
+        data=str(folder),
+        out=str(tmp_path / "run"),
+        cache_dir=str(tmp_path / "cache"),
+        **{**BASE, **overrides},
+    )
+    return Trainer(config, load_dataset(folder), tmp_path / "run", [], threading.Event())
+
+
+def test_head_on_cached_embeddings_matches_the_head_trained_the_slow_way(class_folder, tmp_path):
+    fast = trainer(class_folder, tmp_path, model="test_resnet", freeze="all")
+    slow = trainer(class_folder, tmp_path, model="test_resnet", freeze="all", feature_cache=False)
+    assert fast.head_only and not slow.head_only
+    assert fast.fit() == slow.fit() == "done"
+    for (name, a), (_, b) in zip(
+        fast.model.fc.state_dict().items(), slow.model.fc.state_dict().items()
+    ):
+        assert torch.allclose(a, b, atol=1e-4), name
+    assert torch.allclose(fast.val_logits, slow.val_logits, atol=1e-3)
+
+
+def test_embedding_cache_is_reused_and_invalidated(class_folder, tmp_path):
+    first = trainer(class_folder, tmp_path, model="test_resnet", freeze="all")
+    first.prepare()
+    n = len(first.dataset.samples)
+    assert first.cache_hits == 0
+    again = trainer(class_folder, tmp_path, model="test_resnet", freeze="all", lr=1e-2, epochs=9)
+    again.prepare()
+    assert again.cache_hits == n  # another learning rate or more epochs: nothing recomputed
+    assert torch.equal(again.source.train, first.source.train)
+
+    changed = next((class_folder / "red").iterdir())
+    colour_image((10, 200, 10), seed=99).save(changed)
+    edited = trainer(class_folder, tmp_path, model="test_resnet", freeze="all")
+    edited.prepare()
+    assert edited.cache_hits == n - 1  # only the edited file is computed again
+
+    for other in (
+        dict(img_size=64),
+        dict(model="test_efficientnet"),
+        dict(seed=1),
+        dict(augment=True),
+    ):
+        fresh = trainer(
+            class_folder, tmp_path, **{"model": "test_resnet", "freeze": "all", **other}
+        )
+        fresh.prepare()
+        assert fresh.cache_hits == 0, other
+
+
+def test_weights_file_changes_the_cache_key(class_folder, tmp_path):
+    import timm
+    from safetensors.torch import save_file
+
+    for i in range(2):
+        torch.manual_seed(i)
+        model = timm.create_model("test_resnet")
+        save_file(
+            {k: v.contiguous() for k, v in model.state_dict().items()},
+            tmp_path / f"w{i}.safetensors",
+        )
+    keys = {
+        trainer(
+            class_folder,
+            tmp_path,
+            model="test_resnet",
+            freeze="all",
+            weights=str(tmp_path / f"w{i}.safetensors"),
+        ).embedding_key()
+        for i in range(2)
+    }
+    assert len(keys) == 2
+
+
+@pytest.mark.parametrize("suffix, tolerance", [(".png", 0.002), (".jpg", 0.03)])
+def test_decoded_centre_view_matches_timms_evaluation_transform(tmp_path, suffix, tolerance):
+    """Equal up to resampling; JPEGs decode in draft mode at a reduced scale, so a little more."""
+    path = tmp_path / f"photo{suffix}"
+    colour_image((120, 80, 200), size=300).resize((400, 300)).save(path)
+    model, _ = build_model("test_resnet", 3, "none")
+    cfg = data_config(model, 96)
+    side = cache_side(96, cfg["crop_pct"])
+    images = DecodedImages.build([str(path)], side, cfg["interpolation"])
+    feed = BatchFeed(images, np.zeros(1), 96, 1, augment=False, shuffle=False, seed=0)
+    ours = feed.view(0, augmented=False).float() / 255
+    timms = create_transform(**{**cfg, "mean": (0, 0, 0), "std": (1, 1, 1)}, is_training=False)(
+        Image.open(path).convert("RGB")
+    )
+    assert ours.shape == timms.shape == (3, 96, 96)
+    assert (ours - timms).abs().mean() < tolerance
+
+
+def test_images_beyond_the_memory_budget_are_decoded_on_demand(class_folder):
+    paths = sorted(str(p) for p in class_folder.rglob("*.png"))[:6]
+    kept = DecodedImages.build(paths, 48)
+    budget = DecodedImages.build(paths, 48, budget_bytes=kept.pixels[0].numel() * 2)
+    assert (
+        sum(t is None for t in budget.pixels) == 4 and budget.bytes_in_memory < kept.bytes_in_memory
+    )
+    for i in range(len(paths)):
+        assert torch.equal(kept[i], budget[i])
+
+
+def test_frozen_prefix_builds_no_autograd_graph(class_folder, tmp_path):
+    t = trainer(class_folder, tmp_path, model="test_resnet", freeze=3, epochs=1)
+    frozen_modules = {n.rpartition(".")[0] for s in t.plan.frozen for n in s.params}
+    seen = {}
+
+    def hook(name):
+        def record(module, args, output):
+            seen.setdefault(name, output.requires_grad)
+
+        return record
+
+    modules = dict(t.model.named_modules())
+    handles = [modules[n].register_forward_hook(hook(n)) for n in frozen_modules]
+    handles.append(t.model.layer4.register_forward_hook(hook("layer4")))
+    assert t.fit() == "done"
+    assert seen.pop("layer4") is True
+    assert seen and not any(seen.values())
+    for h in handles:
+        h.remove()
+
+
+def test_prefetch_passes_errors_and_stops_early():
+    def boom():
+        yield 1
+        raise RuntimeError("broken")
+
+    with pytest.raises(RuntimeError, match="broken"):
+        list(prefetch(boom()))
+    items = prefetch(iter(range(1000)))
+    assert next(items) == 0
+    items.close()  # leaving early ends the producer instead of leaving it blocked

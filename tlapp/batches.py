@@ -1,0 +1,212 @@
+"""Batches for the training loop: decode each image once, augment tensors, normalise on the device.
+
+    images = DecodedImages.build(paths, side=256, interpolation="bicubic", budget_bytes=4 << 30)
+    feed = BatchFeed(images, targets, img_size=224, batch_size=32, augment=True, seed=0)
+    for pixels, targets in feed.batches(epoch=1):        # uint8 NCHW on the CPU, int64
+        x = to_model_input(pixels, mean, std, device)     # float, normalised, on the device
+
+Every image is decoded once per dataset (JPEG draft mode for large photos) and resized so its
+shorter side is `side` = image size / crop_pct, exactly what timm's evaluation transform does
+before its centre crop; it is kept as uint8 within a memory budget, and decoded again on demand
+for images beyond it. Evaluation takes the centre crop; training takes a random resized crop,
+a flip and a mild colour jitter of the cached tensor. Batches travel as uint8 (4x less to copy)
+and become float on the device.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision.transforms import v2
+
+from .data import ImageError, open_image
+
+DEFAULT_BUDGET_BYTES = 4 << 30  # decoded pixels kept in memory; fits a 16 GB machine with room
+RESAMPLE = {
+    "bilinear": Image.BILINEAR,
+    "bicubic": Image.BICUBIC,
+    "nearest": Image.NEAREST,
+    "lanczos": Image.LANCZOS,
+}
+
+
+def cache_side(img_size: int, crop_pct: float | None) -> int:
+    """The shorter side images are kept at: timm's eval resize before its centre crop."""
+    return max(img_size, int(round(img_size / (crop_pct or 1.0))))
+
+
+def decode(path: str, side: int, interpolation: str = "bicubic") -> torch.Tensor:
+    """One image as uint8 CHW with its shorter side resized to `side`; a grey square if the
+    file can no longer be read (it was checked when the dataset was scanned)."""
+    try:
+        image = open_image(path, draft_size=side)
+    except (ImageError, OSError):
+        image = Image.new("RGB", (side, side), (128, 128, 128))
+    w, h = image.size  # the long side is truncated as torchvision's Resize does, to match timm
+    size = (side, int(side * h / w)) if w <= h else (int(side * w / h), side)
+    if size != image.size:
+        image = image.resize(size, RESAMPLE.get(interpolation, Image.BICUBIC))
+    return torch.from_numpy(np.array(image)).permute(2, 0, 1).contiguous()
+
+
+@dataclass
+class DecodedImages:
+    """The images of one split, decoded once; `None` marks an image beyond the memory budget."""
+
+    paths: list[str]
+    pixels: list[torch.Tensor | None]
+    side: int
+    interpolation: str
+
+    @staticmethod
+    def build(
+        paths: list[str],
+        side: int,
+        interpolation: str = "bicubic",
+        budget_bytes: int = DEFAULT_BUDGET_BYTES,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> "DecodedImages":
+        pixels: list[torch.Tensor | None] = []
+        used = 0
+        workers = max(2, min(8, os.cpu_count() or 2))
+        with ThreadPoolExecutor(workers) as pool:  # Pillow releases the GIL while decoding
+            for i, tensor in enumerate(pool.map(lambda p: decode(p, side, interpolation), paths)):
+                keep = used + tensor.numel() <= budget_bytes
+                used += tensor.numel() if keep else 0
+                pixels.append(tensor if keep else None)
+                if progress and (i % 64 == 0 or i == len(paths) - 1):
+                    progress(i + 1, len(paths))
+        return DecodedImages(list(paths), pixels, side, interpolation)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        cached = self.pixels[i]
+        return (
+            cached if cached is not None else decode(self.paths[i], self.side, self.interpolation)
+        )
+
+    @property
+    def bytes_in_memory(self) -> int:
+        return sum(t.numel() for t in self.pixels if t is not None)
+
+
+def light_augmentation(img_size: int) -> v2.Compose:
+    """Random resized crop (60–100% of the area), horizontal flip, mild colour jitter."""
+    return v2.Compose(
+        [
+            v2.RandomResizedCrop(img_size, scale=(0.6, 1.0), antialias=True),
+            v2.RandomHorizontalFlip(),
+            v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2),
+        ]
+    )
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The shuffled order of one epoch; the same for every path that trains on the same data."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+
+
+class BatchFeed:
+    """uint8 batches from DecodedImages: shuffled and augmented for training, centre crops for
+    evaluation, produced by a background thread while the model computes."""
+
+    def __init__(
+        self,
+        images: DecodedImages,
+        targets: np.ndarray,
+        img_size: int,
+        batch_size: int,
+        augment: bool,
+        shuffle: bool,
+        seed: int,
+        pin: bool = False,
+    ):
+        self.images, self.targets = images, torch.tensor(targets, dtype=torch.int64)
+        self.img_size, self.batch_size, self.shuffle, self.seed, self.pin = (
+            img_size,
+            batch_size,
+            shuffle,
+            seed,
+            pin,
+        )
+        self.center = v2.CenterCrop(img_size)
+        self.augment = light_augmentation(img_size) if augment else None
+
+    def __len__(self) -> int:
+        return -(-len(self.images) // self.batch_size)
+
+    def view(self, i: int, augmented: bool) -> torch.Tensor:
+        pixels = self.images[i]
+        return self.augment(pixels) if augmented else self.center(pixels)
+
+    def batches(self, epoch: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = (
+            epoch_order(len(self.images), self.seed, epoch)
+            if self.shuffle
+            else torch.arange(len(self.images))
+        )
+        return prefetch(
+            self._make(order[i : i + self.batch_size])
+            for i in range(0, len(order), self.batch_size)
+        )
+
+    def _make(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pixels = torch.stack([self.view(int(i), self.augment is not None) for i in index])
+        targets = self.targets[index]
+        return (pixels.pin_memory(), targets.pin_memory()) if self.pin else (pixels, targets)
+
+
+def prefetch(items: Iterable, depth: int = 3) -> Iterator:
+    """Yield from `items`, computed ahead in a background thread (torch ops release the GIL).
+    Leaving the loop early (a Stop) ends the thread too."""
+    done = object()
+    buffer: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                buffer.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce():
+        try:
+            for item in items:
+                if not put(item):
+                    return
+        except BaseException as err:  # handed to the consumer, raised there
+            put(err)
+        put(done)
+
+    threading.Thread(target=produce, daemon=True, name="tlapp-prefetch").start()
+    try:
+        while (item := buffer.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+
+
+def to_model_input(
+    pixels: torch.Tensor, mean, std, device: torch.device, channels_last: bool = False
+) -> torch.Tensor:
+    """uint8 NCHW → normalised float on the device (the division happens there, not on the CPU)."""
+    x = pixels.to(device, non_blocking=True).float()
+    scale = torch.tensor(std, device=device).view(1, -1, 1, 1) * 255
+    shift = torch.tensor(mean, device=device).view(1, -1, 1, 1) * 255
+    x = (x - shift) / scale
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
