@@ -1,0 +1,370 @@
+"""How fast tlapp's engine trains, against a plain PyTorch loop of the kind found in tutorials.
+
+    python bench/speed.py                       # resnet18, 224 px, 400 images, 10 epochs
+    python bench/speed.py --images 120 --epochs 2 --modes head   # a quick look
+
+Builds a folder of real-looking JPEGs (varied sizes, some large photos), then times, on the
+same data, model, image size, batch size and number of epochs:
+- plain: an ImageFolder-style dataset that opens every file with PIL every epoch, timm's
+  transforms, a DataLoader with 2 workers, the whole model run forward every step (frozen
+  parameters have requires_grad off), fp32, validation after every epoch;
+- tlapp: the engine's Job with its defaults (decode once, cached embeddings for head only,
+  bf16 and channels_last where the hardware has them), validation after every epoch.
+Each measurement runs in a fresh process, so peak memory is its own. On CUDA it also reports
+images/s against the model's FLOP ceiling. Prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+ROOT = Path(__file__).resolve().parent.parent
+MODES = {"head": "all", "last": "last", "full": 0}  # freeze depth per mode
+MODE_NAMES = {"head": "head only", "last": "last stage + head", "full": "full fine-tune"}
+# Dense bf16 tensor throughput by GPU name, for the share of the ceiling (spec sheets).
+GPU_PEAK_BF16 = {
+    "H200": 989e12,
+    "H100": 989e12,
+    "A100": 312e12,
+    "L40S": 362e12,
+    "L4": 121e12,
+    "A10": 125e12,
+    "T4": 65e12,
+}
+
+
+# ----------------------------------------------------------------------------- data
+def make_photo(rng: np.random.Generator, size: tuple[int, int], hue: int) -> Image.Image:
+    """A photo-like picture: a lit gradient background, a few soft shapes, sensor noise."""
+    w, h = size
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    base = np.stack(
+        [(xx / w) * 120 + hue * 0.5, (yy / h) * 110 + 40, 160 - (xx / w) * 60 + hue * 0.2], -1
+    )
+    image = Image.fromarray(np.clip(base + rng.normal(0, 6, base.shape), 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    for _ in range(6):
+        x0, y0 = rng.integers(0, w), rng.integers(0, h)
+        r = int(rng.integers(min(w, h) // 12, min(w, h) // 3))
+        colour = tuple(
+            int(c)
+            for c in (rng.integers(0, 255), (hue + rng.integers(0, 60)) % 255, rng.integers(0, 255))
+        )
+        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(
+            [x0 - r, y0 - r, x0 + r, y0 + r], fill=colour
+        )
+    return image.filter(ImageFilter.GaussianBlur(1.2))
+
+
+def make_dataset(root: Path, n_images: int, classes: int = 4, seed: int = 0) -> Path:
+    """`n_images` JPEGs in `classes` folders; one in ten is a large 12-megapixel photo."""
+    rng = np.random.default_rng(seed)
+    for i in range(n_images):
+        c = i % classes
+        large = i % 10 == 0
+        size = (
+            (4000, 3000) if large else (int(rng.integers(320, 1280)), int(rng.integers(240, 960)))
+        )
+        folder = root / f"class_{c}"
+        folder.mkdir(parents=True, exist_ok=True)
+        make_photo(rng, size, hue=60 * c).save(folder / f"{i:05d}.jpg", quality=90)
+    return root
+
+
+# ----------------------------------------------------------------------------- the plain loop
+def plain_loop(
+    data: Path, model_name: str, freeze: str | int, img_size: int, batch_size: int, epochs: int
+) -> dict:
+    """A tutorial-style fine-tuning loop: decode every file every epoch, full forward."""
+    import timm
+    import torch
+    from timm.data import create_transform, resolve_model_data_config
+    from tlapp.data import load_dataset
+    from tlapp.models import apply_freeze, freeze_plan
+
+    dataset = load_dataset(data)
+    classes = dataset.classes
+
+    class Files(torch.utils.data.Dataset):
+        def __init__(self, frame, transform):
+            self.items = [(p, classes.index(l)) for p, l in zip(frame["path"], frame["label"])]
+            self.transform = transform
+
+        def __len__(self):
+            return len(self.items)
+
+        def __getitem__(self, i):
+            path, label = self.items[i]
+            return self.transform(Image.open(path).convert("RGB")), label
+
+    torch.manual_seed(0)
+    model = timm.create_model(model_name, pretrained=False, num_classes=len(classes))
+    apply_freeze(model, freeze_plan(model, freeze))
+    cfg = resolve_model_data_config(model)
+    cfg["input_size"] = (3, img_size, img_size)
+    train = torch.utils.data.DataLoader(
+        Files(dataset.split("train"), create_transform(**cfg, is_training=True)),
+        batch_size=batch_size,
+        shuffle=True,
+        num_workers=2,
+    )
+    val = torch.utils.data.DataLoader(
+        Files(dataset.split("val"), create_transform(**cfg)), batch_size=batch_size, num_workers=2
+    )
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=0.1)
+    start = time.perf_counter()
+    for _ in range(epochs):
+        model.train()
+        for images, targets in train:
+            loss = loss_fn(model(images), targets)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        model.eval()
+        correct = 0
+        with torch.no_grad():
+            for images, targets in val:
+                correct += (model(images).argmax(1) == targets).sum().item()
+    wall = time.perf_counter() - start
+    return {
+        "wall_s": wall,
+        "train_images": len(train.dataset) * epochs,
+        "val_accuracy": correct / len(val.dataset),
+    }
+
+
+# ----------------------------------------------------------------------------- tlapp
+def tlapp_run(
+    data: Path,
+    model_name: str,
+    freeze,
+    img_size: int,
+    batch_size: int,
+    epochs: int,
+    cache_dir: str,
+    out: str,
+) -> dict:
+    from tlapp.engine import Job, make_config
+
+    config = make_config(
+        data=str(data),
+        model=model_name,
+        freeze=freeze,
+        weights="none",
+        img_size=img_size,
+        batch_size=batch_size,
+        epochs=epochs,
+        out=out,
+        cache_dir=cache_dir,
+    )
+    start = time.perf_counter()
+    state = Job(config).start().wait()
+    wall = time.perf_counter() - start
+    if state.status != "done":
+        raise SystemExit(f"tlapp run failed: {state.message}")
+    info = json.loads((Path(out) / "config.json").read_text())
+    return {
+        "wall_s": wall,
+        "train_images": info["dataset"]["images"]["train"] * epochs,
+        "val_accuracy": state.history[-1]["val_accuracy"],
+        "precision": info["precision"],
+        "device": info["device"],
+    }
+
+
+def resolve_freeze(model_name: str, mode: str):
+    from tlapp.models import preview_freeze
+
+    if MODES[mode] != "last":
+        return MODES[mode]
+    return len(preview_freeze(model_name, 0).stages) - 1
+
+
+def child(args) -> None:
+    """One measurement, in its own process; prints a JSON line."""
+    freeze = resolve_freeze(args.model, args.mode)
+    if args.engine == "plain":
+        result = plain_loop(
+            Path(args.data), args.model, freeze, args.img_size, args.batch_size, args.epochs
+        )
+    else:
+        result = tlapp_run(
+            Path(args.data),
+            args.model,
+            freeze,
+            args.img_size,
+            args.batch_size,
+            args.epochs,
+            args.cache_dir,
+            args.out,
+        )
+    peak_kb = max(
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
+    )
+    result["peak_rss_gb"] = peak_kb / 1024**2
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+def measure(engine: str, mode: str, args, data: Path, cache_dir: str, out: str) -> dict:
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        "--engine",
+        engine,
+        "--mode",
+        mode,
+        "--data",
+        str(data),
+        "--model",
+        args.model,
+        "--img-size",
+        str(args.img_size),
+        "--batch-size",
+        str(args.batch_size),
+        "--epochs",
+        str(args.epochs),
+        "--cache-dir",
+        cache_dir,
+        "--out",
+        out,
+    ]
+    done = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)},
+    )
+    lines = [l for l in done.stdout.splitlines() if l.startswith("RESULT ")]
+    if done.returncode or not lines:
+        raise SystemExit(f"{engine}/{mode} failed:\n{done.stderr[-3000:]}")
+    result = json.loads(lines[-1][len("RESULT ") :])
+    result["images_per_s"] = result["train_images"] / result["wall_s"]
+    print(
+        f"  {engine:5s} {MODE_NAMES[mode]:18s} {result['wall_s']:7.1f} s  "
+        f"{result['images_per_s']:7.1f} img/s  peak {result['peak_rss_gb']:.2f} GB",
+        file=sys.stderr,
+    )
+    return result
+
+
+# ----------------------------------------------------------------------------- GPU ceiling
+def gpu_report(args) -> str:
+    """resnet50 at 224, bf16, from a folder of JPEGs: images/s and share of the FLOP ceiling."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return "No CUDA GPU here: the GPU rows were not measured."
+    import timm
+    from torch.utils.flop_counter import FlopCounterMode
+
+    name = torch.cuda.get_device_name()
+    model = (
+        timm.create_model("resnet50", num_classes=4).cuda().to(memory_format=torch.channels_last)
+    )
+    x = torch.randn(1, 3, 224, 224, device="cuda").to(memory_format=torch.channels_last)
+    with FlopCounterMode(display=False) as counter:
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            model(x).float().sum().backward()
+    flops_per_image = counter.get_total_flops()
+    with tempfile.TemporaryDirectory() as tmp:
+        data = make_dataset(Path(tmp) / "gpu", args.gpu_images)
+        result = tlapp_run(
+            data,
+            "resnet50",
+            0,
+            224,
+            256,
+            args.epochs,
+            str(Path(tmp) / "cache"),
+            str(Path(tmp) / "run"),
+        )
+    ips = result["train_images"] / result["wall_s"]
+    peak = next((v for k, v in GPU_PEAK_BF16.items() if k in name), None)
+    share = f"{ips * flops_per_image / peak:.1%}" if peak else "unknown (GPU not in the table)"
+    return (
+        f"GPU {name}: resnet50 224 px bf16, batch 256, {args.gpu_images} JPEGs, full fine-tune: "
+        f"{ips:,.0f} images/s end to end; {flops_per_image / 1e9:.1f} GFLOP per image (fwd+bwd) "
+        f"→ share of the bf16 ceiling: {share}."
+    )
+
+
+# ----------------------------------------------------------------------------- main
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="resnet18")
+    p.add_argument("--img-size", type=int, default=224)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--images", type=int, default=400)
+    p.add_argument("--modes", default="head,last,full")
+    p.add_argument("--gpu-images", type=int, default=2000)
+    for hidden in ("--engine", "--mode", "--data", "--cache-dir", "--out"):
+        p.add_argument(hidden, default="", help=argparse.SUPPRESS)
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        return child(args)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        t0 = time.perf_counter()
+        data = make_dataset(tmp / "photos", args.images)
+        print(f"made {args.images} JPEGs in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+        rows = []
+        for mode in args.modes.split(","):
+            plain = measure(
+                "plain", mode, args, data, str(tmp / "cache"), str(tmp / f"run-p-{mode}")
+            )
+            ours = measure("tlapp", mode, args, data, str(tmp / "cache"), str(tmp / f"run-{mode}"))
+            rows.append(
+                (MODE_NAMES[mode], plain, ours, ours["wall_s"] and plain["wall_s"] / ours["wall_s"])
+            )
+            if mode == "head":
+                again = measure(
+                    "tlapp", mode, args, data, str(tmp / "cache"), str(tmp / "run-head-2")
+                )
+                rows.append(
+                    ("head only, second run", plain, again, plain["wall_s"] / again["wall_s"])
+                )
+    print_table(rows, args)
+    print("\n" + gpu_report(args))
+
+
+def print_table(rows, args) -> None:
+    import platform
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    print(
+        f"\n{args.model}, {args.img_size} px, {args.images} JPEGs (80% train), batch {args.batch_size}, "
+        f"{args.epochs} epochs; {os.cpu_count()} CPU cores ({cpu}), torch {torch.__version__}; "
+        f"tlapp precision: {rows[0][2].get('precision')}, device {rows[0][2].get('device')}.\n"
+    )
+    print(
+        "| mode | plain loop | tlapp | plain img/s | tlapp img/s | speed-up | plain peak RSS | tlapp peak RSS |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for name, plain, ours, ratio in rows:
+        print(
+            f"| {name} | {plain['wall_s']:.1f} s | {ours['wall_s']:.1f} s | {plain['images_per_s']:.1f} | "
+            f"{ours['images_per_s']:.1f} | {ratio:.1f}x | {plain['peak_rss_gb']:.2f} GB | "
+            f"{ours['peak_rss_gb']:.2f} GB |"
+        )
+
+
+if __name__ == "__main__":
+    main()
