@@ -18,7 +18,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from .data import IMAGE_SUFFIXES, DataError, load_dataset
-from .engine import Job, Predictor, RunState, make_config
+from .engine import Job, Predictor, RunState, make_config, resume_config
 from .models import DEFAULT_MODEL, ModelError
 from .runs import RunError
 
@@ -41,7 +41,22 @@ def parser() -> argparse.ArgumentParser:
     check.set_defaults(func=cmd_check)
 
     train = sub.add_parser("train", help="train a classifier and write a run folder")
-    _data_args(train)
+    train.add_argument(
+        "data", nargs="?", default="", help="folder, train/val folder, .zip or CSV of path,label"
+    )
+    train.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.2,
+        help="share of each class held out for validation when there is no val/ folder",
+    )
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument(
+        "--resume",
+        default="",
+        metavar="RUN_DIR",
+        help="continue a stopped or crashed run from its last finished epoch",
+    )
     train.add_argument("--model", default=DEFAULT_MODEL, help="any timm model name")
     train.add_argument(
         "--freeze",
@@ -101,6 +116,11 @@ def cmd_check(args) -> int:
 
 
 def cmd_train(args) -> int:
+    if args.resume:
+        job = Job(resume_config(args.resume), resume=True).start()
+        return report(follow(job))
+    if not args.data:
+        raise DataError("Give the data to train on (a folder, .zip or CSV), or --resume RUN_DIR.")
     config = make_config(
         data=args.data,
         model=args.model,
@@ -117,8 +137,12 @@ def cmd_train(args) -> int:
         seed=args.seed,
         device=args.device,
     )
-    job = Job(config).start()
-    state = follow(job)
+    return report(follow(Job(config).start()))
+
+
+def report(state: RunState) -> int:
+    for note in state.notes:
+        print(note)
     print(state.message, file=sys.stderr if state.status == "failed" else sys.stdout)
     if state.history:
         print(pd.DataFrame(state.history).round(4).to_string(index=False))

@@ -16,7 +16,9 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import unicodedata
 import zipfile
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -39,6 +41,16 @@ SPLIT_ALIASES = {
     "testing": "test",
 }
 SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one upload may hold. The app enforces these itself (a web server's per-file limit
+    says nothing about a zip's contents or a folder's file count)."""
+
+    max_bytes: int = 4 << 30  # total size, unpacked
+    max_files: int = 100_000
+    max_pixels: int = MAX_IMAGE_PIXELS  # per image; larger ones are skipped before decoding
 
 
 class DataError(ValueError):
@@ -89,23 +101,27 @@ def to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
-def probe_image(path: str | os.PathLike) -> tuple[int, int, str]:
+def probe_image(
+    path: str | os.PathLike, max_pixels: int = MAX_IMAGE_PIXELS
+) -> tuple[int, int, str]:
     """Decode a file once to prove it is usable; returns (width, height, mode) as stored."""
     with Image.open(path, formats=ALLOWED_FORMATS) as im:
         size, mode = im.size, im.mode
-    open_image(path, draft_size=64)  # full decode at reduced scale catches truncation
+    open_image(path, max_pixels, draft_size=64)  # full decode at reduced scale catches truncation
     return size[0], size[1], mode
 
 
-def _probe_all(paths: list[str]) -> list[tuple | str]:
+def _probe_all(paths: list[str], max_pixels: int = MAX_IMAGE_PIXELS) -> list[tuple | str]:
     """Probe many files in parallel (Pillow releases the GIL while decoding)."""
 
     def one(p):
         try:
-            return probe_image(p)
+            return probe_image(p, max_pixels)
         except ImageError as err:
             return str(err)
-        except (OSError, Image.UnidentifiedImageError, Image.DecompressionBombError):
+        except Image.DecompressionBombError:
+            return "too large (decompression bomb)"
+        except (OSError, Image.UnidentifiedImageError):
             return "not an image Pillow can read"
 
     with ThreadPoolExecutor(max_workers=max(2, min(8, os.cpu_count() or 2))) as pool:
@@ -189,14 +205,16 @@ def load_dataset(
     val_fraction: float = 0.2,
     seed: int = 0,
     extract_to: str | os.PathLike | None = None,
+    limits: Limits = Limits(),
 ) -> Dataset:
     """Scan a folder, a .zip or a .csv into a Dataset. Never raises for individual bad files."""
     source = Path(source)
     if not source.exists():
         raise DataError(f"'{source}' does not exist: check the path.")
+    unpacked = []
     if source.is_file() and source.suffix.lower() == ".zip":
         target = Path(extract_to) if extract_to else source.with_suffix("")
-        source = extract_zip(source, target)
+        source, unpacked = extract_zip(source, target, limits)
     if source.is_file() and source.suffix.lower() == ".csv":
         listed, skipped, layout = _list_csv(source), [], "CSV of path,label"
         declared = {label for _, label, _ in listed}
@@ -204,7 +222,21 @@ def load_dataset(
         listed, skipped, layout, declared = _list_folder(source)
     else:
         raise DataError(f"'{source.name}' is not a folder, a .zip or a .csv file.")
-    return _build(listed, skipped, declared, layout, str(source), val_fraction, seed)
+    if len(listed) > limits.max_files:
+        raise DataError(
+            f"There are {len(listed):,} images; the limit here is "
+            f"{limits.max_files:,}: use a subset."
+        )
+    return _build(
+        listed,
+        unpacked + skipped,
+        declared,
+        layout,
+        str(source),
+        val_fraction,
+        seed,
+        limits.max_pixels,
+    )
 
 
 def _build(
@@ -215,10 +247,11 @@ def _build(
     root: str,
     val_fraction: float,
     seed: int,
+    max_pixels: int = MAX_IMAGE_PIXELS,
 ) -> Dataset:
     """Probe every listed file, drop the unreadable ones and assign splits."""
     paths = [p for p, _, _ in listed]
-    results = _probe_all(paths)
+    results = _probe_all(paths, max_pixels)
     rows = []
     for (path, label, split), res in zip(listed, results):
         if isinstance(res, str):
@@ -344,42 +377,83 @@ def _list_csv(csv_path: Path) -> list[tuple[str, str, str | None]]:
 
 
 # ----------------------------------------------------------------------------- zip
-MAX_ZIP_BYTES = 4 * 1024**3
-MAX_ZIP_ENTRIES = 200_000
+def extract_zip(zip_path: Path, target: Path, limits: Limits = Limits()) -> tuple[Path, list]:
+    """Extract a zip into `target`; returns it with the entries left out and why.
 
-
-def extract_zip(
-    zip_path: Path, target: Path, max_bytes: int = MAX_ZIP_BYTES, max_entries: int = MAX_ZIP_ENTRIES
-) -> Path:
-    """Extract a zip into `target`, refusing entries that would land outside it."""
+    Refused before extracting: too many entries, or a declared unpacked size over the limit.
+    Skipped: links, paths that would land outside `target` (`..`, absolute, drive letters) and
+    names that collide once normalised. Bytes are counted while extracting (headers can lie)."""
     try:
         archive = zipfile.ZipFile(zip_path)
-    except zipfile.BadZipFile:
+    except (zipfile.BadZipFile, OSError):
         raise DataError(f"'{zip_path.name}' is not a valid zip file.") from None
     with archive:
         members = [m for m in archive.infolist() if not m.is_dir()]
-        if len(members) > max_entries:
+        if len(members) > limits.max_files:
             raise DataError(
-                f"'{zip_path.name}' holds {len(members)} files; the limit is {max_entries}."
+                f"'{zip_path.name}' holds {len(members):,} files; the limit here is "
+                f"{limits.max_files:,}."
             )
-        if sum(m.file_size for m in members) > max_bytes:
-            raise DataError(f"'{zip_path.name}' unpacks to more than {max_bytes // 1024**2} MB.")
+        if sum(m.file_size for m in members) > limits.max_bytes:
+            raise DataError(
+                f"'{zip_path.name}' unpacks to more than {limits.max_bytes / 2**20:,.0f} MB, "
+                "the limit here."
+            )
         if target.exists():
             shutil.rmtree(target)
         target.mkdir(parents=True)
+        skipped, written, budget = [], set(), limits.max_bytes
         for m in members:
-            dest = _safe_member_path(m, target)
-            if dest is not None:
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                with archive.open(m) as src, open(dest, "wb") as out:
-                    shutil.copyfileobj(src, out)
-    return target
+            dest, reason = _zip_destination(m, target, written)
+            if dest is None:
+                if reason:
+                    skipped.append((f"{zip_path.name}:{m.filename}", reason))
+                continue
+            try:
+                budget -= _copy_counted(archive, m, dest, budget, zip_path.name)
+            except (zipfile.BadZipFile, zlib.error, EOFError) as err:
+                raise DataError(
+                    f"'{zip_path.name}' is damaged ({err}): zip the folder again."
+                ) from None
+    return target, skipped
 
 
-def _safe_member_path(member: zipfile.ZipInfo, target: Path) -> Path | None:
-    """The extraction path of a zip entry, or None for links and paths escaping `target`."""
-    is_symlink = (member.external_attr >> 16) & 0o170000 == 0o120000
-    return None if is_symlink else safe_destination(member.filename, target)
+def _zip_destination(
+    member: zipfile.ZipInfo, target: Path, written: set
+) -> tuple[Path | None, str]:
+    """Where a zip entry goes, or (None, reason); hidden entries are dropped without a word."""
+    name = unicodedata.normalize("NFC", member.filename.replace("\\", "/"))
+    if (member.external_attr >> 16) & 0o170000 == 0o120000:
+        return None, "a link inside the zip (not extracted)"
+    dest = safe_destination(name, target)
+    if dest is None:
+        return None, "a path leading outside the zip's folder (not extracted)"
+    if any(_is_hidden(part) for part in PurePosixPath(name).parts):
+        return None, ""
+    if dest in written:
+        return None, "the same name as another file in the zip (not extracted)"
+    written.add(dest)
+    return dest, ""
+
+
+def _copy_counted(
+    archive: zipfile.ZipFile, member: zipfile.ZipInfo, dest: Path, budget: int, zip_name: str
+) -> int:
+    """Copy one entry, stopping as soon as the upload's byte budget is spent."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    copied = 0
+    with archive.open(member) as src, open(dest, "wb") as out:
+        while chunk := src.read(1 << 20):
+            copied += len(chunk)
+            if copied > budget:
+                out.close()
+                dest.unlink(missing_ok=True)
+                raise DataError(
+                    f"'{zip_name}' unpacks to more than its headers say and past the "
+                    "size limit here: it was not extracted."
+                )
+            out.write(chunk)
+    return copied
 
 
 def safe_destination(name: str, target: Path) -> Path | None:
@@ -395,23 +469,38 @@ def safe_destination(name: str, target: Path) -> Path | None:
 
 # ----------------------------------------------------------------------------- folder upload
 def assemble_upload(
-    files: list[str | os.PathLike], relative_paths: list[dict], target: Path
+    files: list[str | os.PathLike],
+    relative_paths: list[dict],
+    target: Path,
+    limits: Limits = Limits(),
 ) -> Path:
     """Rebuild an uploaded folder under `target` from the uploaded files and the paths the
     browser reported for them (`[{"path": "photos/cat/1.jpg", "size": 1234}, ...]`).
 
     Uploads keep only base names, so each file is matched to a reported path by name and size,
     in order; a file with no match is placed at the top, where it is listed as skipped."""
+    files = [Path(f) for f in files]
+    if len(files) > limits.max_files:
+        raise DataError(
+            f"The folder holds {len(files):,} files; the limit here is {limits.max_files:,}."
+        )
+    if sum(f.stat().st_size for f in files) > limits.max_bytes:
+        raise DataError(
+            f"The folder holds more than {limits.max_bytes / 2**20:,.0f} MB, the limit here."
+        )
     by_key: dict[tuple[str, int], list[str]] = {}
-    for entry in relative_paths:
-        path = str(entry.get("path", ""))
-        by_key.setdefault((PurePosixPath(path).name, int(entry.get("size", -1))), []).append(path)
+    for entry in relative_paths if isinstance(relative_paths, list) else []:
+        if not isinstance(entry, dict):
+            continue
+        path, size = str(entry.get("path", "")), entry.get("size", -1)
+        size = size if isinstance(size, int) else -1
+        by_key.setdefault((PurePosixPath(path).name, size), []).append(path)
     if target.exists():
         shutil.rmtree(target)
     target.mkdir(parents=True)
-    for f in map(Path, files):
+    for f in files:
         candidates = by_key.get((f.name, f.stat().st_size))
-        relative = candidates.pop(0) if candidates else f.name
+        relative = unicodedata.normalize("NFC", candidates.pop(0) if candidates else f.name)
         dest = safe_destination(relative, target) or safe_destination(f.name, target)
         if dest is None or dest.exists():
             continue

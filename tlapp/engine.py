@@ -18,6 +18,7 @@ This module never imports gradio: the UI and the CLI only start jobs and read sn
 from __future__ import annotations
 
 import copy
+import errno
 import math
 import threading
 import time
@@ -37,6 +38,7 @@ from timm.scheduler import create_scheduler_v2
 from . import metrics, runs
 from .batches import BatchFeed, DecodedImages, cache_side, to_model_input
 from .data import DataError, Dataset, load_dataset, open_image
+from .slots import TrainingSlots
 from .embeddings import (
     AUGMENTED_VIEWS,
     POLICY,
@@ -54,6 +56,7 @@ from .models import (
     apply_freeze,
     build_model,
     freeze_plan,
+    read_state_dict,
     set_train_mode,
     size_kwargs,
 )
@@ -85,6 +88,7 @@ class TrainConfig:
     feature_cache: bool = True  # head only: run the backbone once per image, cache embeddings
     cache_dir: str = ""  # embedding cache; empty: $TLAPP_CACHE or ~/.cache/tlapp
     memory_budget_gb: float = 4.0  # decoded images kept in memory; the rest decoded on demand
+    compile: bool = False  # torch.compile the model on CUDA: slower start, faster long runs
 
 
 def make_config(**values) -> TrainConfig:
@@ -142,7 +146,7 @@ def pick_device(choice: str = "auto") -> torch.device:
 class RunState:
     """What a watcher sees of a run. Plain data; `Job.snapshot()` hands out copies."""
 
-    status: str = "starting"  # starting | training | done | stopped | diverged | failed
+    status: str = "starting"  # starting | queued | training | done | stopped | diverged | failed
     message: str = ""
     classes: list[str] = field(default_factory=list)
     epoch: int = 0
@@ -160,13 +164,16 @@ class RunState:
     run_dir: str = ""
     weights_note: str = ""
     freeze_note: str = ""
+    notes: list[str] = field(default_factory=list)  # things the run did on its own (OOM retries)
 
     @property
     def finished(self) -> bool:
         return self.status in ("done", "stopped", "diverged", "failed")
 
     def progress_line(self) -> str:
-        if self.status == "starting" or (self.status == "training" and not self.step_losses):
+        if self.status in ("starting", "queued") or (
+            self.status == "training" and not self.step_losses
+        ):
             return self.message or "Starting…"
         if self.finished:
             return self.message
@@ -198,6 +205,15 @@ def cpu_supports_bf16() -> bool:
     except OSError:
         return False
     return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """CUDA's OutOfMemoryError, or the CPU allocator's failure, which arrives as a RuntimeError."""
+    return (
+        isinstance(err, (torch.OutOfMemoryError, MemoryError))
+        or "can't allocate memory" in str(err)
+        or "out of memory" in str(err).lower()
+    )
 
 
 def weights_file_hash(weights: str) -> str:
@@ -279,9 +295,13 @@ class Trainer:
         run_dir: Path,
         callbacks: list,
         stop_event: threading.Event,
+        finish_event: threading.Event | None = None,
+        resume_from: Path | None = None,
     ):
         self.config, self.dataset, self.callbacks = config, dataset, callbacks
         self.run_dir, self.stop_event = run_dir, stop_event
+        self.finish_event = finish_event or threading.Event()  # stop after the current epoch
+        self.resume_from, self.start_epoch, self.history, self.notes = resume_from, 1, [], []
         self.device = pick_device(config.device)
         tune_backends(self.device)
         torch.manual_seed(config.seed)
@@ -299,6 +319,8 @@ class Trainer:
             memory_format=torch.channels_last if self.channels_last else torch.contiguous_format,
         )
         self.head_only = config.feature_cache and self.plan.depth == len(self.plan.stages)
+        # What runs forward: the compiled model on request (CUDA only); `model` is what is saved.
+        self.net = torch.compile(self.model) if config.compile and self.cuda else self.model
         self.source = None  # built by prepare(), inside fit(), so that its progress shows
         self.steps_per_epoch = -(-len(dataset.split("train")) // config.batch_size)
         self.optimizer = create_optimizer_v2(
@@ -308,16 +330,8 @@ class Trainer:
             weight_decay=config.weight_decay,
             **({"fused": True} if self.cuda else {}),
         )
-        self.scheduler, _ = create_scheduler_v2(
-            self.optimizer,
-            sched="cosine",
-            num_epochs=config.epochs,
-            warmup_epochs=min(config.warmup_epochs, config.epochs - 1),
-            warmup_lr=config.lr / 100,
-            min_lr=config.lr / 100,
-            step_on_epochs=False,
-            updates_per_epoch=self.steps_per_epoch,
-        )
+        self.batch_size = config.batch_size  # lowered when memory runs out
+        self.scheduler = self._make_scheduler()
         self.epoch, self.step, self.loss = 0, 0, float("nan")
         self.val_logits = self.val_targets = None
         self.best_epoch, self.best_accuracy, self.best_loss, self.is_best = 0, -1.0, math.inf, False
@@ -362,7 +376,7 @@ class Trainer:
             images,
             targets,
             self.config.img_size,
-            self.config.batch_size,
+            self.batch_size,
             augment=train and self.config.augment,
             shuffle=train,
             seed=self.config.seed,
@@ -430,7 +444,7 @@ class Trainer:
             torch.as_tensor(d.targets("train")),
             rows[n_train:],
             torch.as_tensor(d.targets("val")),
-            self.config.batch_size,
+            self.batch_size,
             self.config.seed,
             self.config.augment,
             self.model.get_classifier(),
@@ -444,19 +458,99 @@ class Trainer:
         self.emit("before_fit")
         try:
             self.prepare()
-            for epoch in range(1, self.config.epochs + 1):
+            if self.resume_from:
+                self.load_checkpoint(self.resume_from)
+            for epoch in range(self.start_epoch, self.config.epochs + 1):
                 self.epoch = epoch
                 self.emit("before_epoch")
-                self.train_epoch()
+                self.train_epoch_fitting_memory()
                 self.validate()
                 self.result = self.epoch_metrics()
                 self._track_best(self.result["row"])
                 self.emit("after_epoch")
+                if self.finish_event.is_set() and epoch < self.config.epochs:
+                    raise StopTraining(
+                        "stopped", f"The page was closed, so the run stopped after epoch {epoch}."
+                    )
         except StopTraining as stop:
             status, self.stop_message = stop.status, stop.message
         self.status = status
         self.emit("after_fit")
         return status
+
+    def train_epoch_fitting_memory(self) -> None:
+        """Train one epoch; out of memory, halve the batch and train the epoch again."""
+        while True:
+            try:
+                return self.train_epoch()
+            except (torch.OutOfMemoryError, MemoryError, RuntimeError) as err:
+                if not is_out_of_memory(err):
+                    raise
+                self.optimizer.zero_grad(set_to_none=True)
+                if self.cuda:
+                    torch.cuda.empty_cache()
+                if self.batch_size == 1:
+                    raise StopTraining(
+                        "failed",
+                        "Out of memory even one image at a time: pick a "
+                        "smaller model or image size.",
+                    ) from None
+                self.set_batch_size(self.batch_size // 2)
+                self.notes.append(
+                    f"Out of memory in epoch {self.epoch}: the batch size was "
+                    f"lowered to {self.batch_size} and the epoch started again."
+                )
+                self.emit("on_note")
+
+    def set_batch_size(self, batch_size: int) -> None:
+        self.batch_size = batch_size
+        for feed in (getattr(self.source, "train", None), getattr(self.source, "val", None)):
+            if isinstance(feed, BatchFeed):
+                feed.batch_size = batch_size
+        if isinstance(self.source, EmbeddingSource):
+            self.source.batch_size = batch_size
+        self.steps_per_epoch = -(-len(self.dataset.split("train")) // batch_size)
+        self.scheduler = self._make_scheduler()
+
+    def _make_scheduler(self):
+        scheduler, _ = create_scheduler_v2(
+            self.optimizer,
+            sched="cosine",
+            num_epochs=self.config.epochs,
+            warmup_epochs=min(self.config.warmup_epochs, self.config.epochs - 1),
+            warmup_lr=self.config.lr / 100,
+            min_lr=self.config.lr / 100,
+            step_on_epochs=False,
+            updates_per_epoch=self.steps_per_epoch,
+        )
+        return scheduler
+
+    # --------------------------------------------------------------- checkpoints
+    def checkpoint_state(self) -> dict:
+        """Everything but the weights that a resumed run needs (plain tensors and numbers)."""
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "epoch": self.epoch,
+            "batch_size": self.batch_size,
+            "best": [self.best_epoch, self.best_accuracy, self.best_loss],
+        }
+
+    def load_checkpoint(self, run_dir: Path) -> None:
+        """Continue from the last finished epoch of `run_dir` (model, optimizer, scheduler)."""
+        folder = Path(run_dir) / runs.CHECKPOINT
+        if not (folder / runs.LAST_WEIGHTS).exists():
+            raise runs.RunError(f"'{run_dir}' has no checkpoint to resume from: no epoch finished.")
+        self.model.load_state_dict(read_state_dict(folder / runs.LAST_WEIGHTS))
+        state = torch.load(folder / runs.TRAINER_STATE, map_location=self.device, weights_only=True)
+        if state["batch_size"] != self.batch_size:
+            self.set_batch_size(state["batch_size"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.best_epoch, self.best_accuracy, self.best_loss = state["best"]
+        self.start_epoch = state["epoch"] + 1
+        self.history = runs.read_metrics(run_dir)[: state["epoch"]]
+        self.emit("on_resume")
 
     def train_epoch(self) -> None:
         set_train_mode(self.model)
@@ -469,7 +563,7 @@ class Trainer:
             if self.stop_event.is_set():
                 raise StopTraining("stopped", "Stopped by the user.")
             with self.autocast:
-                logits = self.source.forward(self.model, inputs)
+                logits = self.source.forward(self.net, inputs)
                 loss = F.cross_entropy(
                     logits.float(), targets, label_smoothing=self.config.label_smoothing
                 )
@@ -505,7 +599,7 @@ class Trainer:
             if self.stop_event.is_set():
                 raise StopTraining("stopped", "Stopped by the user.")
             with self.autocast:
-                logits.append(self.source.forward(self.model, inputs).float())
+                logits.append(self.source.forward(self.net, inputs).float())
             targets.append(target)
         self.val_logits = torch.cat(logits).cpu()
         self.val_targets = torch.cat(targets).cpu()
@@ -561,6 +655,16 @@ class LiveState:
 
     def before_epoch(self, t: Trainer) -> None:
         self.epoch_start, self.epoch_images = time.perf_counter(), 0
+
+    def on_note(self, t: Trainer) -> None:
+        with self.lock:
+            self.state.notes = list(t.notes)
+
+    def on_resume(self, t: Trainer) -> None:
+        with self.lock:
+            self.state.history = [dict(row) for row in t.history]
+            self.state.best_epoch, self.state.best_accuracy = t.best_epoch, t.best_accuracy
+            self.state.notes = [f"Resumed after epoch {t.start_epoch - 1}."]
 
     def on_progress(self, t: Trainer) -> None:
         what, done, total = t.progress
@@ -627,10 +731,16 @@ class RunWriter:
             cm = metrics.confusion_frame(t.result["confusion"], t.dataset.classes)
             runs.write_csv(self.run_dir / runs.CONFUSION, cm, index=True)
             runs.write_csv(self.run_dir / runs.PER_CLASS, t.result["per_class"])
+        runs.save_checkpoint(self.run_dir, t.model, t.checkpoint_state())
+
+    def on_resume(self, t: Trainer) -> None:
+        self.rows = [dict(row) for row in t.history]
 
     def after_fit(self, t: Trainer) -> None:
         self.info.update(
             status=t.status,
+            notes=list(t.notes),
+            batch_size_used=t.batch_size,
             message=finish_message(t),
             best_epoch=t.best_epoch,
             best_val_accuracy=t.best_accuracy if t.best_epoch else None,
@@ -681,12 +791,25 @@ def run_info(t: Trainer) -> dict:
 
 # ----------------------------------------------------------------------------- the job
 class Job:
-    """A training run in a background thread. Start it, read snapshots, stop it."""
+    """A training run in a background thread. Start it, read snapshots, stop it.
 
-    def __init__(self, config: TrainConfig, dataset: Dataset | None = None):
-        self.config, self.dataset = config, dataset
+    With `slots`, the job waits for its turn on the machine first. `resume=True` continues the
+    run in `config.out` from its last finished epoch."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        dataset: Dataset | None = None,
+        slots: TrainingSlots | None = None,
+        resume: bool = False,
+    ):
+        self.config, self.dataset, self.slots, self.resume = config, dataset, slots, resume
         self._state = RunState(epochs=config.epochs, message="Loading the data and the model…")
-        self._lock, self._stop = threading.Lock(), threading.Event()
+        self._lock, self._stop, self._finish = (
+            threading.Lock(),
+            threading.Event(),
+            threading.Event(),
+        )
         self._thread: threading.Thread | None = None
 
     def start(self) -> "Job":
@@ -697,7 +820,14 @@ class Job:
         return self
 
     def stop(self) -> None:
+        """Stop within a batch (or leave the queue); the best model so far is kept."""
         self._stop.set()
+
+    def finish_epoch_and_stop(self) -> None:
+        """What happens when the page is closed: end after the current epoch, saved."""
+        self._finish.set()
+        if self.snapshot().status in ("queued", "starting"):
+            self._stop.set()
 
     @property
     def running(self) -> bool:
@@ -713,10 +843,47 @@ class Job:
             state = copy.copy(self._state)
             state.step_losses = list(state.step_losses)
             state.history = [dict(row) for row in state.history]
-            state.classes = list(state.classes)
+            state.classes, state.notes = list(state.classes), list(state.notes)
         return state  # confusion and per_class are replaced, never mutated, so sharing is safe
 
+    def remaining_seconds(self) -> float | None:
+        with self._lock:
+            return self._state.eta_s if self._state.status == "training" else None
+
     def _run(self) -> None:
+        if self.slots and not self._wait_for_slot():
+            return
+        try:
+            self._train()
+        finally:
+            if self.slots:
+                self.slots.release(self)
+
+    def _wait_for_slot(self) -> bool:
+        def show(place: int, eta: float | None) -> None:
+            wait = f", about {_duration(eta)} to wait" if eta is not None else ""
+            with self._lock:
+                self._state.status = "queued"
+                self._state.message = (
+                    f"Waiting for the machine: place {place} in the queue{wait}. "
+                    "Training starts by itself."
+                )
+
+        if self.slots.acquire(self, self._stop, show):
+            with self._lock:
+                self._state.status, self._state.message = (
+                    "starting",
+                    "Loading the data and the model…",
+                )
+            return True
+        with self._lock:
+            self._state.status, self._state.message = (
+                "stopped",
+                "Stopped while waiting in the queue.",
+            )
+        return False
+
+    def _train(self) -> None:
         run_dir = None
         try:
             dataset = self.dataset or load_dataset(
@@ -727,11 +894,19 @@ class Job:
             with self._lock:
                 self._state.run_dir = str(run_dir)
             callbacks = [LiveState(self._state, self._lock), RunWriter(run_dir)]
-            Trainer(self.config, dataset, run_dir, callbacks, self._stop).fit()
+            Trainer(
+                self.config,
+                dataset,
+                run_dir,
+                callbacks,
+                self._stop,
+                self._finish,
+                resume_from=run_dir if self.resume else None,
+            ).fit()
         except (DataError, ModelError, runs.RunError, ValueError) as err:
             self._fail(str(err))
-        except torch.OutOfMemoryError:
-            self._fail("Out of memory: lower the batch size or the image size and train again.")
+        except OSError as err:
+            self._fail(disk_message(err))
         except Exception as err:  # a bug or an unexpected fault: say so, keep the details
             detail = traceback.format_exc()
             if run_dir:
@@ -751,6 +926,22 @@ class Job:
     def _fail(self, message: str) -> None:
         with self._lock:
             self._state.status, self._state.message, self._state.eta_s = "failed", message, None
+
+
+def disk_message(err: OSError) -> str:
+    if err.errno == errno.ENOSPC:
+        return (
+            "The disk is full, so the run stopped; the best model saved before is intact. "
+            "Free some space and resume the run."
+        )
+    return f"A file could not be written or read ({err.strerror or err}): the run stopped."
+
+
+def resume_config(run_dir: str | Path, **overrides) -> TrainConfig:
+    """The configuration of an earlier run, to continue it in the same folder."""
+    saved = runs.read_config(run_dir)["config"]
+    saved.update(out=str(run_dir), **overrides)
+    return make_config(**saved)
 
 
 # ----------------------------------------------------------------------------- prediction

@@ -3,6 +3,7 @@
     runs/20261124-101500-resnet18/
         config.json            the whole TrainConfig, class names, timm architecture, weights used
         model.safetensors      best weights, the timm model's own state dict (timm key names)
+        checkpoint/            the last finished epoch (weights, optimizer, scheduler): for --resume
         metrics.csv            one row per epoch: epoch, train_loss, val_loss, val_accuracy, ...
         confusion_matrix.csv   true classes as rows, predicted as columns (best epoch)
         per_class.csv          precision, recall, F1, support per class (best epoch)
@@ -17,9 +18,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 from typing import Callable
 
@@ -30,6 +31,7 @@ from safetensors.torch import save_file
 
 CONFIG, WEIGHTS, METRICS = "config.json", "model.safetensors", "metrics.csv"
 CONFUSION, PER_CLASS = "confusion_matrix.csv", "per_class.csv"
+CHECKPOINT, LAST_WEIGHTS, TRAINER_STATE = "checkpoint", "last.safetensors", "trainer_state.pt"
 
 
 class RunError(ValueError):
@@ -81,6 +83,19 @@ def save_weights(path: Path, model: torch.nn.Module, metadata: dict[str, str]) -
     atomic_write(path, lambda tmp: save_file(state, tmp, metadata=metadata))
 
 
+def save_checkpoint(run_dir: Path, model: torch.nn.Module, state: dict) -> None:
+    """The last epoch's weights and trainer state; each file atomic, both tagged with the epoch."""
+    folder = Path(run_dir) / CHECKPOINT
+    folder.mkdir(exist_ok=True)
+    atomic_write(folder / TRAINER_STATE, lambda tmp: torch.save(state, tmp))
+    save_weights(folder / LAST_WEIGHTS, model, {"epoch": str(state["epoch"])})
+
+
+def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
+    path = Path(run_dir) / METRICS
+    return pd.read_csv(path).to_dict("records") if path.exists() else []
+
+
 def read_config(run_dir: str | os.PathLike) -> dict:
     path = Path(run_dir) / CONFIG
     if not path.is_file():
@@ -107,9 +122,21 @@ def load_run(run_dir: str | os.PathLike, device: str = "cpu") -> tuple[torch.nn.
 
 
 def zip_run(run_dir: str | os.PathLike, dest_dir: str | os.PathLike | None = None) -> Path:
-    """The run folder as a zip (for download); written next to the folder unless told otherwise."""
+    """The run folder as a zip for download, without the resume checkpoint (which doubles it)."""
     run_dir = Path(run_dir)
-    dest = Path(dest_dir or run_dir.parent) / run_dir.name
-    return Path(
-        shutil.make_archive(str(dest), "zip", root_dir=run_dir.parent, base_dir=run_dir.name)
-    )
+    dest = Path(dest_dir or run_dir.parent) / f"{run_dir.name}.zip"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(tmp: str) -> None:
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
+            for path in sorted(run_dir.rglob("*")):
+                inner = path.relative_to(run_dir)
+                if (
+                    path.is_file()
+                    and inner.parts[0] != CHECKPOINT
+                    and not path.name.startswith(".")
+                ):
+                    archive.write(path, Path(run_dir.name) / inner)
+
+    atomic_write(dest, write)
+    return dest

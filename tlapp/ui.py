@@ -14,6 +14,9 @@ import functools
 import html
 import json
 import os
+import shutil
+import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +26,9 @@ import numpy as np
 import pandas as pd
 
 from . import models, runs
-from .data import DataError, Dataset, assemble_upload, load_dataset
-from .engine import Job, Predictor, RunState, make_config
+from .data import DataError, Dataset, Limits, assemble_upload, load_dataset
+from .engine import Job, Predictor, RunState, make_config, resume_config
+from .slots import TrainingSlots
 from .models import ModelError
 
 SAMPLE_DATA = Path(__file__).resolve().parent.parent / "assets" / "digits"
@@ -50,17 +54,34 @@ HINTS = {
 class AppSettings:
     home: Path  # per-session folders live under home/sessions
     allow_local_paths: bool  # read folders on this computer (never on a public server)
+    limits: Limits = Limits()  # per upload: total bytes, file count, pixels per image
+    max_jobs: int = 1  # jobs training at once; the others wait in a queue
+    retention_hours: float = 24.0  # session folders (uploads, runs) older than this are removed
 
     @staticmethod
     def from_env(server_name: str = "127.0.0.1", share: bool = False) -> "AppSettings":
         """Local paths only when the page is private: loopback, not shared, not on Spaces.
-        TLAPP_LOCAL_FOLDERS=1/0 overrides."""
-        private = server_name in LOOPBACK and not share and not os.environ.get("SPACE_ID")
-        override = os.environ.get("TLAPP_LOCAL_FOLDERS", "").strip().lower()
+        TLAPP_LOCAL_FOLDERS=1/0 overrides; TLAPP_MAX_UPLOAD_MB, TLAPP_MAX_FILES,
+        TLAPP_MAX_PIXELS, TLAPP_MAX_JOBS and TLAPP_RETENTION_HOURS set the limits."""
+        env = os.environ.get
+        private = server_name in LOOPBACK and not share and not env("SPACE_ID")
+        override = env("TLAPP_LOCAL_FOLDERS", "").strip().lower()
         allow = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}.get(
             override, private
         )
-        return AppSettings(Path(os.environ.get("TLAPP_HOME", "tlapp_data")).resolve(), allow)
+        default = Limits()
+        limits = Limits(
+            max_bytes=int(float(env("TLAPP_MAX_UPLOAD_MB", default.max_bytes / 2**20)) * 2**20),
+            max_files=int(env("TLAPP_MAX_FILES", default.max_files)),
+            max_pixels=int(env("TLAPP_MAX_PIXELS", default.max_pixels)),
+        )
+        return AppSettings(
+            Path(env("TLAPP_HOME", "tlapp_data")).resolve(),
+            allow,
+            limits,
+            int(env("TLAPP_MAX_JOBS", 1)),
+            float(env("TLAPP_RETENTION_HOURS", 24)),
+        )
 
 
 @dataclass
@@ -85,6 +106,51 @@ class Session:
         if key not in self.predictors:
             self.predictors = {key: Predictor(run_dir)}
         return self.predictors[key]
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.job and self.job.running)
+
+
+class SessionRegistry:
+    """The sessions of one app, by Gradio session hash, for what happens when a page closes.
+
+    Policy: closing the page lets a training job finish its current epoch, save and end; the
+    session's folder is removed when Gradio drops its state (an hour after the page closed),
+    and any session folder untouched for `retention_hours` is swept away."""
+
+    def __init__(self, settings: AppSettings):
+        self.settings, self.by_hash, self.lock = settings, {}, threading.Lock()
+
+    def open(self, session_hash: str | None) -> Session:
+        self.sweep()
+        session = Session.new(self.settings)
+        if session_hash:
+            with self.lock:
+                self.by_hash[session_hash] = session
+        return session
+
+    def close(self, session_hash: str | None) -> None:
+        with self.lock:
+            session = self.by_hash.pop(session_hash, None)
+        if session and session.job:
+            session.job.finish_epoch_and_stop()
+
+    def discard(self, session: Session | None) -> None:
+        """Gradio dropped this session's state: remove its files unless a job still runs."""
+        if session and not session.busy:
+            shutil.rmtree(session.workdir, ignore_errors=True)
+
+    def sweep(self) -> None:
+        root = self.settings.home / "sessions"
+        if not root.is_dir():
+            return
+        with self.lock:
+            busy = {s.workdir for s in self.by_hash.values() if s.busy}
+        cutoff = time.time() - self.settings.retention_hours * 3600
+        for folder in root.iterdir():
+            if folder not in busy and folder.stat().st_mtime < cutoff:
+                shutil.rmtree(folder, ignore_errors=True)
 
 
 def user_errors(fn):
@@ -120,7 +186,9 @@ def dataset_from_upload(
             raise DataError(
                 "Reading folders on the server is turned off here: upload a .zip instead."
             )
-        return load_dataset(Path(local_path.strip()).expanduser(), val_fraction)
+        return load_dataset(
+            Path(local_path.strip()).expanduser(), val_fraction, limits=settings.limits
+        )
     if not upload:
         raise DataError(
             "Choose data first: upload a .zip of class folders, or use the sample digits."
@@ -128,9 +196,9 @@ def dataset_from_upload(
     upload = Path(upload)
     if upload.suffix.lower() == ".zip":
         target = session.workdir / "data" / upload.stem
-        return load_dataset(upload, val_fraction, extract_to=target)
+        return load_dataset(upload, val_fraction, extract_to=target, limits=settings.limits)
     if upload.suffix.lower() == ".csv" and settings.allow_local_paths:
-        return load_dataset(upload, val_fraction)
+        return load_dataset(upload, val_fraction, limits=settings.limits)
     raise DataError(
         f"'{upload.name}' is not a .zip of class folders: zip the folder that holds "
         "one subfolder per class and upload that."
@@ -138,7 +206,11 @@ def dataset_from_upload(
 
 
 def dataset_from_folder_upload(
-    session: Session, files: list[str] | None, reported: str, val_fraction: float
+    settings: AppSettings,
+    session: Session,
+    files: list[str] | None,
+    reported: str,
+    val_fraction: float,
 ) -> Dataset:
     """A folder chosen or dropped in the browser: rebuild it from the files and their paths."""
     if not files:
@@ -146,15 +218,15 @@ def dataset_from_folder_upload(
             "The folder arrived empty: choose a folder that holds one subfolder per class."
         )
     if len(files) == 1 and Path(files[0]).suffix.lower() == ".zip":
-        return load_dataset(
-            files[0], val_fraction, extract_to=session.workdir / "data" / Path(files[0]).stem
-        )
+        target = session.workdir / "data" / Path(files[0]).stem
+        return load_dataset(files[0], val_fraction, extract_to=target, limits=settings.limits)
     try:
         paths = json.loads(reported or "[]")
     except json.JSONDecodeError:
         paths = []
     target = session.workdir / "data" / f"folder-{uuid.uuid4().hex[:8]}"
-    return load_dataset(assemble_upload(files, paths, target), val_fraction)
+    folder = assemble_upload(files, paths, target, settings.limits)
+    return load_dataset(folder, val_fraction, limits=settings.limits)
 
 
 def data_views(dataset: Dataset) -> tuple[str, pd.DataFrame, pd.DataFrame]:
@@ -264,14 +336,21 @@ def per_class_view(state: RunState) -> tuple[str, pd.DataFrame | None]:
     return text, state.per_class.round(3)
 
 
+def resumable(run_dir: str) -> bool:
+    return bool(run_dir) and (Path(run_dir) / runs.CHECKPOINT / runs.LAST_WEIGHTS).exists()
+
+
 def status_markdown(state: RunState) -> str:
     word = {
         "done": "Finished",
         "stopped": "Stopped",
         "diverged": "Diverged",
         "failed": "Failed",
-    }.get(state.status, "Training" if state.status == "training" else "Starting")
+        "queued": "Queued",
+        "training": "Training",
+    }.get(state.status, "Starting")
     lines = [f"**{word}** · {state.progress_line()}"]
+    lines += [f"**Note:** {note}" for note in state.notes]
     if state.weights_note:
         warn = state.weights_note.startswith("RANDOM")
         lines.append(
@@ -338,6 +417,7 @@ def poll_outputs(session: Session | None):
             gr.Timer(active=False),
             gr.Button(),
             gr.Button(),
+            gr.Button(),
         )
     state = session.job.snapshot()
     summary, table = per_class_view(state)
@@ -364,6 +444,7 @@ def poll_outputs(session: Session | None):
         gr.Timer(active=not state.finished),
         gr.Button(interactive=state.finished),
         gr.Button(interactive=not state.finished),
+        gr.Button(visible=state.finished and state.status != "done" and resumable(state.run_dir)),
     )
 
 
@@ -382,8 +463,10 @@ CSS = """
 
 
 def build_ui(settings: AppSettings) -> gr.Blocks:
-    with gr.Blocks(title="tlapp · train an image classifier") as demo:
-        session = gr.State(None)
+    registry, slots = SessionRegistry(settings), TrainingSlots(settings.max_jobs)
+    # Gradio's own copies of uploads are deleted after two hours, checked every half hour.
+    with gr.Blocks(title="tlapp · train an image classifier", delete_cache=(1800, 7200)) as demo:
+        session = gr.State(None, delete_callback=registry.discard)
         gr.Markdown(
             "# tlapp — train an image classifier\n"
             "Give it a folder of images sorted into one subfolder per class, pick a model, "
@@ -391,8 +474,17 @@ def build_ui(settings: AppSettings) -> gr.Blocks:
         )
         data = _data_step(settings, session)
         model = _model_step(settings, session)
-        train = _train_step(settings, session, data, model)
+        train = _train_step(settings, session, data, model, slots)
         _use_step(session, train)
+
+        def open_session(request: gr.Request):
+            return registry.open(request.session_hash if request else None)
+
+        def close_session(request: gr.Request):
+            registry.close(request.session_hash if request else None)
+
+        demo.load(open_session, None, session, api_visibility="private")
+        demo.unload(close_session)
     return demo
 
 
@@ -458,7 +550,7 @@ def _data_step(settings: AppSettings, session: gr.State) -> dict:
         return load
 
     def from_folder(state, files, reported, val_fraction):
-        return dataset_from_folder_upload(state, files, reported, val_fraction)
+        return dataset_from_folder_upload(settings, state, files, reported, val_fraction)
 
     def from_archive(state, file, val_fraction):
         return dataset_from_upload(settings, state, file, "", val_fraction)
@@ -559,7 +651,9 @@ def _model_step(settings: AppSettings, session: gr.State) -> dict:
     }
 
 
-def _train_step(settings: AppSettings, session: gr.State, data: dict, model: dict) -> dict:
+def _train_step(
+    settings: AppSettings, session: gr.State, data: dict, model: dict, slots: TrainingSlots
+) -> dict:
     gr.Markdown("## 3 · Train", elem_classes="tl-step")
     with gr.Accordion("Training settings (the defaults suit most cases)", open=False):
         with gr.Row():
@@ -586,6 +680,7 @@ def _train_step(settings: AppSettings, session: gr.State, data: dict, model: dic
     with gr.Row():
         train_btn = gr.Button("Train", variant="primary", elem_id="train-btn", scale=3)
         stop_btn = gr.Button("Stop", variant="stop", elem_id="stop-btn", interactive=False, scale=1)
+        resume_btn = gr.Button("Resume the run", elem_id="resume-btn", visible=False, scale=1)
     status = gr.Markdown("Load data, pick a model, then press **Train**.", elem_id="status")
     with gr.Row(equal_height=True):
         plot = functools.partial(
@@ -663,13 +758,28 @@ def _train_step(settings: AppSettings, session: gr.State, data: dict, model: dic
             runs_root=str(state.workdir / "runs"),
             cache_dir=str(settings.home / "cache"),
         )
-        state.job = Job(config, state.dataset).start()
+        state.job = Job(config, state.dataset, slots=slots).start()
         return (
             state,
             "**Starting** · loading the model…",
             gr.Timer(active=True),
             gr.Button(interactive=False),
             gr.Button(interactive=True),
+        )
+
+    @user_errors
+    def resume(state):
+        if not state or not state.job or state.job.running:
+            raise DataError("There is no stopped run to resume.")
+        run_dir = state.job.snapshot().run_dir
+        state.job = Job(resume_config(run_dir), state.dataset, slots=slots, resume=True).start()
+        return (
+            state,
+            "**Resuming** from the last finished epoch…",
+            gr.Timer(active=True),
+            gr.Button(interactive=False),
+            gr.Button(interactive=True),
+            gr.Button(visible=False),
         )
 
     def stop(state):
@@ -697,6 +807,12 @@ def _train_step(settings: AppSettings, session: gr.State, data: dict, model: dic
         start, train_inputs, [session, status, timer, train_btn, stop_btn], api_name="train"
     )
     stop_btn.click(stop, session, status, concurrency_limit=None, api_name="stop")
+    resume_btn.click(
+        resume,
+        session,
+        [session, status, timer, train_btn, stop_btn, resume_btn],
+        api_name="resume",
+    )
     timer.tick(
         poll_outputs,
         session,
@@ -712,6 +828,7 @@ def _train_step(settings: AppSettings, session: gr.State, data: dict, model: dic
             timer,
             train_btn,
             stop_btn,
+            resume_btn,
         ],
         concurrency_limit=None,
         show_progress="hidden",
