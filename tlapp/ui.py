@@ -696,7 +696,7 @@ def _train_step(
             y="loss",
             color_map=EPOCH_COLORS,
             elem_id="epoch-loss-plot",
-            label="Loss per epoch: train (blue) and validation (orange)",
+            label="Epoch loss: train (blue), validation (orange)",
         )
         acc_plot = plot(
             y="value",
@@ -704,7 +704,7 @@ def _train_step(
             y_lim=[0, 1],
             y_title="",
             elem_id="accuracy-plot",
-            label="Validation accuracy (green) and macro F1 (purple)",
+            label="Accuracy (green), macro F1 (purple)",
         )
     with gr.Row():
         with gr.Column():
