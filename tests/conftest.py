@@ -63,3 +63,27 @@ def zip_folder(folder: Path, zip_path: Path, wrapper: str | None = None) -> Path
 def _seed():
     random.seed(0)
     np.random.seed(0)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve(settings):
+    """Start the app on a free loopback port; returns (url, demo). Close with demo.close()."""
+    from tlapp.ui import build_ui, launch_kwargs
+
+    demo = build_ui(settings)
+    port = free_port()
+    demo.queue().launch(
+        server_name="127.0.0.1",
+        server_port=port,
+        prevent_thread_lock=True,
+        quiet=True,
+        **launch_kwargs(settings),
+    )
+    return f"http://127.0.0.1:{port}/", demo

@@ -4,14 +4,13 @@ Picks a generated folder through the folder input, trains a tiny model, stops, p
 saves a screenshot of the trained page under test-artifacts/."""
 
 import os
-import socket
 from pathlib import Path
 
 import pytest
 
 from tlapp.data import load_dataset
-from tlapp.ui import AppSettings, build_ui, launch_kwargs
-from conftest import write_classes
+from tlapp.ui import AppSettings
+from conftest import serve, write_classes
 
 CHROMIUM = os.environ.get("TLAPP_CHROMIUM", "/usr/bin/chromium")
 FLAGS = [
@@ -30,31 +29,17 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def page(tmp_path):
     from playwright.sync_api import sync_playwright
 
     settings = AppSettings(home=tmp_path / "home", allow_local_paths=False)
-    demo = build_ui(settings)
-    port = free_port()
-    demo.queue().launch(
-        server_name="127.0.0.1",
-        server_port=port,
-        prevent_thread_lock=True,
-        quiet=True,
-        **launch_kwargs(settings),
-    )
+    url, demo = serve(settings)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         tab = browser.new_page(viewport={"width": 1366, "height": 900})
         tab.set_default_timeout(60_000)
-        tab.goto(f"http://127.0.0.1:{port}/")
+        tab.goto(url)
         tab.wait_for_selector("#train-btn")
         yield tab
         browser.close()
@@ -95,8 +80,10 @@ def test_folder_pick_train_stop_and_predict(page, tmp_path):
 
     page.fill("#custom-model input, #custom-model textarea", "test_resnet")
     page.click("text=Training settings")
+    page.wait_for_selector("#epochs input[type=number]", state="visible")
     page.fill("#epochs input[type=number]", "80")
-    page.press("#epochs input[type=number]", "Tab")
+    page.press("#epochs input[type=number]", "Enter")
+    wait_for(page, "document.querySelector('#epochs input[type=range]').value === '80'", 10)
     page.click("#train-btn")
     # the per-step loss curve has two points or more, and the matrix names every class
     wait_for(

@@ -1,7 +1,6 @@
 """Several visitors on one app: a queue for training, Stop isolation, files of their own,
 and nothing served from outside the app's own folders."""
 
-import socket
 import time
 from pathlib import Path
 
@@ -9,8 +8,8 @@ import httpx
 import pytest
 from gradio_client import Client, handle_file
 
-from tlapp.ui import AppSettings, SessionRegistry, build_ui, launch_kwargs
-from conftest import zip_folder
+from tlapp.ui import AppSettings, SessionRegistry
+from conftest import serve, zip_folder
 
 TRAIN = (
     "resnet18",
@@ -22,25 +21,11 @@ TRAIN = (
 )  # model, custom, weights, file, path, freeze
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def app(tmp_path):
     settings = AppSettings(home=tmp_path / "home", allow_local_paths=False, max_jobs=1)
-    demo = build_ui(settings)
-    port = free_port()
-    demo.queue().launch(
-        server_name="127.0.0.1",
-        server_port=port,
-        prevent_thread_lock=True,
-        quiet=True,
-        **launch_kwargs(settings),
-    )
-    yield f"http://127.0.0.1:{port}/", settings
+    url, demo = serve(settings)
+    yield url, settings
     demo.close()
 
 

@@ -1,34 +1,19 @@
 """The Gradio app driven through gradio_client: load data, train, poll to the end, predict."""
 
-import socket
 import time
 
 import pytest
 from gradio_client import Client, handle_file
 
-from tlapp.ui import AppSettings, build_ui, confusion_html, downsample, launch_kwargs
-from conftest import zip_folder
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tlapp.ui import AppSettings, confusion_html, downsample
+from conftest import serve, zip_folder
 
 
 @pytest.fixture
 def app(tmp_path):
     settings = AppSettings(home=tmp_path / "home", allow_local_paths=False)
-    demo = build_ui(settings)
-    port = free_port()
-    demo.queue().launch(
-        server_name="127.0.0.1",
-        server_port=port,
-        prevent_thread_lock=True,
-        quiet=True,
-        **launch_kwargs(settings),
-    )
-    yield f"http://127.0.0.1:{port}/", settings
+    url, demo = serve(settings)
+    yield url, settings
     demo.close()
 
 

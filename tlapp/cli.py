@@ -41,16 +41,7 @@ def parser() -> argparse.ArgumentParser:
     check.set_defaults(func=cmd_check)
 
     train = sub.add_parser("train", help="train a classifier and write a run folder")
-    train.add_argument(
-        "data", nargs="?", default="", help="folder, train/val folder, .zip or CSV of path,label"
-    )
-    train.add_argument(
-        "--val-fraction",
-        type=float,
-        default=0.2,
-        help="share of each class held out for validation when there is no val/ folder",
-    )
-    train.add_argument("--seed", type=int, default=0)
+    _data_args(train, optional=True)  # optional: --resume needs none
     train.add_argument(
         "--resume",
         default="",
@@ -89,8 +80,12 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("data", help="folder, train/val folder, .zip or CSV of path,label")
+def _data_args(p: argparse.ArgumentParser, optional: bool = False) -> None:
+    p.add_argument(
+        "data",
+        help="folder, train/val folder, .zip or CSV of path,label",
+        **({"nargs": "?", "default": ""} if optional else {}),
+    )
     p.add_argument(
         "--val-fraction",
         type=float,
