@@ -138,3 +138,4 @@ def test_a_class_with_one_image_stays_in_train(tmp_path):
     ds = load_dataset(root)
     assert counts(ds)[("blue", "train")] == 1 and ("blue", "val") not in counts(ds)
     ds.check()
+    assert len(ds.warnings()) == 1 and "'blue' has too few images" in ds.warnings()[0]

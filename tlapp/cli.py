@@ -102,6 +102,8 @@ def cmd_check(args) -> int:
         print(f"\nSkipped {len(dataset.skipped)} files:")
         print(dataset.skipped.to_string(index=False))
     print("\n" + dataset.summary())
+    for warning in dataset.warnings():
+        print(f"note: {warning}")
     problems = dataset.problems()
     if problems:
         print(f"cannot train: {problems[0]}", file=sys.stderr)

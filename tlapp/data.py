@@ -186,6 +186,21 @@ class Dataset:
             )
         return out
 
+    def warnings(self) -> list[str]:
+        """What does not stop training but deserves a word, each a sentence."""
+        out = []
+        train, val = (
+            self.split("train")["label"].value_counts(),
+            self.split("val")["label"].value_counts(),
+        )
+        for c in self.classes:
+            if train.get(c, 0) and not val.get(c, 0) and len(val):
+                out.append(
+                    f"Class '{c}' has too few images to set one aside: it has no validation "
+                    "image, so its accuracy cannot be measured. Add images to it."
+                )
+        return out
+
     def check(self) -> None:
         problems = self.problems()
         if problems:

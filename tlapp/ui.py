@@ -232,7 +232,8 @@ def dataset_from_folder_upload(
 def data_views(dataset: Dataset) -> tuple[str, pd.DataFrame, pd.DataFrame]:
     problems = dataset.problems()
     verdict = f"**Cannot train yet:** {problems[0]}" if problems else "**Ready to train.**"
-    return f"{dataset.summary()}\n\n{verdict}", dataset.report(), dataset.skipped
+    notes = "".join(f"\n\n**Note:** {w}" for w in dataset.warnings())
+    return f"{dataset.summary()}\n\n{verdict}{notes}", dataset.report(), dataset.skipped
 
 
 # ----------------------------------------------------------------------------- live views
@@ -924,5 +925,5 @@ def launch_kwargs(settings: AppSettings) -> dict:
         "theme": gr.themes.Soft(),
         "css": CSS,
         "head": FOLDER_JS,
-        "allowed_paths": [str(settings.home)],
+        "allowed_paths": [str(settings.home / "sessions")],  # random per-visitor folder names
     }
