@@ -5,7 +5,8 @@ import time
 import pytest
 from gradio_client import Client, handle_file
 
-from tlapp.ui import AppSettings, confusion_html, downsample
+from tlapp.ui import AppSettings
+from tlapp.views import confusion_html, downsample
 from conftest import serve, zip_folder
 
 

@@ -13,6 +13,7 @@ alpha onto white, scales 16-bit greyscale and always returns an 8-bit RGB image.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -128,6 +129,51 @@ def _probe_all(paths: list[str], max_pixels: int = MAX_IMAGE_PIXELS) -> list[tup
         return list(pool.map(one, paths))
 
 
+# ----------------------------------------------------------------------------- corrections
+@dataclass
+class Corrections:
+    """Fixes made from the page: images moved to another class or left out. Kept in a file of
+    their own (JSON, paths relative to the data's root), never by touching the images."""
+
+    file: Path
+    relabel: dict[str, str] = field(default_factory=dict)
+    exclude: list[str] = field(default_factory=list)
+
+    @staticmethod
+    def load(file: str | os.PathLike) -> "Corrections":
+        file = Path(file)
+        if not file.exists():
+            return Corrections(file)
+        data = json.loads(file.read_text(encoding="utf-8"))
+        return Corrections(file, dict(data.get("relabel", {})), list(data.get("exclude", [])))
+
+    def save(self) -> None:
+        self.file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.file.with_suffix(".tmp")
+        tmp.write_text(
+            json.dumps(
+                {"relabel": self.relabel, "exclude": self.exclude}, indent=2, ensure_ascii=False
+            ),
+            encoding="utf-8",
+        )
+        os.replace(tmp, self.file)
+
+    def move(self, relative: str, label: str) -> None:
+        self.relabel[relative] = label
+        if relative in self.exclude:
+            self.exclude.remove(relative)
+        self.save()
+
+    def drop(self, relative: str) -> None:
+        self.relabel.pop(relative, None)
+        if relative not in self.exclude:
+            self.exclude.append(relative)
+        self.save()
+
+    def __len__(self) -> int:
+        return len(self.relabel) + len(self.exclude)
+
+
 # ----------------------------------------------------------------------------- dataset
 @dataclass
 class Dataset:
@@ -186,6 +232,36 @@ class Dataset:
             )
         return out
 
+    def relative(self, path: str) -> str:
+        """A sample's path relative to the data's root: how corrections name it."""
+        return Path(os.path.relpath(path, self.root)).as_posix()
+
+    def corrected(self, corrections: Corrections) -> "Dataset":
+        """This dataset with the corrections applied; each image keeps its split."""
+        if not len(corrections):
+            return self
+        samples = self.samples.copy()
+        relative = samples["path"].map(self.relative)
+        dropped = relative.isin(corrections.exclude)
+        moved = relative.map(corrections.relabel)
+        samples.loc[moved.notna(), "label"] = moved[moved.notna()]
+        skipped = pd.concat(
+            [
+                self.skipped,
+                pd.DataFrame({"path": samples.loc[dropped, "path"], "reason": "left out by you"}),
+            ],
+            ignore_index=True,
+        )
+        samples = samples[~dropped].reset_index(drop=True)
+        return Dataset(
+            samples=samples,
+            classes=sorted(samples["label"].unique().tolist()),
+            skipped=skipped,
+            layout=self.layout,
+            root=self.root,
+            empty_classes=self.empty_classes,
+        )
+
     def warnings(self) -> list[str]:
         """What does not stop training but deserves a word, each a sentence."""
         out = []
@@ -221,6 +297,7 @@ def load_dataset(
     seed: int = 0,
     extract_to: str | os.PathLike | None = None,
     limits: Limits = Limits(),
+    corrections: str | os.PathLike | None = None,
 ) -> Dataset:
     """Scan a folder, a .zip or a .csv into a Dataset. Never raises for individual bad files."""
     source = Path(source)
@@ -242,7 +319,7 @@ def load_dataset(
             f"There are {len(listed):,} images; the limit here is "
             f"{limits.max_files:,}: use a subset."
         )
-    return _build(
+    dataset = _build(
         listed,
         unpacked + skipped,
         declared,
@@ -252,6 +329,7 @@ def load_dataset(
         seed,
         limits.max_pixels,
     )
+    return dataset.corrected(Corrections.load(corrections)) if corrections else dataset
 
 
 def _build(

@@ -31,6 +31,7 @@ import pandas as pd
 import timm
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from timm.data import create_transform, resolve_model_data_config
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
@@ -89,6 +90,8 @@ class TrainConfig:
     cache_dir: str = ""  # embedding cache; empty: $TLAPP_CACHE or ~/.cache/tlapp
     memory_budget_gb: float = 4.0  # decoded images kept in memory; the rest decoded on demand
     compile: bool = False  # torch.compile the model on CUDA: slower start, faster long runs
+    balance_classes: bool = False  # weight the loss so that rare classes count as much as common
+    corrections: str = ""  # a corrections file made from the page (relabelled, left-out images)
 
 
 def make_config(**values) -> TrainConfig:
@@ -165,6 +168,8 @@ class RunState:
     weights_note: str = ""
     freeze_note: str = ""
     notes: list[str] = field(default_factory=list)  # things the run did on its own (OOM retries)
+    predictions: pd.DataFrame | None = None  # latest epoch: one row per validation image
+    reliability: pd.DataFrame | None = None  # latest epoch: calibration bins
 
     @property
     def finished(self) -> bool:
@@ -205,6 +210,14 @@ def cpu_supports_bf16() -> bool:
     except OSError:
         return False
     return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def class_weights(dataset: Dataset) -> torch.Tensor:
+    """Inverse-frequency weights over the training split: n / (classes x count)."""
+    counts = np.bincount(dataset.targets("train"), minlength=len(dataset.classes)).astype(
+        np.float32
+    )
+    return torch.from_numpy(counts.sum() / (len(counts) * np.maximum(counts, 1)))
 
 
 def is_out_of_memory(err: BaseException) -> bool:
@@ -331,6 +344,9 @@ class Trainer:
             **({"fused": True} if self.cuda else {}),
         )
         self.batch_size = config.batch_size  # lowered when memory runs out
+        self.class_weights = (
+            class_weights(dataset).to(self.device) if config.balance_classes else None
+        )
         self.scheduler = self._make_scheduler()
         self.epoch, self.step, self.loss = 0, 0, float("nan")
         self.val_logits = self.val_targets = None
@@ -565,7 +581,10 @@ class Trainer:
             with self.autocast:
                 logits = self.source.forward(self.net, inputs)
                 loss = F.cross_entropy(
-                    logits.float(), targets, label_smoothing=self.config.label_smoothing
+                    logits.float(),
+                    targets,
+                    weight=self.class_weights,
+                    label_smoothing=self.config.label_smoothing,
                 )
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -619,18 +638,26 @@ class Trainer:
         cm = metrics.confusion_matrix(self.val_targets.numpy(), preds, len(self.dataset.classes))
         summary = metrics.summary(cm)
         val_loss = F.cross_entropy(self.val_logits, self.val_targets).item()
+        probabilities = self.val_logits.softmax(1).numpy()
+        ece, reliability = metrics.calibration(probabilities, self.val_targets.numpy())
         row = {
             "epoch": self.epoch,
             "train_loss": self.loss_sum / max(self.seen, 1),
             "val_loss": val_loss,
             "val_accuracy": summary["accuracy"],
             "val_macro_f1": summary["macro_f1"],
+            "val_ece": ece,
             "lr": self.optimizer.param_groups[0]["lr"],
         }
+        paths = self.dataset.split("val")["path"].tolist()
         return {
             "row": row,
             "confusion": cm,
             "per_class": metrics.per_class_table(cm, self.dataset.classes),
+            "predictions": metrics.prediction_table(
+                paths, probabilities, self.val_targets.numpy(), self.dataset.classes
+            ),
+            "reliability": reliability,
         }
 
 
@@ -688,6 +715,7 @@ class LiveState:
             s = self.state
             s.history.append(dict(t.result["row"]))
             s.confusion, s.per_class = t.result["confusion"], t.result["per_class"]
+            s.predictions, s.reliability = t.result["predictions"], t.result["reliability"]
             s.best_epoch, s.best_accuracy = t.best_epoch, t.best_accuracy
 
     def after_fit(self, t: Trainer) -> None:
@@ -731,6 +759,7 @@ class RunWriter:
             cm = metrics.confusion_frame(t.result["confusion"], t.dataset.classes)
             runs.write_csv(self.run_dir / runs.CONFUSION, cm, index=True)
             runs.write_csv(self.run_dir / runs.PER_CLASS, t.result["per_class"])
+            runs.write_csv(self.run_dir / runs.PREDICTIONS, t.result["predictions"])
         runs.save_checkpoint(self.run_dir, t.model, t.checkpoint_state())
 
     def on_resume(self, t: Trainer) -> None:
@@ -887,7 +916,10 @@ class Job:
         run_dir = None
         try:
             dataset = self.dataset or load_dataset(
-                self.config.data, self.config.val_fraction, self.config.seed
+                self.config.data,
+                self.config.val_fraction,
+                self.config.seed,
+                corrections=self.config.corrections or None,
             )
             dataset.check()
             run_dir = self._make_run_dir()
@@ -966,6 +998,31 @@ class Predictor:
             ]
         )
         return self.model(batch.to(self.device)).float().softmax(1).cpu().numpy()
+
+    def explain(self, image, class_name: str | None = None) -> tuple[Image.Image, str]:
+        """The image with a heat map for `class_name` (default: the top prediction), and the
+        method's name (Grad-CAM for CNNs, occlusion for transformers)."""
+        from .explain import heat_map, overlay
+
+        picture = open_image(image) if isinstance(image, (str, Path)) else image.convert("RGB")
+        pixels = self.transform(picture).to(self.device)
+        index = (
+            self.classes.index(class_name)
+            if class_name
+            else int(self.probabilities([picture])[0].argmax())
+        )
+        heat, method = heat_map(self.model, pixels, index)
+        return overlay(self.display_crop(picture), heat), method
+
+    def display_crop(self, picture: Image.Image) -> Image.Image:
+        """The part of the picture the model sees (resize + centre crop), for overlays."""
+        size = self.info["data_config"]["input_size"][-1]
+        crop = self.info["data_config"].get("crop_pct") or 1.0
+        side = int(size / crop)
+        w, h = picture.size
+        scaled = picture.resize((side, int(side * h / w)) if w <= h else (int(side * w / h), side))
+        left, top = (scaled.width - size) // 2, (scaled.height - size) // 2
+        return scaled.crop((left, top, left + size, top + size))
 
     def top_k(self, image, k: int = 5) -> list[tuple[str, float]]:
         probs = self.probabilities([image])[0]

@@ -52,3 +52,51 @@ def confusion_frame(cm: np.ndarray, class_names: list[str]) -> pd.DataFrame:
     return pd.DataFrame(
         cm, index=pd.Index(class_names, name="true \\ predicted"), columns=class_names
     )
+
+
+def calibration(
+    probabilities: np.ndarray, targets: np.ndarray, bins: int = 10
+) -> tuple[float, pd.DataFrame]:
+    """Expected calibration error and the reliability table (per confidence bin: mean
+    confidence, accuracy, count). ECE is the count-weighted gap between the two."""
+    probabilities, targets = np.asarray(probabilities), np.asarray(targets)
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == targets
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
+    rows = []
+    for b in range(bins):
+        mask = which == b
+        if mask.any():
+            rows.append(
+                {
+                    "bin_low": edges[b],
+                    "bin_high": edges[b + 1],
+                    "confidence": float(confidence[mask].mean()),
+                    "accuracy": float(correct[mask].mean()),
+                    "count": int(mask.sum()),
+                }
+            )
+    table = pd.DataFrame(rows, columns=["bin_low", "bin_high", "confidence", "accuracy", "count"])
+    total = max(len(targets), 1)
+    ece = float((table["count"] * (table["confidence"] - table["accuracy"]).abs()).sum() / total)
+    return ece, table
+
+
+def prediction_table(
+    paths: list[str], probabilities: np.ndarray, targets: np.ndarray, class_names: list[str]
+) -> pd.DataFrame:
+    """One row per image: true and predicted class, the confidence, and the image's loss."""
+    probabilities, targets = np.asarray(probabilities), np.asarray(targets)
+    predicted = probabilities.argmax(axis=1)
+    true_prob = probabilities[np.arange(len(targets)), targets]
+    return pd.DataFrame(
+        {
+            "path": paths,
+            "true": [class_names[t] for t in targets],
+            "predicted": [class_names[p] for p in predicted],
+            "confidence": probabilities.max(axis=1),
+            "true_probability": true_prob,
+            "loss": -np.log(np.clip(true_prob, 1e-12, None)),
+        }
+    )

@@ -7,6 +7,7 @@
         metrics.csv            one row per epoch: epoch, train_loss, val_loss, val_accuracy, ...
         confusion_matrix.csv   true classes as rows, predicted as columns (best epoch)
         per_class.csv          precision, recall, F1, support per class (best epoch)
+        val_predictions.csv    each validation image: true, predicted, confidence, loss (best epoch)
 
 Every file is written atomically (a temporary file, then `os.replace`), as timm's CheckpointSaver
 does, so a crash mid-save never leaves a truncated file behind.
@@ -31,6 +32,7 @@ from safetensors.torch import save_file
 
 CONFIG, WEIGHTS, METRICS = "config.json", "model.safetensors", "metrics.csv"
 CONFUSION, PER_CLASS = "confusion_matrix.csv", "per_class.csv"
+PREDICTIONS = "val_predictions.csv"
 CHECKPOINT, LAST_WEIGHTS, TRAINER_STATE = "checkpoint", "last.safetensors", "trainer_state.pt"
 
 
