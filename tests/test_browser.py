@@ -108,6 +108,19 @@ def test_folder_pick_train_stop_and_predict(page, tmp_path):
     assert "Stopped by the user" in page.inner_text("#status")
     page.wait_for_selector("#download-run", state="visible", timeout=10_000)
 
+    # a confusion-matrix cell opens a gallery of exactly its images; an image shows its heat map
+    cell = page.locator("#confusion-matrix td[data-cell='0,0']")
+    expected = int(cell.inner_text())
+    assert expected > 0
+    cell.click()
+    wait_for(page, "document.querySelector('#gallery-title').innerText.includes('true class')", 30)
+    wait_for(page, f"document.querySelectorAll('#cell-gallery img').length === {expected}", 30)
+    assert f"{expected} images of true class circle" in page.inner_text("#gallery-title")
+    page.locator("#cell-gallery button img").first.click()
+    wait_for(page, "document.querySelector('#explain-image img') !== null", 30)
+    assert "labelled circle" in page.inner_text("#picked")
+    page.screenshot(path=str(ARTIFACTS / "where-is-it-wrong.png"), full_page=True)
+
     image = next((folder / "circle").iterdir())
     page.set_input_files("#predict-image input[type=file]", str(image))
     wait_for(

@@ -66,9 +66,26 @@ def test_train_then_predict(class_folder, tmp_path):
         "predict", run, class_folder / "red", class_folder / "blue" / "blue_00.png", "--csv", csv
     )
     assert pred.returncode == 0, pred.stderr
-    table = pd.read_csv(csv)
-    assert len(table) == 13 and set(table["prediction"]) <= {"red", "green", "blue"}
-    assert table["probability"].between(0, 1).all()
+    (class_folder / "broken.jpg").write_text("not an image")
+    pred = tlapp(
+        "predict",
+        run,
+        class_folder / "red",
+        class_folder / "blue" / "blue_00.png",
+        class_folder / "broken.jpg",
+        "--csv",
+        csv,
+    )
+    assert pred.returncode == 1  # one image could not be read: said, not fatal
+    table = pd.read_csv(csv, keep_default_na=False)
+    assert len(table) == 14 and table["path"].iloc[-1].endswith("broken.jpg")
+    good = table[table["error"] == ""]
+    assert len(good) == 13 and set(good["prediction"]) <= {"red", "green", "blue"}
+    probs = good[["p(blue)", "p(green)", "p(red)"]].astype(float)
+    assert ((probs >= 0) & (probs <= 1)).all().all()
+    assert (probs.sum(axis=1) - 1).abs().max() < 1e-5
+    assert (good["confidence"].astype(float) == probs.max(axis=1)).all()
+    assert "skipped" in table["error"].iloc[-1]
 
 
 def test_bad_settings_get_a_clear_error(class_folder):

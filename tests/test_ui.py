@@ -1,6 +1,7 @@
 """The Gradio app driven through gradio_client: load data, train, poll to the end, predict."""
 
 import time
+from pathlib import Path
 
 import pytest
 from gradio_client import Client, handle_file
@@ -32,7 +33,7 @@ def test_upload_train_poll_and_predict(app, class_folder, tmp_path):
     url, settings = app
     client = Client(url, verbose=False)
     archive = zip_folder(class_folder, tmp_path / "colours.zip", wrapper="colours")
-    summary, report, skipped = client.predict(
+    summary, report, skipped, health = client.predict(
         handle_file(str(archive)), 0.2, api_name="/load_upload"
     )
     assert "36 images in 3 classes" in summary and "Ready to train" in summary
@@ -62,9 +63,10 @@ def test_upload_train_poll_and_predict(app, class_folder, tmp_path):
     assert [r[0] for r in per_class["data"]] == ["blue", "green", "red"]
     # each visitor's files live in a folder of their own
     assert len(list((settings.home / "sessions").iterdir())) == 1
-    label = client.predict(
+    label, heat = client.predict(
         handle_file(str(next((class_folder / "red").iterdir()))), api_name="/predict"
     )
+    assert heat and Path(heat).exists()
     assert label["label"] in {"blue", "green", "red"} and len(label["confidences"]) == 3
 
 

@@ -12,12 +12,11 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import pandas as pd
 from tqdm import tqdm
 
-from .data import IMAGE_SUFFIXES, DataError, load_dataset
+from .data import DataError, image_files, load_dataset
 from .engine import Job, Predictor, RunState, make_config, resume_config
 from .models import DEFAULT_MODEL, ModelError
 from .runs import RunError
@@ -75,7 +74,6 @@ def parser() -> argparse.ArgumentParser:
     predict.add_argument("run_dir")
     predict.add_argument("images", nargs="+", help="image files or folders")
     predict.add_argument("--csv", default="", help="write one row per image to this CSV file")
-    predict.add_argument("--top", type=int, default=5)
     predict.set_defaults(func=cmd_predict)
     return p
 
@@ -176,40 +174,10 @@ def show_progress(bar: tqdm, state: RunState) -> None:
     )
 
 
-def image_files(inputs: list[str]) -> list[Path]:
-    files = []
-    for item in map(Path, inputs):
-        if item.is_dir():
-            files += sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-        elif item.is_file():
-            files.append(item)
-        else:
-            raise DataError(f"'{item}' does not exist.")
-    return files
-
-
 def cmd_predict(args) -> int:
-    predictor = Predictor(args.run_dir)
-    rows = []
-    for path in image_files(args.images):
-        try:
-            top = predictor.top_k(path, args.top)
-        except DataError as err:
-            rows.append(
-                {"path": str(path), "prediction": "", "probability": None, "error": str(err)}
-            )
-            continue
-        rows.append(
-            {
-                "path": str(path),
-                "prediction": top[0][0],
-                "probability": top[0][1],
-                "top": "; ".join(f"{c} {p:.3f}" for c, p in top),
-                "error": "",
-            }
-        )
-    table = pd.DataFrame(rows)
+    table = Predictor(args.run_dir).table(image_files(args.images))
     if args.csv:
         table.to_csv(args.csv, index=False)
-    print(table.to_string(index=False))
+    top = table[["path", "prediction", "confidence", "error"]]
+    print(top.to_string(index=False))
     return 0 if len(table) and (table["error"] == "").all() else 1

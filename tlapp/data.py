@@ -379,6 +379,19 @@ def _assign_splits(samples: pd.DataFrame, val_fraction: float, seed: int) -> pd.
     return samples
 
 
+def image_files(inputs: list[str | os.PathLike]) -> list[Path]:
+    """Image files named directly or found (recursively) in the folders given, in order."""
+    files = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            files += sorted(p for p in _files_under(item) if p.suffix.lower() in IMAGE_SUFFIXES)
+        elif item.is_file():
+            files.append(item)
+        else:
+            raise DataError(f"'{item}' does not exist.")
+    return files
+
+
 # ----------------------------------------------------------------------------- layouts
 def _is_hidden(name: str) -> bool:
     return (

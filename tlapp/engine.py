@@ -38,7 +38,7 @@ from timm.scheduler import create_scheduler_v2
 
 from . import metrics, runs
 from .batches import BatchFeed, DecodedImages, cache_side, to_model_input
-from .data import DataError, Dataset, load_dataset, open_image
+from .data import DataError, Dataset, ImageError, load_dataset, open_image
 from .slots import TrainingSlots
 from .embeddings import (
     AUGMENTED_VIEWS,
@@ -1023,6 +1023,50 @@ class Predictor:
         scaled = picture.resize((side, int(side * h / w)) if w <= h else (int(side * w / h), side))
         left, top = (scaled.width - size) // 2, (scaled.height - size) // 2
         return scaled.crop((left, top, left + size, top + size))
+
+    def table(self, paths: list, batch_size: int = 32) -> pd.DataFrame:
+        """One row per image: the prediction, its confidence and one probability column per
+        class (they sum to 1); an unreadable image gets the reason and no probabilities."""
+        rows = []
+        for start in range(0, len(paths), batch_size):
+            opened = []
+            for path in paths[start : start + batch_size]:
+                try:
+                    opened.append((path, open_image(path)))
+                except ImageError as err:
+                    rows.append(
+                        {
+                            "path": str(path),
+                            "prediction": "",
+                            "confidence": np.nan,
+                            "error": f"skipped: {err}",
+                        }
+                    )
+            if not opened:
+                continue
+            for (path, _), probs in zip(opened, self.probabilities([im for _, im in opened])):
+                best = int(probs.argmax())
+                rows.append(
+                    {
+                        "path": str(path),
+                        "prediction": self.classes[best],
+                        "confidence": float(probs[best]),
+                        "error": "",
+                        **{f"p({c})": float(v) for c, v in zip(self.classes, probs)},
+                    }
+                )
+        order = {str(p): i for i, p in enumerate(paths)}
+        table = pd.DataFrame(
+            rows,
+            columns=[
+                "path",
+                "prediction",
+                "confidence",
+                "error",
+                *(f"p({c})" for c in self.classes),
+            ],
+        )
+        return table.sort_values("path", key=lambda col: col.map(order)).reset_index(drop=True)
 
     def top_k(self, image, k: int = 5) -> list[tuple[str, float]]:
         probs = self.probabilities([image])[0]

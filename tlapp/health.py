@@ -146,14 +146,3 @@ def _imbalance(samples: pd.DataFrame) -> list[tuple]:
     return [
         ("class imbalance", detail, samples[samples["label"].isin(rare_classes)]["path"].tolist())
     ]
-
-
-def summary_table(findings: pd.DataFrame) -> pd.DataFrame:
-    """The findings as the page shows them: one line each, with a count of images."""
-    return pd.DataFrame(
-        {
-            "finding": findings["finding"],
-            "detail": findings["detail"],
-            "images": findings["paths"].map(len),
-        }
-    )

@@ -11,6 +11,7 @@ gets a `Session` (in gr.State) with a folder of their own; nothing per-visitor l
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import shutil
@@ -21,23 +22,42 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import gradio as gr
+import pandas as pd
 
 from . import models, runs
-from .data import DataError, Dataset, Limits, assemble_upload, load_dataset
+from .data import (
+    Corrections,
+    DataError,
+    Dataset,
+    Limits,
+    assemble_upload,
+    extract_zip,
+    image_files,
+    load_dataset,
+)
+from .health import check_health
 from .engine import Job, Predictor, make_config, resume_config
 from .slots import TrainingSlots
 from .views import (
     ACCURACY_COLORS,
+    GALLERY_LIMIT,
     EPOCH_COLORS,
     STEP_COLORS,
     accuracy_frame,
     confusion_html,
     data_views,
+    health_summary,
     epoch_loss_frame,
     per_class_view,
     resumable,
     status_markdown,
     step_loss_frame,
+    thumbnail,
+    reliability_html,
+    calibration_text,
+    cell_images,
+    top_losses,
+    gallery_items,
 )
 from .models import ModelError
 
@@ -98,9 +118,20 @@ class Session:
     """One visitor's data, job and model. Held in gr.State, so never shared between visitors."""
 
     workdir: Path
-    dataset: Dataset | None = None
+    dataset: Dataset | None = None  # as loaded, with the corrections applied
+    original: Dataset | None = None  # as loaded
+    findings: pd.DataFrame | None = None  # data health
     job: Job | None = None
     predictors: dict = field(default_factory=dict)
+
+    def use(self, dataset: Dataset) -> None:
+        self.original, self.findings = dataset, check_health(dataset)
+        self.dataset = dataset.corrected(self.corrections())
+
+    def corrections(self) -> Corrections:
+        """The corrections of the current data, kept in this session's folder."""
+        key = hashlib.blake2b(self.original.root.encode(), digest_size=8).hexdigest()
+        return Corrections.load(self.workdir / "corrections" / f"{key}.json")
 
     @staticmethod
     def new(settings: AppSettings) -> "Session":
@@ -293,6 +324,8 @@ def poll_outputs(session: Session | None):
             gr.Button(),
             gr.Button(),
             gr.Button(),
+            gr.HTML(),
+            gr.Markdown(),
         )
     state = session.job.snapshot()
     summary, table = per_class_view(state)
@@ -320,6 +353,8 @@ def poll_outputs(session: Session | None):
         gr.Button(interactive=state.finished),
         gr.Button(interactive=not state.finished),
         gr.Button(visible=state.finished and state.status != "done" and resumable(state.run_dir)),
+        reliability_html(state.reliability),
+        calibration_text(state),
     )
 
 
@@ -333,6 +368,14 @@ CSS = """
 .tl-cm th, .tl-cm td { border: 1px solid var(--border-color-primary); padding: 4px 8px;
                        text-align: center; min-width: 2.2em; }
 .tl-cm th.tl-true { text-align: right; }
+.tl-cm td[data-cell] { cursor: pointer; }
+.tl-cal table { border-collapse: collapse; width: 100%; font-size: 0.9em; }
+.tl-cal th, .tl-cal td { padding: 3px 6px; border-bottom: 1px solid var(--border-color-primary); }
+.tl-cal td:nth-child(2) { width: 45%; }
+.tl-bar { height: 7px; border-radius: 3px; margin: 2px 0; }
+.tl-said { background: #9ca3af; }
+.tl-right { background: #2563eb; }
+.tl-cm td[data-cell]:hover { outline: 2px solid var(--color-accent); }
 #status { min-height: 2.5em; }
 """
 
@@ -350,7 +393,8 @@ def build_ui(settings: AppSettings) -> gr.Blocks:
         data = _data_step(settings, session)
         model = _model_step(settings, session)
         train = _train_step(settings, session, data, model, slots)
-        _use_step(session, train)
+        _insight_step(session, data, train)
+        _use_step(settings, session, train)
 
         def open_session(request: gr.Request):
             return registry.open(request.session_hash if request else None)
@@ -380,7 +424,7 @@ def _data_step(settings: AppSettings, session: gr.State) -> dict:
                 file_types=[".zip", ".csv"],
                 height=90,
             )
-            # Filled in by FOLDER_JS with each file's path inside the folder: the labels.
+            # Filled in by PAGE_JS with each file's path inside the folder: the labels.
             paths = gr.Textbox(visible="hidden", elem_id="upload-paths")
         with gr.Column(scale=2):
             sample = gr.Button(
@@ -414,13 +458,39 @@ def _data_step(settings: AppSettings, session: gr.State) -> dict:
             elem_id="skipped-table",
             max_height=320,
         )
+    health = gr.Dataframe(
+        label="Data health: click a finding to see its images",
+        interactive=False,
+        elem_id="health-table",
+        max_height=260,
+        wrap=True,
+    )
+    health_gallery = gr.Gallery(
+        label="Images of the selected finding",
+        columns=8,
+        fit_columns=False,
+        object_fit="contain",
+        height=220,
+        elem_id="health-gallery",
+        allow_preview=True,
+        visible=False,
+    )
+
+    def show_finding(state, evt: gr.SelectData):
+        if not state or state.findings is None or not len(state.findings):
+            return gr.Gallery(visible=False)
+        paths = state.findings.iloc[evt.index[0]]["paths"]
+        items = [(thumbnail(p, 160), Path(p).name) for p in paths[:GALLERY_LIMIT]]
+        return gr.Gallery(value=items, visible=True)
+
+    health.select(show_finding, session, health_gallery, api_visibility="private")
 
     def loader(source):
         @user_errors
         def load(state, *args):
             state = state or Session.new(settings)
-            state.dataset = source(state, *args[:-1], val_fraction=args[-1])
-            return (state, *data_views(state.dataset))
+            state.use(source(state, *args[:-1], val_fraction=args[-1]))
+            return (state, *data_views(state.dataset), health_summary(state.findings))
 
         return load
 
@@ -436,7 +506,7 @@ def _data_step(settings: AppSettings, session: gr.State) -> dict:
     def from_sample(state, val_fraction):
         return load_dataset(SAMPLE_DATA, val_fraction)
 
-    outputs = [session, summary, report, skipped]
+    outputs = [session, summary, report, skipped, health]
     folder.upload(
         loader(from_folder),
         [session, folder, paths, val_fraction],
@@ -453,7 +523,13 @@ def _data_step(settings: AppSettings, session: gr.State) -> dict:
         loader(from_path), [session, local, val_fraction], outputs, api_visibility="private"
     )
     sample.click(loader(from_sample), [session, val_fraction], outputs, api_name="use_sample")
-    return {"val_fraction": val_fraction, "summary": summary, "sample": sample}
+    return {
+        "val_fraction": val_fraction,
+        "summary": summary,
+        "sample": sample,
+        "report": report,
+        "skipped": skipped,
+    }
 
 
 def _model_step(settings: AppSettings, session: gr.State) -> dict:
@@ -593,6 +669,11 @@ def _train_step(
                 elem_id="per-class",
                 max_height=360,
             )
+    with gr.Row():
+        with gr.Column():
+            gr.Markdown("**Calibration** (latest epoch, validation images)")
+            reliability = gr.HTML(reliability_html(None), elem_id="reliability-plot")
+        calibration = gr.Markdown(elem_id="calibration")
     download = gr.DownloadButton(
         "Download the model and results", visible=False, elem_id="download-run"
     )
@@ -632,6 +713,7 @@ def _train_step(
             val_fraction=fraction,
             runs_root=str(state.workdir / "runs"),
             cache_dir=str(settings.home / "cache"),
+            corrections=str(state.corrections().file) if len(state.corrections()) else "",
         )
         state.job = Job(config, state.dataset, slots=slots).start()
         return (
@@ -704,44 +786,206 @@ def _train_step(
             train_btn,
             stop_btn,
             resume_btn,
+            reliability,
+            calibration,
         ],
         concurrency_limit=None,
         show_progress="hidden",
         api_name="poll",
     )
     data["sample"].click(lambda: gr.Slider(value=64), None, img_size)
-    return {"status": status}
+    return {"status": status, "matrix": matrix}
 
 
-def _use_step(session: gr.State, train: dict) -> None:
-    gr.Markdown("## 4 · Try the model", elem_classes="tl-step")
+def _insight_step(session: gr.State, data: dict, train: dict) -> None:
+    gr.Markdown("## 4 · Where is it wrong?", elem_classes="tl-step")
+    gr.Markdown(
+        "Click a cell of the confusion matrix to see its images, or show the images the model "
+        "is most wrong about. Click an image to see what the model looked at, and fix its label "
+        "if it is wrong: fixes are kept aside (your files are never changed) and apply when you "
+        "train again."
+    )
+    cell = gr.Textbox(visible="hidden", elem_id="cm-cell")  # set by PAGE_JS on a click
+    shown, picked = gr.State([]), gr.State(None)
+    top_btn = gr.Button("Show the top losses", elem_id="top-losses-btn", size="sm")
+    title = gr.Markdown(elem_id="gallery-title")
+    gallery = gr.Gallery(
+        label="Validation images",
+        columns=6,
+        fit_columns=False,
+        object_fit="contain",
+        height=330,
+        elem_id="cell-gallery",
+        allow_preview=False,
+    )
+    with gr.Row():
+        heat = gr.Image(
+            label="What the model looked at (red: most)",
+            elem_id="explain-image",
+            height=300,
+            interactive=False,
+        )
+        with gr.Column():
+            about = gr.Markdown("Click an image above.", elem_id="picked")
+            fix_class = gr.Dropdown(
+                label="This image's true class", choices=[], elem_id="fix-class"
+            )
+            with gr.Row():
+                move_btn = gr.Button("Move it to this class", elem_id="fix-move")
+                drop_btn = gr.Button("Leave it out", elem_id="fix-exclude", variant="stop")
+            fixes = gr.Markdown(elem_id="corrections-count")
+
+    def show(rows: pd.DataFrame, heading: str):
+        paths = rows["path"].tolist()[:GALLERY_LIMIT]
+        return heading, gallery_items(rows), paths
+
+    def show_cell(state, value):
+        run = state.job.snapshot() if state and state.job else None
+        if not run or run.predictions is None or not value or "," not in value:
+            return gr.Markdown(), gr.Gallery(), []
+        i, j = (int(v) for v in value.split(",")[:2])
+        rows = cell_images(run.predictions, run.classes[i], run.classes[j])
+        kind = "correct" if i == j else "confused"
+        return show(
+            rows,
+            f"**{len(rows)} images** of true class **{run.classes[i]}** predicted as "
+            f"**{run.classes[j]}** ({kind}), latest epoch",
+        )
+
+    def show_top(state):
+        run = state.job.snapshot() if state and state.job else None
+        if not run or run.predictions is None:
+            raise gr.Error("Train a model first: the top losses come from its validation images.")
+        return show(
+            top_losses(run.predictions),
+            "**Top losses:** the validation images the model "
+            "is most wrong about, worst first. Look here for mislabelled images.",
+        )
+
+    @user_errors
+    def pick(state, paths, evt: gr.SelectData):
+        run = state.job.snapshot() if state and state.job else None
+        if not run or not run.best_epoch or evt.index is None or evt.index >= len(paths):
+            return gr.Image(), gr.Markdown(), gr.Dropdown(), None
+        path = paths[evt.index]
+        row = run.predictions[run.predictions["path"] == path].iloc[0]
+        image, method = state.predictor(run.run_dir).explain(path, row["predicted"])
+        text = (
+            f"**{Path(path).name}** — labelled **{row['true']}**, predicted **{row['predicted']}** "
+            f"({row['confidence']:.0%}). Heat map: {method} for '{row['predicted']}'."
+        )
+        return image, text, gr.Dropdown(choices=state.dataset.classes, value=row["true"]), path
+
+    def fixed(state, corrections: Corrections):
+        state.dataset = state.original.corrected(corrections)
+        n = len(corrections)
+        note = (
+            f"**{n} correction{'s' if n != 1 else ''}** recorded "
+            f"({len(corrections.relabel)} moved, {len(corrections.exclude)} left out); they "
+            "apply to your next run: press **Train**."
+        )
+        return (state, note, *data_views(state.dataset)[:2])
+
+    @user_errors
+    def move(state, path, label):
+        if not path or not label:
+            raise DataError("Click an image first, then choose its class.")
+        corrections = state.corrections()
+        corrections.move(state.original.relative(path), label)
+        return fixed(state, corrections)
+
+    @user_errors
+    def leave_out(state, path):
+        if not path:
+            raise DataError("Click an image first.")
+        corrections = state.corrections()
+        corrections.drop(state.original.relative(path))
+        return fixed(state, corrections)
+
+    cell.change(show_cell, [session, cell], [title, gallery, shown], api_name="show_cell")
+    top_btn.click(show_top, session, [title, gallery, shown], api_name="top_losses")
+    gallery.select(pick, [session, shown], [heat, about, fix_class, picked])
+    fix_outputs = [session, fixes, data["summary"], data["report"]]
+    move_btn.click(move, [session, picked, fix_class], fix_outputs, api_name="move_image")
+    drop_btn.click(leave_out, [session, picked], fix_outputs, api_name="leave_out_image")
+
+
+def _use_step(settings: AppSettings, session: gr.State, train: dict) -> None:
+    gr.Markdown("## 5 · Try the model", elem_classes="tl-step")
     with gr.Row():
         image = gr.Image(
             type="filepath",
-            label="An image to classify",
+            label="An image to classify (upload, webcam or paste)",
             elem_id="predict-image",
-            sources=["upload", "clipboard"],
-            height=260,
+            sources=["upload", "webcam", "clipboard"],
+            height=280,
         )
         result = gr.Label(num_top_classes=5, label="Prediction (top 5)", elem_id="predict-result")
+        heat = gr.Image(
+            label="What it looked at (red: most)",
+            elem_id="predict-heatmap",
+            height=280,
+            interactive=False,
+        )
+    with gr.Row():
+        batch = gr.File(
+            label="Classify many: images, or a .zip of them",
+            file_count="multiple",
+            elem_id="predict-batch",
+            height=120,
+        )
+        with gr.Column():
+            table = gr.Dataframe(
+                label="Predictions", interactive=False, elem_id="predict-table", max_height=300
+            )
+            csv = gr.DownloadButton(
+                "Download the predictions (CSV)", visible=False, elem_id="predict-csv"
+            )
+
+    def trained(state) -> Predictor:
+        run = state.job.snapshot() if state and state.job else None
+        if not run or not run.best_epoch:
+            raise DataError("Train a model first: predictions use the best epoch of your run.")
+        return state.predictor(run.run_dir)
 
     @user_errors
     def predict(state, path):
         if not path:
-            return None
-        state_now = state.job.snapshot() if state and state.job else None
-        if not state_now or not state_now.best_epoch:
-            raise DataError("Train a model first: predictions use the best epoch of your run.")
-        return dict(state.predictor(state_now.run_dir).top_k(path, 5))
+            return None, None
+        predictor = trained(state)
+        return dict(predictor.top_k(path, 5)), predictor.explain(path)[0]
 
-    image.change(predict, [session, image], result, api_name="predict")
+    @user_errors
+    def predict_many(state, files):
+        if not files:
+            return None, gr.DownloadButton(visible=False)
+        predictor = trained(state)
+        folder = state.workdir / "predict" / uuid.uuid4().hex[:8]
+        paths = []
+        for f in map(Path, files):
+            if f.suffix.lower() == ".zip":
+                extracted, _ = extract_zip(f, folder / f.stem, settings.limits)
+                paths += image_files([extracted])
+            else:
+                paths.append(f)
+        found = predictor.table(paths)
+        found["path"] = [Path(p).name for p in found["path"]]
+        out = state.workdir / "downloads" / "predictions.csv"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        found.to_csv(out, index=False)
+        return found.round(4), gr.DownloadButton(
+            value=str(out), visible=True, label=f"Download {len(found)} predictions (CSV)"
+        )
+
+    image.change(predict, [session, image], [result, heat], api_name="predict")
+    batch.upload(predict_many, [session, batch], [table, csv], api_name="predict_many")
 
 
 # Uploads keep only base names, so the class folders (the labels) would be lost. This script
 # records each file's path inside the chosen folder in the hidden #upload-paths box before the
 # upload starts: from webkitRelativePath when the folder is picked, and by walking the dropped
 # directory entries when it is dropped (Gradio's own drop handler sees only top-level files).
-FOLDER_JS = """
+PAGE_JS = """
 <script>
 (() => {
   const describe = (file, path) =>
@@ -768,6 +1012,14 @@ FOLDER_JS = """
       for (const child of batch) await walk(child, prefix + entry.name + "/", out);
     }
   }
+  // A click on a confusion-matrix cell asks for its images (a fresh value on every click).
+  document.addEventListener("click", (event) => {
+    const cell = event.target instanceof Element && event.target.closest("#confusion-matrix td[data-cell]");
+    const box = document.querySelector("#cm-cell textarea, #cm-cell input");
+    if (!cell || !box) return;
+    box.value = `${cell.dataset.cell},${Date.now()}`;
+    box.dispatchEvent(new Event("input", {bubbles: true}));
+  });
   document.addEventListener("drop", async (event) => {
     const zone = event.target instanceof Element && event.target.closest("#upload");
     if (!zone || !event.dataTransfer) return;
@@ -798,6 +1050,6 @@ def launch_kwargs(settings: AppSettings) -> dict:
     return {
         "theme": gr.themes.Soft(),
         "css": CSS,
-        "head": FOLDER_JS,
+        "head": PAGE_JS,
         "allowed_paths": [str(settings.home / "sessions")],  # random per-visitor folder names
     }

@@ -22,6 +22,27 @@ from .engine import RunState
 MAX_PLOT_POINTS = 300
 
 
+def health_summary(findings: pd.DataFrame | None) -> pd.DataFrame:
+    """The health findings, one line each; a single reassuring line when there are none."""
+    if findings is None or not len(findings):
+        return pd.DataFrame(
+            {
+                "finding": ["all clear"],
+                "detail": [
+                    "no duplicates, leakage, imbalance, tiny images or grey-among-colour found"
+                ],
+                "images": [0],
+            }
+        )
+    return pd.DataFrame(
+        {
+            "finding": findings["finding"],
+            "detail": findings["detail"],
+            "images": findings["paths"].map(len),
+        }
+    )
+
+
 def data_views(dataset: Dataset) -> tuple[str, pd.DataFrame, pd.DataFrame]:
     problems = dataset.problems()
     verdict = f"**Cannot train yet:** {problems[0]}" if problems else "**Ready to train.**"
@@ -95,7 +116,7 @@ def confusion_html(cm: np.ndarray | None, classes: list[str]) -> str:
     rows = []
     for i, name in enumerate(names):
         total = max(int(cm[i].sum()), 1)
-        cells = "".join(_cm_cell(int(v), v / total, i == j) for j, v in enumerate(cm[i]))
+        cells = "".join(_cm_cell(int(v), v / total, i, j) for j, v in enumerate(cm[i]))
         rows.append(f"<tr><th class='tl-true'>{name}</th>{cells}</tr>")
     return (
         "<div class='tl-cm'><table><caption>rows: true class · columns: predicted class"
@@ -104,13 +125,13 @@ def confusion_html(cm: np.ndarray | None, classes: list[str]) -> str:
     )
 
 
-def _cm_cell(count: int, share: float, diagonal: bool) -> str:
-    hue = "22, 163, 74" if diagonal else "220, 38, 38"  # green when right, red when confused
+def _cm_cell(count: int, share: float, i: int, j: int) -> str:
+    hue = "22, 163, 74" if i == j else "220, 38, 38"  # green when right, red when confused
     alpha = 0.08 + 0.85 * share if count else 0.0
     ink = "#fff" if alpha > 0.55 else "inherit"
     return (
-        f"<td style='background: rgba({hue}, {alpha:.2f}); color: {ink}' "
-        f"title='{count} images ({share:.0%} of the row)'>{count}</td>"
+        f"<td data-cell='{i},{j}' style='background: rgba({hue}, {alpha:.2f}); color: {ink}' "
+        f"title='{count} images ({share:.0%} of the row): click to see them'>{count}</td>"
     )
 
 
@@ -155,3 +176,86 @@ def status_markdown(state: RunState) -> str:
     if state.freeze_note:
         lines.append(state.freeze_note)
     return "\n\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- galleries
+GALLERY_LIMIT = 48
+
+
+def thumbnail(path: str, size: int = 256):
+    """A small copy of an image for a gallery (served from memory, whatever folder it is in)."""
+    from .data import ImageError, open_image
+
+    try:
+        image = open_image(path, draft_size=size)
+    except ImageError:
+        from PIL import Image
+
+        image = Image.new("RGB", (size, size), (200, 200, 200))
+    image.thumbnail((size, size))
+    return image
+
+
+def _caption(row) -> str:
+    return (
+        f"{Path(row.path).name} · true: {row.true} · predicted: {row.predicted} "
+        f"({row.confidence:.0%}) · loss {row.loss:.2f}"
+    )
+
+
+def cell_images(predictions: pd.DataFrame | None, true: str, predicted: str) -> pd.DataFrame:
+    """The validation images of one confusion-matrix cell, least confident in the truth first."""
+    if predictions is None:
+        return pd.DataFrame(columns=["path", "true", "predicted", "confidence", "loss"])
+    cell = predictions[(predictions["true"] == true) & (predictions["predicted"] == predicted)]
+    return cell.sort_values("loss", ascending=False)
+
+
+def top_losses(predictions: pd.DataFrame | None, k: int = 24) -> pd.DataFrame:
+    """The validation images the model is most wrong about: first place to look for bad labels."""
+    if predictions is None:
+        return pd.DataFrame(columns=["path", "true", "predicted", "confidence", "loss"])
+    return predictions.sort_values("loss", ascending=False).head(k)
+
+
+def gallery_items(rows: pd.DataFrame, limit: int = GALLERY_LIMIT) -> list[tuple]:
+    return [(thumbnail(r.path), _caption(r)) for r in rows.head(limit).itertuples()]
+
+
+def reliability_html(reliability: pd.DataFrame | None) -> str:
+    """Calibration as a table a non-expert can read: for each band of stated confidence, how
+    often the model was right, drawn as two bars (said vs. right)."""
+    if reliability is None or not len(reliability):
+        return "<p class='tl-muted'>Calibration appears after the first epoch.</p>"
+    rows = []
+    for r in reliability.itertuples():
+        rows.append(
+            f"<tr><td>{r.bin_low:.0%}–{r.bin_high:.0%}</td>"
+            f"<td><div class='tl-bar tl-said' style='width:{r.confidence * 100:.0f}%'></div>"
+            f"<div class='tl-bar tl-right' style='width:{r.accuracy * 100:.0f}%'></div></td>"
+            f"<td>{r.confidence:.0%}</td><td>{r.accuracy:.0%}</td><td>{r.count}</td></tr>"
+        )
+    return (
+        "<div class='tl-cal'><table><thead><tr><th>when it says</th><th>said (grey) vs right "
+        "(blue)</th><th>said</th><th>right</th><th>images</th></tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table></div>"
+    )
+
+
+def calibration_text(state: RunState) -> str:
+    if not state.history or "val_ece" not in state.history[-1]:
+        return ""
+    ece = state.history[-1]["val_ece"]
+    verdict = (
+        "well calibrated"
+        if ece < 0.05
+        else "somewhat over- or under-confident"
+        if ece < 0.15
+        else "poorly calibrated: treat its confidence with care"
+    )
+    return (
+        f"Expected calibration error **{ece:.3f}** ({verdict}): on average the confidence it "
+        f"states is {100 * ece:.1f} points away from how often it is right. The table shows "
+        "each band of stated confidence: for a well-calibrated model the two bars match, and "
+        "90% confident means right 9 times in 10."
+    )
