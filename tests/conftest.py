@@ -87,3 +87,45 @@ def serve(settings):
         **launch_kwargs(settings),
     )
     return f"http://127.0.0.1:{port}/", demo
+
+
+def start_training(
+    client,
+    epochs=3,
+    augment=False,
+    val_fraction=0.2,
+    model="test_resnet",
+    freeze=1,
+    img_size=48,
+    batch_size=8,
+    lr=0.003,
+):
+    """Press Train through the app's API (arguments in the order of the page's widgets)."""
+    return client.predict(
+        "resnet18",
+        model,
+        "none",
+        None,
+        "",
+        freeze,
+        epochs,
+        img_size,
+        batch_size,
+        lr,
+        augment,
+        val_fraction,
+        api_name="/train",
+    )
+
+
+def poll_until(client, *words, timeout=180):
+    """Poll the page until its status starts with one of `words`; returns the poll outputs."""
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        out = client.predict(api_name="/poll")
+        if any(str(out[0]).startswith(f"**{w}**") for w in words):
+            return out
+        time.sleep(0.3)
+    raise AssertionError(f"the status never became {words}: {out[0]}")

@@ -16,7 +16,7 @@ from tlapp.explain import heat_map
 from tlapp.health import check_health
 from tlapp.ui import AppSettings
 from tlapp.views import cell_images, top_losses
-from conftest import colour_image, serve, write_classes, zip_folder
+from conftest import colour_image, poll_until, serve, start_training, write_classes, zip_folder
 
 CLASSES = ["cat", "dog", "fox"]
 
@@ -219,25 +219,8 @@ def test_every_confusion_cell_opens_its_images_in_the_app(tmp_path, class_folder
         client = Client(url, verbose=False)
         archive = zip_folder(class_folder, tmp_path / "c.zip")
         client.predict(handle_file(str(archive)), 0.4, api_name="/load_upload")
-        client.predict(
-            "resnet18",
-            "test_resnet",
-            "none",
-            None,
-            "",
-            1,
-            2,
-            48,
-            8,
-            0.003,
-            False,
-            0.4,
-            api_name="/train",
-        )
-        for _ in range(400):
-            out = client.predict(api_name="/poll")
-            if out[0].startswith("**Finished**"):
-                break
+        start_training(client, epochs=2, augment=False, val_fraction=0.4)
+        out = poll_until(client, "Finished")
         counts = matrix_counts(out[4])
         assert len(counts) == 9 and sum(counts.values()) == 15  # 5 validation images a class
         for (i, j), n in counts.items():

@@ -9,16 +9,7 @@ import pytest
 from gradio_client import Client, handle_file
 
 from tlapp.ui import AppSettings, SessionRegistry
-from conftest import serve, zip_folder
-
-TRAIN = (
-    "resnet18",
-    "test_resnet",
-    "none",
-    None,
-    "",
-    1,
-)  # model, custom, weights, file, path, freeze
+from conftest import poll_until, serve, start_training, zip_folder
 
 
 @pytest.fixture
@@ -35,40 +26,25 @@ def visitor(url, archive):
     return client
 
 
-def poll(client):
-    out = client.predict(api_name="/poll")
-    return out[0]
-
-
-def wait_status(client, word, timeout=120):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        status = poll(client)
-        if status.startswith(f"**{word}**"):
-            return status
-        time.sleep(0.3)
-    raise AssertionError(f"never {word}: {status}")
-
-
 def test_second_visitor_queues_stop_is_isolated_files_are_separate(app, class_folder, tmp_path):
     url, settings = app
     archive = zip_folder(class_folder, tmp_path / "colours.zip")
     alice, bob = visitor(url, archive), visitor(url, archive)
-    alice.predict(*TRAIN, 60, 48, 8, 0.003, False, 0.2, api_name="/train")
-    wait_status(alice, "Training")
-    bob.predict(*TRAIN, 2, 48, 8, 0.003, False, 0.2, api_name="/train")
-    queued = wait_status(bob, "Queued")
+    start_training(alice, epochs=60)
+    poll_until(alice, "Training")
+    start_training(bob, epochs=2)
+    queued = poll_until(bob, "Queued")[0]
     assert "place 1 in the queue" in queued and "starts by itself" in queued
 
     bob.predict(api_name="/stop")  # Bob's Stop ends Bob's wait, never Alice's run
-    wait_status(bob, "Stopped")
-    assert poll(alice).startswith("**Training**")
+    poll_until(bob, "Stopped")
+    assert alice.predict(api_name="/poll")[0].startswith("**Training**")
 
-    bob.predict(*TRAIN, 2, 48, 8, 0.003, False, 0.2, api_name="/train")
-    wait_status(bob, "Queued")
+    start_training(bob, epochs=2)
+    poll_until(bob, "Queued")
     alice.predict(api_name="/stop")
-    assert "Stopped by the user" in wait_status(alice, "Stopped")
-    assert wait_status(bob, "Finished", timeout=180)  # Bob's job started by itself
+    assert "Stopped by the user" in poll_until(alice, "Stopped")[0]
+    assert poll_until(bob, "Finished", timeout=180)[0]  # Bob's job started by itself
 
     sessions = sorted((settings.home / "sessions").iterdir())
     assert len(sessions) == 2

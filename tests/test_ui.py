@@ -1,6 +1,5 @@
 """The Gradio app driven through gradio_client: load data, train, poll to the end, predict."""
 
-import time
 from pathlib import Path
 
 import pytest
@@ -8,7 +7,7 @@ from gradio_client import Client, handle_file
 
 from tlapp.ui import AppSettings
 from tlapp.views import confusion_html, downsample
-from conftest import serve, zip_folder
+from conftest import poll_until, serve, start_training, zip_folder
 
 
 @pytest.fixture
@@ -17,16 +16,6 @@ def app(tmp_path):
     url, demo = serve(settings)
     yield url, settings
     demo.close()
-
-
-def wait_until_finished(client, timeout=180):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        out = client.predict(api_name="/poll")
-        if not str(out[0]).startswith(("**Training**", "**Starting**")) and out[4]:
-            return out
-        time.sleep(0.5)
-    raise AssertionError("the run did not finish")
 
 
 def test_upload_train_poll_and_predict(app, class_folder, tmp_path):
@@ -40,22 +29,8 @@ def test_upload_train_poll_and_predict(app, class_folder, tmp_path):
     rows = {r[0]: r for r in report["data"]}
     assert set(rows) == {"blue", "green", "red", "(all classes)"}
     assert rows["(all classes)"][-1] == 36
-    client.predict(
-        "resnet18",
-        "test_resnet",
-        "none",
-        None,
-        "",
-        1,
-        3,
-        48,
-        8,
-        0.003,
-        True,
-        0.2,
-        api_name="/train",
-    )
-    out = wait_until_finished(client)
+    start_training(client, epochs=3, augment=True, val_fraction=0.2)
+    out = poll_until(client, "Finished", "Stopped", "Failed", "Diverged")
     status, matrix, per_class = out[0], out[4], out[6]
     assert status.startswith("**Finished**"), status
     for name in ("blue", "green", "red"):
