@@ -1012,7 +1012,10 @@ class Predictor:
             else int(self.probabilities([picture])[0].argmax())
         )
         heat, method = heat_map(self.model, pixels, index)
-        return overlay(self.display_crop(picture), heat), method
+        crop = self.display_crop(picture)
+        if crop.width < 320:  # small inputs are shown larger, so the map can be read
+            crop = crop.resize((320, 320), Image.BICUBIC)
+        return overlay(crop, heat), method
 
     def display_crop(self, picture: Image.Image) -> Image.Image:
         """The part of the picture the model sees (resize + centre crop), for overlays."""

@@ -884,7 +884,7 @@ def _insight_step(session: gr.State, data: dict, train: dict) -> None:
             f"({len(corrections.relabel)} moved, {len(corrections.exclude)} left out); they "
             "apply to your next run: press **Train**."
         )
-        return (state, note, *data_views(state.dataset)[:2])
+        return (state, note, *data_views(state.dataset))
 
     @user_errors
     def move(state, path, label):
@@ -905,7 +905,7 @@ def _insight_step(session: gr.State, data: dict, train: dict) -> None:
     cell.change(show_cell, [session, cell], [title, gallery, shown], api_name="show_cell")
     top_btn.click(show_top, session, [title, gallery, shown], api_name="top_losses")
     gallery.select(pick, [session, shown], [heat, about, fix_class, picked])
-    fix_outputs = [session, fixes, data["summary"], data["report"]]
+    fix_outputs = [session, fixes, data["summary"], data["report"], data["skipped"]]
     move_btn.click(move, [session, picked, fix_class], fix_outputs, api_name="move_image")
     drop_btn.click(leave_out, [session, picked], fix_outputs, api_name="leave_out_image")
 
