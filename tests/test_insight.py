@@ -126,7 +126,7 @@ def test_the_heat_map_peaks_on_the_patch_that_decides_the_class(
         hits += (y < h / 2) == (at[1] < 32) and (x < w / 2) == (at[0] < 32)  # the right quadrant
     assert hits >= 6, hits
     overlay, _ = predictor.explain(patch_image(rng, (2, 2)))
-    assert overlay.size == (64, 64)
+    assert overlay.size == (320, 320)  # a 64-px input, shown larger
 
 
 def test_duplicates_and_leakage_are_found(tmp_path):
