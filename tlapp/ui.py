@@ -794,7 +794,13 @@ def _train_step(
         api_name="poll",
     )
     data["sample"].click(lambda: gr.Slider(value=64), None, img_size)
-    return {"status": status, "matrix": matrix}
+    return {
+        "status": status,
+        "matrix": matrix,
+        "start": start,
+        "inputs": train_inputs,
+        "outputs": [session, status, timer, train_btn, stop_btn],
+    }
 
 
 def _insight_step(session: gr.State, data: dict, train: dict) -> None:
@@ -834,6 +840,12 @@ def _insight_step(session: gr.State, data: dict, train: dict) -> None:
                 move_btn = gr.Button("Move it to this class", elem_id="fix-move")
                 drop_btn = gr.Button("Leave it out", elem_id="fix-exclude", variant="stop")
             fixes = gr.Markdown(elem_id="corrections-count")
+            retrain_btn = gr.Button(
+                "Train again with these fixes",
+                variant="primary",
+                elem_id="retrain-btn",
+                visible=False,
+            )
 
     def show(rows: pd.DataFrame, heading: str):
         paths = rows["path"].tolist()[:GALLERY_LIMIT]
@@ -884,7 +896,7 @@ def _insight_step(session: gr.State, data: dict, train: dict) -> None:
             f"({len(corrections.relabel)} moved, {len(corrections.exclude)} left out); they "
             "apply to your next run: press **Train**."
         )
-        return (state, note, *data_views(state.dataset))
+        return (state, note, *data_views(state.dataset), gr.Button(visible=n > 0))
 
     @user_errors
     def move(state, path, label):
@@ -905,9 +917,10 @@ def _insight_step(session: gr.State, data: dict, train: dict) -> None:
     cell.change(show_cell, [session, cell], [title, gallery, shown], api_name="show_cell")
     top_btn.click(show_top, session, [title, gallery, shown], api_name="top_losses")
     gallery.select(pick, [session, shown], [heat, about, fix_class, picked])
-    fix_outputs = [session, fixes, data["summary"], data["report"], data["skipped"]]
+    fix_outputs = [session, fixes, data["summary"], data["report"], data["skipped"], retrain_btn]
     move_btn.click(move, [session, picked, fix_class], fix_outputs, api_name="move_image")
     drop_btn.click(leave_out, [session, picked], fix_outputs, api_name="leave_out_image")
+    retrain_btn.click(train["start"], train["inputs"], train["outputs"], api_visibility="private")
 
 
 def _use_step(settings: AppSettings, session: gr.State, train: dict) -> None:
