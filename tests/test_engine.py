@@ -13,7 +13,8 @@ from safetensors.torch import load_file
 
 from tlapp import runs
 from tlapp.data import load_dataset
-from tlapp.engine import Job, Predictor, Trainer, make_config
+from tlapp.engine import Job, Trainer, make_config
+from tlapp.predict import Predictor
 
 FAST = dict(weights="none", img_size=48, batch_size=8, lr=3e-3, runs_root="unused")
 

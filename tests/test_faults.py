@@ -12,7 +12,8 @@ import torch
 from safetensors.torch import load_file
 
 from tlapp import runs
-from tlapp.engine import ImageSource, Job, make_config, resume_config
+from tlapp.batches import ImageSource
+from tlapp.engine import Job, make_config, resume_config
 from tlapp.models import ModelError, build_model
 from tlapp.slots import TrainingSlots
 

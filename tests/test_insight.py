@@ -11,7 +11,8 @@ from PIL import Image
 
 from tlapp import metrics
 from tlapp.data import Corrections, load_dataset
-from tlapp.engine import Job, Predictor, make_config
+from tlapp.engine import Job, make_config
+from tlapp.predict import Predictor
 from tlapp.explain import heat_map
 from tlapp.health import check_health
 from tlapp.ui import AppSettings

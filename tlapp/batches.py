@@ -210,3 +210,38 @@ def to_model_input(
     shift = torch.tensor(mean, device=device).view(1, -1, 1, 1) * 255
     x = (x - shift) / scale
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+class ImageSource:
+    """Training batches of images: decoded once, augmented as tensors, normalised on the device."""
+
+    def __init__(
+        self,
+        train: BatchFeed,
+        val: BatchFeed,
+        norm: dict,
+        device: torch.device,
+        channels_last: bool,
+    ):
+        self.train, self.val, self.norm = train, val, norm
+        self.device, self.channels_last = device, channels_last
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.train)
+
+    def _on_device(self, feed: BatchFeed, epoch: int):
+        for pixels, targets in feed.batches(epoch):
+            x = to_model_input(
+                pixels, self.norm["mean"], self.norm["std"], self.device, self.channels_last
+            )
+            yield x, targets.to(self.device, non_blocking=True)
+
+    def train_batches(self, epoch: int):
+        return self._on_device(self.train, epoch)
+
+    def val_batches(self):
+        return self._on_device(self.val, 0)
+
+    def forward(self, model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return model(x)

@@ -17,7 +17,8 @@ import pandas as pd
 from tqdm import tqdm
 
 from .data import DataError, image_files, load_dataset
-from .engine import Job, Predictor, RunState, make_config, resume_config
+from .engine import Job, RunState, make_config, resume_config
+from .predict import Predictor
 from .models import DEFAULT_MODEL, ModelError
 from .runs import RunError
 

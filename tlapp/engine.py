@@ -31,14 +31,13 @@ import pandas as pd
 import timm
 import torch
 import torch.nn.functional as F
-from PIL import Image
-from timm.data import create_transform, resolve_model_data_config
+from timm.data import resolve_model_data_config
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 
 from . import metrics, runs
-from .batches import BatchFeed, DecodedImages, cache_side, to_model_input
-from .data import DataError, Dataset, ImageError, load_dataset, open_image
+from .batches import BatchFeed, DecodedImages, ImageSource, cache_side
+from .data import DataError, Dataset, load_dataset
 from .slots import TrainingSlots
 from .embeddings import (
     AUGMENTED_VIEWS,
@@ -256,41 +255,6 @@ def data_config(model: torch.nn.Module, img_size: int) -> dict:
     cfg = resolve_model_data_config(model)
     cfg["input_size"] = (3, img_size, img_size)
     return cfg
-
-
-class ImageSource:
-    """Training batches of images: decoded once, augmented as tensors, normalised on the device."""
-
-    def __init__(
-        self,
-        train: BatchFeed,
-        val: BatchFeed,
-        norm: dict,
-        device: torch.device,
-        channels_last: bool,
-    ):
-        self.train, self.val, self.norm = train, val, norm
-        self.device, self.channels_last = device, channels_last
-
-    @property
-    def steps_per_epoch(self) -> int:
-        return len(self.train)
-
-    def _on_device(self, feed: BatchFeed, epoch: int):
-        for pixels, targets in feed.batches(epoch):
-            x = to_model_input(
-                pixels, self.norm["mean"], self.norm["std"], self.device, self.channels_last
-            )
-            yield x, targets.to(self.device, non_blocking=True)
-
-    def train_batches(self, epoch: int):
-        return self._on_device(self.train, epoch)
-
-    def val_batches(self):
-        return self._on_device(self.val, 0)
-
-    def forward(self, model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-        return model(x)
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -974,104 +938,3 @@ def resume_config(run_dir: str | Path, **overrides) -> TrainConfig:
     saved = runs.read_config(run_dir)["config"]
     saved.update(out=str(run_dir), **overrides)
     return make_config(**saved)
-
-
-# ----------------------------------------------------------------------------- prediction
-class Predictor:
-    """A trained run folder, ready to classify images."""
-
-    def __init__(self, run_dir: str | Path, device: str = "cpu"):
-        self.model, self.info = runs.load_run(run_dir, device)
-        self.device, self.classes = torch.device(device), self.info["classes"]
-        cfg = {
-            k: tuple(v) if isinstance(v, list) else v for k, v in self.info["data_config"].items()
-        }
-        self.transform = create_transform(**cfg, is_training=False)
-
-    @torch.inference_mode()
-    def probabilities(self, images: list) -> np.ndarray:
-        """Class probabilities, one row per image (a path or a PIL image)."""
-        batch = torch.stack(
-            [
-                self.transform(open_image(im) if isinstance(im, (str, Path)) else im.convert("RGB"))
-                for im in images
-            ]
-        )
-        return self.model(batch.to(self.device)).float().softmax(1).cpu().numpy()
-
-    def explain(self, image, class_name: str | None = None) -> tuple[Image.Image, str]:
-        """The image with a heat map for `class_name` (default: the top prediction), and the
-        method's name (Grad-CAM for CNNs, occlusion for transformers)."""
-        from .explain import heat_map, overlay
-
-        picture = open_image(image) if isinstance(image, (str, Path)) else image.convert("RGB")
-        pixels = self.transform(picture).to(self.device)
-        index = (
-            self.classes.index(class_name)
-            if class_name
-            else int(self.probabilities([picture])[0].argmax())
-        )
-        heat, method = heat_map(self.model, pixels, index)
-        crop = self.display_crop(picture)
-        if crop.width < 320:  # small inputs are shown larger, so the map can be read
-            crop = crop.resize((320, 320), Image.BICUBIC)
-        return overlay(crop, heat), method
-
-    def display_crop(self, picture: Image.Image) -> Image.Image:
-        """The part of the picture the model sees (resize + centre crop), for overlays."""
-        size = self.info["data_config"]["input_size"][-1]
-        crop = self.info["data_config"].get("crop_pct") or 1.0
-        side = int(size / crop)
-        w, h = picture.size
-        scaled = picture.resize((side, int(side * h / w)) if w <= h else (int(side * w / h), side))
-        left, top = (scaled.width - size) // 2, (scaled.height - size) // 2
-        return scaled.crop((left, top, left + size, top + size))
-
-    def table(self, paths: list, batch_size: int = 32) -> pd.DataFrame:
-        """One row per image: the prediction, its confidence and one probability column per
-        class (they sum to 1); an unreadable image gets the reason and no probabilities."""
-        rows = []
-        for start in range(0, len(paths), batch_size):
-            opened = []
-            for path in paths[start : start + batch_size]:
-                try:
-                    opened.append((path, open_image(path)))
-                except ImageError as err:
-                    rows.append(
-                        {
-                            "path": str(path),
-                            "prediction": "",
-                            "confidence": np.nan,
-                            "error": f"skipped: {err}",
-                        }
-                    )
-            if not opened:
-                continue
-            for (path, _), probs in zip(opened, self.probabilities([im for _, im in opened])):
-                best = int(probs.argmax())
-                rows.append(
-                    {
-                        "path": str(path),
-                        "prediction": self.classes[best],
-                        "confidence": float(probs[best]),
-                        "error": "",
-                        **{f"p({c})": float(v) for c, v in zip(self.classes, probs)},
-                    }
-                )
-        order = {str(p): i for i, p in enumerate(paths)}
-        table = pd.DataFrame(
-            rows,
-            columns=[
-                "path",
-                "prediction",
-                "confidence",
-                "error",
-                *(f"p({c})" for c in self.classes),
-            ],
-        )
-        return table.sort_values("path", key=lambda col: col.map(order)).reset_index(drop=True)
-
-    def top_k(self, image, k: int = 5) -> list[tuple[str, float]]:
-        probs = self.probabilities([image])[0]
-        order = np.argsort(-probs)[:k]
-        return [(self.classes[i], float(probs[i])) for i in order]

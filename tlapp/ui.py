@@ -36,7 +36,8 @@ from .data import (
     load_dataset,
 )
 from .health import check_health
-from .engine import Job, Predictor, make_config, resume_config
+from .engine import Job, make_config, resume_config
+from .predict import Predictor
 from .slots import TrainingSlots
 from .views import (
     ACCURACY_COLORS,
