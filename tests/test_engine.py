@@ -167,3 +167,16 @@ def test_the_engine_never_imports_gradio():
     code = "import sys, tlapp.engine, tlapp.cli; print('gradio' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_balanced_class_weights_are_inverse_frequencies(tmp_path):
+    from conftest import write_classes
+    from tlapp.engine import class_weights
+
+    root = write_classes(tmp_path / "d", per_class=20, classes={"a": (200, 0, 0)})
+    write_classes(root, per_class=5, classes={"b": (0, 0, 200)})
+    ds = load_dataset(root)
+    weights = class_weights(ds)
+    counts = ds.split("train")["label"].value_counts()
+    assert weights[1] / weights[0] == pytest.approx(counts["a"] / counts["b"])
+    assert (weights * torch.tensor([counts["a"], counts["b"]])).sum() == pytest.approx(counts.sum())

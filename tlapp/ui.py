@@ -76,6 +76,8 @@ HINTS = {
     "lr": "How big each learning step is. The default suits fine-tuning; lower it if training diverges.",
     "val_fraction": "Share of each class held back to measure accuracy (ignored when your data has a val/ folder).",
     "augment": "Random crops, flips and slight colour changes, so the model sees more variety.",
+    "balance": "Make rare classes count as much as common ones in training (when one class has "
+    "far fewer images).",
 }
 
 
@@ -603,10 +605,7 @@ def _model_step(settings: AppSettings, session: gr.State) -> dict:
     }
 
 
-def _train_step(
-    settings: AppSettings, session: gr.State, data: dict, model: dict, slots: TrainingSlots
-) -> dict:
-    gr.Markdown("## 3 · Train", elem_classes="tl-step")
+def _training_settings() -> dict:
     with gr.Accordion("Training settings (the defaults suit most cases)", open=False):
         with gr.Row():
             epochs = gr.Slider(
@@ -628,12 +627,23 @@ def _train_step(
             lr = gr.Number(
                 value=1e-3, label="Learning rate", info=HINTS["lr"], minimum=1e-7, maximum=0.9
             )
-            augment = gr.Checkbox(value=True, label="Light augmentation", info=HINTS["augment"])
-    with gr.Row():
-        train_btn = gr.Button("Train", variant="primary", elem_id="train-btn", scale=3)
-        stop_btn = gr.Button("Stop", variant="stop", elem_id="stop-btn", interactive=False, scale=1)
-        resume_btn = gr.Button("Resume the run", elem_id="resume-btn", visible=False, scale=1)
-    status = gr.Markdown("Load data, pick a model, then press **Train**.", elem_id="status")
+            with gr.Column():
+                augment = gr.Checkbox(value=True, label="Light augmentation", info=HINTS["augment"])
+                balance = gr.Checkbox(
+                    value=False, label="Balance classes", info=HINTS["balance"], elem_id="balance"
+                )
+    return {
+        "epochs": epochs,
+        "img_size": img_size,
+        "batch_size": batch_size,
+        "lr": lr,
+        "augment": augment,
+        "balance": balance,
+    }
+
+
+def _results_panel() -> dict:
+    """The live view of a run: curves, confusion matrix, per-class table, calibration."""
     with gr.Row(equal_height=True):
         plot = functools.partial(
             gr.LinePlot, x="epoch", color="series", x_title="epoch", color_title="", height=320
@@ -678,6 +688,30 @@ def _train_step(
     download = gr.DownloadButton(
         "Download the model and results", visible=False, elem_id="download-run"
     )
+    return {
+        "loss_plot": loss_plot,
+        "epoch_plot": epoch_plot,
+        "acc_plot": acc_plot,
+        "matrix": matrix,
+        "summary": summary,
+        "per_class": per_class,
+        "reliability": reliability,
+        "calibration": calibration,
+        "download": download,
+    }
+
+
+def _train_step(
+    settings: AppSettings, session: gr.State, data: dict, model: dict, slots: TrainingSlots
+) -> dict:
+    gr.Markdown("## 3 · Train", elem_classes="tl-step")
+    knobs = _training_settings()
+    with gr.Row():
+        train_btn = gr.Button("Train", variant="primary", elem_id="train-btn", scale=3)
+        stop_btn = gr.Button("Stop", variant="stop", elem_id="stop-btn", interactive=False, scale=1)
+        resume_btn = gr.Button("Resume the run", elem_id="resume-btn", visible=False, scale=1)
+    status = gr.Markdown("Load data, pick a model, then press **Train**.", elem_id="status")
+    view = _results_panel()
     timer = gr.Timer(1.0, active=False)
 
     @user_errors
@@ -695,6 +729,7 @@ def _train_step(
         rate,
         aug,
         fraction,
+        balance,
     ):
         if not state or not state.dataset:
             raise DataError("Load your images first (step 1), or use the sample digits.")
@@ -711,6 +746,7 @@ def _train_step(
             batch_size=batch,
             lr=rate,
             augment=aug,
+            balance_classes=balance,
             val_fraction=fraction,
             runs_root=str(state.workdir / "runs"),
             cache_dir=str(settings.home / "cache"),
@@ -754,12 +790,13 @@ def _train_step(
         model["weights_file"],
         model["weights_path"],
         model["freeze"],
-        epochs,
-        img_size,
-        batch_size,
-        lr,
-        augment,
+        knobs["epochs"],
+        knobs["img_size"],
+        knobs["batch_size"],
+        knobs["lr"],
+        knobs["augment"],
         data["val_fraction"],
+        knobs["balance"],
     ]
     train_btn.click(
         start, train_inputs, [session, status, timer, train_btn, stop_btn], api_name="train"
@@ -776,28 +813,28 @@ def _train_step(
         session,
         [
             status,
-            loss_plot,
-            epoch_plot,
-            acc_plot,
-            matrix,
-            summary,
-            per_class,
-            download,
+            view["loss_plot"],
+            view["epoch_plot"],
+            view["acc_plot"],
+            view["matrix"],
+            view["summary"],
+            view["per_class"],
+            view["download"],
             timer,
             train_btn,
             stop_btn,
             resume_btn,
-            reliability,
-            calibration,
+            view["reliability"],
+            view["calibration"],
         ],
         concurrency_limit=None,
         show_progress="hidden",
         api_name="poll",
     )
-    data["sample"].click(lambda: gr.Slider(value=64), None, img_size)
+    data["sample"].click(lambda: gr.Slider(value=64), None, knobs["img_size"])
     return {
         "status": status,
-        "matrix": matrix,
+        "matrix": view["matrix"],
         "start": start,
         "inputs": train_inputs,
         "outputs": [session, status, timer, train_btn, stop_btn],
