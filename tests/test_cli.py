@@ -19,6 +19,11 @@ def tlapp(*args, cwd=None):
 
 
 def test_check_prints_the_table_and_accepts_good_data(class_folder):
+    copy = class_folder / "red" / "copy.png"
+    copy.write_bytes(next((class_folder / "red").iterdir()).read_bytes())
+    out = tlapp("check", class_folder)
+    assert "health: exact duplicates: 2 copies of one picture" in out.stdout
+    copy.unlink()
     out = tlapp("check", class_folder)
     assert out.returncode == 0, out.stderr
     assert "(all classes)" in out.stdout and "ready to train" in out.stdout

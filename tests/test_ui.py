@@ -49,7 +49,20 @@ def test_training_without_data_is_a_readable_error(app):
     client = Client(app[0], verbose=False)
     with pytest.raises(Exception, match="Load your images first"):
         client.predict(
-            "resnet18", "", "none", None, "", 0, 1, 64, 8, 0.001, True, 0.2, False, api_name="/train"
+            "resnet18",
+            "",
+            "none",
+            None,
+            "",
+            0,
+            1,
+            64,
+            8,
+            0.001,
+            True,
+            0.2,
+            False,
+            api_name="/train",
         )
 
 

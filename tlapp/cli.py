@@ -17,6 +17,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from .data import DataError, image_files, load_dataset
+from .health import check_health
 from .engine import Job, RunState, make_config, resume_config
 from .predict import Predictor
 from .models import DEFAULT_MODEL, ModelError
@@ -103,6 +104,9 @@ def cmd_check(args) -> int:
     print("\n" + dataset.summary())
     for warning in dataset.warnings():
         print(f"note: {warning}")
+    findings = check_health(dataset)
+    for row in findings.itertuples():
+        print(f"health: {row.finding}: {row.detail} ({len(row.paths)} images, e.g. {row.paths[0]})")
     problems = dataset.problems()
     if problems:
         print(f"cannot train: {problems[0]}", file=sys.stderr)
