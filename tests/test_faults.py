@@ -199,3 +199,42 @@ def test_a_weights_file_is_never_unpickled(tmp_path):
     import os
 
     assert not os.path.exists("/tmp/tlapp-pwned")
+
+
+def test_a_writer_failing_on_a_nearly_full_disk_is_reported_as_a_full_disk(tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**9, 10**9 - 1000, 1000))
+
+    def write(tmp):
+        raise RuntimeError("safetensors: I/O error writing the file")
+
+    with pytest.raises(OSError) as caught:
+        runs.atomic_write(tmp_path / "model.safetensors", write)
+    assert caught.value.errno == errno.ENOSPC
+    assert not list(tmp_path.iterdir())
+
+
+def test_distilled_models_train_their_head_the_ordinary_way(class_folder, tmp_path):
+    """A distilled DeiT has two classifiers (a tuple), so its head cannot run on embeddings."""
+    import threading
+
+    from tlapp.data import load_dataset
+    from tlapp.engine import Trainer
+
+    config = make_config(
+        data=str(class_folder),
+        out=str(tmp_path / "r"),
+        freeze="all",
+        epochs=1,
+        model="deit_tiny_distilled_patch16_224",
+        weights="none",
+        img_size=48,
+        batch_size=8,
+        precision="fp32",
+    )
+    trainer = Trainer(config, load_dataset(class_folder), tmp_path / "r", [], threading.Event())
+    assert isinstance(trainer.model.get_classifier(), tuple) and not trainer.head_only
+    assert trainer.fit() == "done"

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from tlapp.data import DataError, Limits, assemble_upload, load_dataset, open_image
-from conftest import colour_image, write_classes
+from conftest import colour_image, write_classes, zip_folder
 
 
 def png_bytes(seed=0) -> bytes:
@@ -241,3 +241,27 @@ def test_a_browser_folder_upload_cannot_escape_or_exceed_limits(tmp_path):
     with pytest.raises(DataError, match="limit"):
         assemble_upload(files, reported, target, Limits(max_bytes=100))
     assemble_upload(files, "not a list", target)  # a malformed report is ignored, not fatal
+
+
+def test_a_zip_never_replaces_the_users_folder_beside_it(tmp_path, class_folder):
+    import shutil as sh
+
+    mine = tmp_path / "colours"
+    if mine != class_folder:
+        sh.copytree(class_folder, mine)
+    (mine / "notes.txt").write_text("my own file")
+    archive = zip_folder(mine, tmp_path / "colours.zip")
+    ds = load_dataset(archive)  # no extract_to: it must not unpack over ./colours
+    assert len(ds.samples) == 36 and not str(ds.root).startswith(str(mine))
+    assert (mine / "notes.txt").read_text() == "my own file"
+    with pytest.raises(DataError, match="already exists and is not the app's"):
+        load_dataset(archive, extract_to=mine)
+    assert (mine / "notes.txt").exists()
+
+
+def test_long_thin_images_are_refused_before_they_become_huge_tensors(tmp_path):
+    root = write_classes(tmp_path / "d", per_class=3)
+    Image.new("RGB", (1000, 1), (9, 9, 9)).save(root / "red" / "strip.png")
+    ds = load_dataset(root)
+    reasons = dict((Path(p).name, r) for p, r in ds.skipped.itertuples(index=False))
+    assert "too long and thin" in reasons["strip.png"]

@@ -17,11 +17,12 @@ import json
 import os
 import random
 import shutil
+import tempfile
 import unicodedata
 import zipfile
 import zlib
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -32,6 +33,8 @@ from PIL import Image, ImageOps
 ALLOWED_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
 MAX_IMAGE_PIXELS = 50_000_000  # ~7000x7000; larger files are skipped before decoding
+MAX_ASPECT = 20  # a 1000x1 strip would become a huge tensor once its short side is resized up
+EXTRACTED_MARK = ".tlapp-extracted"  # marks a folder the app unpacked, so it may replace it
 SPLIT_ALIASES = {
     "train": "train",
     "training": "train",
@@ -74,6 +77,8 @@ def open_image(
         with Image.open(path, formats=ALLOWED_FORMATS) as im:
             if im.width * im.height > max_pixels:
                 raise ImageError(f"too large ({im.width}x{im.height} pixels)")
+            if max(im.size) > MAX_ASPECT * max(1, min(im.size)):
+                raise ImageError(f"too long and thin ({im.width}x{im.height} pixels)")
             if draft_size and im.format == "JPEG":
                 im.draft("RGB", (draft_size, draft_size))
             im.load()
@@ -185,6 +190,7 @@ class Dataset:
     layout: str = ""
     root: str = ""
     empty_classes: list[str] = field(default_factory=list)
+    val_fraction: float = 0.2  # the share split off when the data has no val/ folder
 
     def split(self, name: str) -> pd.DataFrame:
         return self.samples[self.samples["split"] == name].reset_index(drop=True)
@@ -253,13 +259,11 @@ class Dataset:
             ignore_index=True,
         )
         samples = samples[~dropped].reset_index(drop=True)
-        return Dataset(
+        return replace(
+            self,
             samples=samples,
-            classes=sorted(samples["label"].unique().tolist()),
             skipped=skipped,
-            layout=self.layout,
-            root=self.root,
-            empty_classes=self.empty_classes,
+            classes=sorted(samples["label"].unique().tolist()),
         )
 
     def warnings(self) -> list[str]:
@@ -305,7 +309,12 @@ def load_dataset(
         raise DataError(f"'{source}' does not exist: check the path.")
     unpacked = []
     if source.is_file() and source.suffix.lower() == ".zip":
-        target = Path(extract_to) if extract_to else source.with_suffix("")
+        # Unpacked beside nothing of the user's: a fresh folder unless the caller gives one.
+        target = (
+            Path(extract_to)
+            if extract_to
+            else Path(tempfile.mkdtemp(prefix=f"tlapp-{source.stem}-")) / source.stem
+        )
         source, unpacked = extract_zip(source, target, limits)
     if source.is_file() and source.suffix.lower() == ".csv":
         listed, skipped, layout = _list_csv(source), [], "CSV of path,label"
@@ -361,6 +370,7 @@ def _build(
         root=root,
         skipped=pd.DataFrame(skipped, columns=["path", "reason"]),
         empty_classes=sorted(c for c in declared if c not in classes),
+        val_fraction=val_fraction,
     )
 
 
@@ -483,6 +493,19 @@ def _list_csv(csv_path: Path) -> list[tuple[str, str, str | None]]:
 
 
 # ----------------------------------------------------------------------------- zip
+def fresh_folder(target: Path) -> None:
+    """An empty folder at `target`; one that is there already is replaced only if the app made
+    it (it carries EXTRACTED_MARK), so a user's own folder is never deleted."""
+    if target.exists():
+        if not (target / EXTRACTED_MARK).exists() and any(target.iterdir()):
+            raise DataError(
+                f"'{target}' already exists and is not the app's: choose another place."
+            )
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    (target / EXTRACTED_MARK).touch()
+
+
 def extract_zip(zip_path: Path, target: Path, limits: Limits = Limits()) -> tuple[Path, list]:
     """Extract a zip into `target`; returns it with the entries left out and why.
 
@@ -505,9 +528,7 @@ def extract_zip(zip_path: Path, target: Path, limits: Limits = Limits()) -> tupl
                 f"'{zip_path.name}' unpacks to more than {limits.max_bytes / 2**20:,.0f} MB, "
                 "the limit here."
             )
-        if target.exists():
-            shutil.rmtree(target)
-        target.mkdir(parents=True)
+        fresh_folder(target)
         skipped, written, budget = [], set(), limits.max_bytes
         for m in members:
             dest, reason = _zip_destination(m, target, written)
@@ -601,9 +622,7 @@ def assemble_upload(
         path, size = str(entry.get("path", "")), entry.get("size", -1)
         size = size if isinstance(size, int) else -1
         by_key.setdefault((PurePosixPath(path).name, size), []).append(path)
-    if target.exists():
-        shutil.rmtree(target)
-    target.mkdir(parents=True)
+    fresh_folder(target)
     for f in files:
         candidates = by_key.get((f.name, f.stat().st_size))
         relative = unicodedata.normalize("NFC", candidates.pop(0) if candidates else f.name)

@@ -17,6 +17,7 @@ This module never imports gradio: the UI and the CLI only start jobs and read sn
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import errno
 import math
@@ -295,7 +296,11 @@ class Trainer:
             self.device,
             memory_format=torch.channels_last if self.channels_last else torch.contiguous_format,
         )
-        self.head_only = config.feature_cache and self.plan.depth == len(self.plan.stages)
+        self.head_only = (
+            config.feature_cache
+            and self.plan.depth == len(self.plan.stages)
+            and isinstance(self.model.get_classifier(), torch.nn.Module)  # not distilled pairs
+        )
         # What runs forward: the compiled model on request (CUDA only); `model` is what is saved.
         self.net = torch.compile(self.model) if config.compile and self.cuda else self.model
         self.source = None  # built by prepare(), inside fit(), so that its progress shows
@@ -646,13 +651,18 @@ class LiveState:
 
     def before_epoch(self, t: Trainer) -> None:
         self.epoch_start, self.epoch_images = time.perf_counter(), 0
+        if t.epoch == t.start_epoch:  # the ETA counts from here: preparing and resuming excluded
+            self.start = self.epoch_start
 
     def on_note(self, t: Trainer) -> None:
         with self.lock:
             self.state.notes = list(t.notes)
+            self.state.steps_per_epoch = t.steps_per_epoch  # the batch size may have changed
+        self.start = time.perf_counter()  # the epoch starts again: so does the ETA's clock
 
     def on_resume(self, t: Trainer) -> None:
         with self.lock:
+            self.state.steps_per_epoch = t.steps_per_epoch
             self.state.history = [dict(row) for row in t.history]
             self.state.best_epoch, self.state.best_accuracy = t.best_epoch, t.best_accuracy
             self.state.notes = [f"Resumed after epoch {t.start_epoch - 1}."]
@@ -665,8 +675,8 @@ class LiveState:
     def after_batch(self, t: Trainer) -> None:
         now = time.perf_counter()
         self.epoch_images += t.new_images
-        done = (t.epoch - 1) * t.steps_per_epoch + t.step
-        remaining = t.config.epochs * t.steps_per_epoch - done
+        done = (t.epoch - t.start_epoch) * t.steps_per_epoch + t.step  # in this session
+        remaining = (t.config.epochs - t.epoch + 1) * t.steps_per_epoch - t.step
         with self.lock:
             s = self.state
             s.epoch, s.step = t.epoch, t.step
@@ -889,7 +899,9 @@ class Job:
             run_dir = self._make_run_dir()
             with self._lock:
                 self._state.run_dir = str(run_dir)
-            callbacks = [LiveState(self._state, self._lock), RunWriter(run_dir)]
+            # The run folder is complete before watchers see the run end (a download then
+            # has the final config.json).
+            callbacks = [RunWriter(run_dir), LiveState(self._state, self._lock)]
             Trainer(
                 self.config,
                 dataset,
@@ -906,7 +918,8 @@ class Job:
         except Exception as err:  # a bug or an unexpected fault: say so, keep the details
             detail = traceback.format_exc()
             if run_dir:
-                (run_dir / "error.log").write_text(detail, encoding="utf-8")
+                with contextlib.suppress(OSError):
+                    (run_dir / "error.log").write_text(detail, encoding="utf-8")
             self._fail(
                 f"Training failed unexpectedly ({type(err).__name__}: {err}). "
                 "The details are in error.log in the run folder."
@@ -922,6 +935,12 @@ class Job:
     def _fail(self, message: str) -> None:
         with self._lock:
             self._state.status, self._state.message, self._state.eta_s = "failed", message, None
+            run_dir = self._state.run_dir
+        if run_dir and (Path(run_dir) / runs.CONFIG).exists():
+            with contextlib.suppress(Exception):  # the message above is what matters
+                info = runs.read_config(run_dir)
+                info.update(status="failed", message=message)
+                runs.write_json(Path(run_dir) / runs.CONFIG, info)
 
 
 def disk_message(err: OSError) -> str:

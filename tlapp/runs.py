@@ -17,8 +17,10 @@ does, so a crash mid-save never leaves a truncated file behind.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import tempfile
 import time
 import zipfile
@@ -62,9 +64,19 @@ def atomic_write(path: Path, write: Callable[[str], None]) -> None:
     try:
         write(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        # Writers (safetensors, torch.save) report a full disk in their own words.
+        if isinstance(err, Exception) and not isinstance(err, OSError) and disk_nearly_full(path):
+            raise OSError(errno.ENOSPC, "No space left on device") from err
         raise
+
+
+def disk_nearly_full(path: Path, margin: int = 64 << 20) -> bool:
+    try:
+        return shutil.disk_usage(path.parent).free < margin
+    except OSError:
+        return False
 
 
 def write_text(path: Path, text: str) -> None:

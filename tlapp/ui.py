@@ -238,7 +238,7 @@ def dataset_from_upload(
         )
     upload = Path(upload)
     if upload.suffix.lower() == ".zip":
-        target = session.workdir / "data" / upload.stem
+        target = session.workdir / "data" / f"{upload.stem}-{uuid.uuid4().hex[:8]}"
         return load_dataset(upload, val_fraction, extract_to=target, limits=settings.limits)
     if upload.suffix.lower() == ".csv" and settings.allow_local_paths:
         return load_dataset(upload, val_fraction, limits=settings.limits)
@@ -261,7 +261,7 @@ def dataset_from_folder_upload(
             "The folder arrived empty: choose a folder that holds one subfolder per class."
         )
     if len(files) == 1 and Path(files[0]).suffix.lower() == ".zip":
-        target = session.workdir / "data" / Path(files[0]).stem
+        target = session.workdir / "data" / f"{Path(files[0]).stem}-{uuid.uuid4().hex[:8]}"
         return load_dataset(files[0], val_fraction, extract_to=target, limits=settings.limits)
     try:
         paths = json.loads(reported or "[]")
@@ -335,12 +335,15 @@ def poll_outputs(session: Session | None):
     x_lim = [0, max(state.epochs, 1)]
     download = gr.DownloadButton(visible=False)
     if state.finished and state.best_epoch:
-        zip_path = runs.zip_run(state.run_dir, session.workdir / "downloads")
-        download = gr.DownloadButton(
-            value=str(zip_path),
-            visible=True,
-            label=f"Download the model and results ({zip_path.name})",
-        )
+        try:
+            zip_path = runs.zip_run(state.run_dir, session.workdir / "downloads")
+            download = gr.DownloadButton(
+                value=str(zip_path),
+                visible=True,
+                label=f"Download the model and results ({zip_path.name})",
+            )
+        except OSError as err:  # a full disk must not stop the page from showing the end
+            state.notes.append(f"The download could not be prepared ({err.strerror or err}).")
     plots = [
         gr.LinePlot() if frame is None else gr.LinePlot(frame, x_lim=x_lim)
         for frame in (step_loss_frame(state), epoch_loss_frame(state), accuracy_frame(state))
@@ -747,7 +750,7 @@ def _train_step(
             lr=rate,
             augment=aug,
             balance_classes=balance,
-            val_fraction=fraction,
+            val_fraction=state.dataset.val_fraction,  # the split the data was loaded with
             runs_root=str(state.workdir / "runs"),
             cache_dir=str(settings.home / "cache"),
             corrections=str(state.corrections().file) if len(state.corrections()) else "",
@@ -766,7 +769,9 @@ def _train_step(
         if not state or not state.job or state.job.running:
             raise DataError("There is no stopped run to resume.")
         run_dir = state.job.snapshot().run_dir
-        state.job = Job(resume_config(run_dir), state.dataset, slots=slots, resume=True).start()
+        # The run's own data and corrections, as its config.json records them, not what is
+        # loaded on the page now.
+        state.job = Job(resume_config(run_dir), slots=slots, resume=True).start()
         return (
             state,
             "**Resuming** from the last finished epoch…",
@@ -936,18 +941,27 @@ def _insight_step(session: gr.State, data: dict, train: dict) -> None:
         )
         return (state, note, *data_views(state.dataset), gr.Button(visible=n > 0))
 
+    def check_current(state, path):
+        if not path:
+            raise DataError("Click an image first.")
+        if path not in set(state.original.samples["path"]):
+            raise DataError(
+                "This image belongs to data that is no longer loaded: train on the "
+                "current data, then fix its images."
+            )
+
     @user_errors
     def move(state, path, label):
-        if not path or not label:
-            raise DataError("Click an image first, then choose its class.")
+        check_current(state, path)
+        if not label:
+            raise DataError("Choose the image's class first.")
         corrections = state.corrections()
         corrections.move(state.original.relative(path), label)
         return fixed(state, corrections)
 
     @user_errors
     def leave_out(state, path):
-        if not path:
-            raise DataError("Click an image first.")
+        check_current(state, path)
         corrections = state.corrections()
         corrections.drop(state.original.relative(path))
         return fixed(state, corrections)
