@@ -428,7 +428,7 @@ def _data_step(settings: AppSettings, session: gr.State) -> dict:
                 label="…or upload a .zip of that folder",
                 elem_id="upload-zip",
                 file_types=[".zip", ".csv"],
-                height=90,
+                height=130,
             )
             # Filled in by PAGE_JS with each file's path inside the folder: the labels.
             paths = gr.Textbox(visible="hidden", elem_id="upload-paths")
@@ -454,18 +454,21 @@ def _data_step(settings: AppSettings, session: gr.State) -> dict:
     with gr.Row():
         report = gr.Dataframe(
             label="Images per class and split",
+            value=pd.DataFrame(columns=["class", "train", "val", "total"]),
             interactive=False,
             elem_id="class-table",
             max_height=320,
         )
         skipped = gr.Dataframe(
             label="Files left out, and why",
+            value=pd.DataFrame(columns=["path", "reason"]),
             interactive=False,
             elem_id="skipped-table",
             max_height=320,
         )
     health = gr.Dataframe(
         label="Data health: click a finding to see its images",
+        value=pd.DataFrame(columns=["finding", "detail", "images"]),
         interactive=False,
         elem_id="health-table",
         max_height=260,
@@ -679,6 +682,7 @@ def _results_panel() -> dict:
             summary = gr.Markdown(elem_id="metrics-summary")
             per_class = gr.Dataframe(
                 label="Per class: precision, recall, F1, support",
+                value=pd.DataFrame(columns=["class", "precision", "recall", "f1", "support"]),
                 interactive=False,
                 elem_id="per-class",
                 max_height=360,
@@ -1001,7 +1005,11 @@ def _use_step(settings: AppSettings, session: gr.State, train: dict) -> None:
         )
         with gr.Column():
             table = gr.Dataframe(
-                label="Predictions", interactive=False, elem_id="predict-table", max_height=300
+                value=pd.DataFrame(columns=["path", "prediction", "confidence"]),
+                label="Predictions",
+                interactive=False,
+                elem_id="predict-table",
+                max_height=300,
             )
             csv = gr.DownloadButton(
                 "Download the predictions (CSV)", visible=False, elem_id="predict-csv"
