@@ -128,3 +128,24 @@ def test_folder_pick_train_stop_and_predict(page, tmp_path):
     )
     text = page.inner_text("#predict-result")
     assert "%" in text
+
+
+def test_a_dropped_folder_keeps_its_labels(page, tmp_path):
+    """A real directory drag-and-drop (Chromium's own drag events through the DevTools protocol):
+    the page walks the dropped folder and the server sees the same dataset as on disk."""
+    folder = write_classes(tmp_path / "dropped", per_class=6)
+    write_classes(folder / "extra", per_class=2, classes={"inner": (9, 9, 9)})  # nested images
+    on_disk = load_dataset(folder)
+    box = page.locator("#upload").bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    cdp = page.context.new_cdp_session(page)
+    data = {"items": [], "files": [str(folder)], "dragOperationsMask": 1}
+    for kind in ("dragEnter", "dragOver", "drop"):
+        cdp.send("Input.dispatchDragEvent", {"type": kind, "x": x, "y": y, "data": data})
+    wait_for(page, "document.querySelector('#data-summary').innerText.includes('images in')")
+    expected = on_disk.report().astype(str)
+    rows = table_rows(page, "class-table", list(expected.columns))
+    assert rows == {r[0]: r[1:] for r in expected.values.tolist()}
+    assert f"{len(on_disk.samples)} images in {len(on_disk.classes)} classes" in page.inner_text(
+        "#data-summary"
+    )
