@@ -875,7 +875,7 @@ def _insight_step(session: gr.State, data: dict, train: dict) -> None:
         heat = gr.Image(
             label="What the model looked at (red: most)",
             elem_id="explain-image",
-            height=300,
+            height=360,
             interactive=False,
         )
         with gr.Column():
