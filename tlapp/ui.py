@@ -413,6 +413,19 @@ def build_ui(settings: AppSettings) -> gr.Blocks:
     return demo
 
 
+def image_gallery(label: str, elem_id: str, columns: int, height: int, **kwargs) -> gr.Gallery:
+    """A grid of thumbnails that keeps its column count however few images it shows."""
+    return gr.Gallery(
+        label=label,
+        elem_id=elem_id,
+        columns=columns,
+        height=height,
+        fit_columns=False,
+        object_fit="contain",
+        **kwargs,
+    )
+
+
 def _data_step(settings: AppSettings, session: gr.State) -> dict:
     gr.Markdown("## 1 · Your images", elem_classes="tl-step")
     with gr.Row():
@@ -474,13 +487,11 @@ def _data_step(settings: AppSettings, session: gr.State) -> dict:
         max_height=260,
         wrap=True,
     )
-    health_gallery = gr.Gallery(
-        label="Images of the selected finding",
-        columns=8,
-        fit_columns=False,
-        object_fit="contain",
-        height=220,
-        elem_id="health-gallery",
+    health_gallery = image_gallery(
+        "Images of the selected finding",
+        "health-gallery",
+        8,
+        220,
         allow_preview=True,
         visible=False,
     )
@@ -862,15 +873,7 @@ def _insight_step(session: gr.State, data: dict, train: dict) -> None:
     shown, picked = gr.State([]), gr.State(None)
     top_btn = gr.Button("Show the top losses", elem_id="top-losses-btn", size="sm")
     title = gr.Markdown(elem_id="gallery-title")
-    gallery = gr.Gallery(
-        label="Validation images",
-        columns=6,
-        fit_columns=False,
-        object_fit="contain",
-        height=330,
-        elem_id="cell-gallery",
-        allow_preview=False,
-    )
+    gallery = image_gallery("Validation images", "cell-gallery", 6, 330, allow_preview=False)
     with gr.Row():
         heat = gr.Image(
             label="What the model looked at (red: most)",
