@@ -93,12 +93,12 @@ def start_training(
     client,
     epochs=3,
     augment=False,
-    val_fraction=0.2,
     model="test_resnet",
     freeze=1,
     img_size=48,
     batch_size=8,
     lr=0.003,
+    balance=False,
 ):
     """Press Train through the app's API (arguments in the order of the page's widgets)."""
     return client.predict(
@@ -113,7 +113,7 @@ def start_training(
         batch_size,
         lr,
         augment,
-        val_fraction,
+        balance,
         api_name="/train",
     )
 

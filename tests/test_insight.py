@@ -220,7 +220,7 @@ def test_every_confusion_cell_opens_its_images_in_the_app(tmp_path, class_folder
         client = Client(url, verbose=False)
         archive = zip_folder(class_folder, tmp_path / "c.zip")
         client.predict(handle_file(str(archive)), 0.4, api_name="/load_upload")
-        start_training(client, epochs=2, augment=False, val_fraction=0.4)
+        start_training(client, epochs=2, augment=False)
         out = poll_until(client, "Finished")
         counts = matrix_counts(out[4])
         assert len(counts) == 9 and sum(counts.values()) == 15  # 5 validation images a class

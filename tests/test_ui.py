@@ -29,7 +29,7 @@ def test_upload_train_poll_and_predict(app, class_folder, tmp_path):
     rows = {r[0]: r for r in report["data"]}
     assert set(rows) == {"blue", "green", "red", "(all classes)"}
     assert rows["(all classes)"][-1] == 36
-    start_training(client, epochs=3, augment=True, val_fraction=0.2)
+    start_training(client, epochs=3, augment=True)
     out = poll_until(client, "Finished", "Stopped", "Failed", "Diverged")
     status, matrix, per_class = out[0], out[4], out[6]
     assert status.startswith("**Finished**"), status

@@ -304,7 +304,6 @@ class Trainer:
         # What runs forward: the compiled model on request (CUDA only); `model` is what is saved.
         self.net = torch.compile(self.model) if config.compile and self.cuda else self.model
         self.source = None  # built by prepare(), inside fit(), so that its progress shows
-        self.steps_per_epoch = -(-len(dataset.split("train")) // config.batch_size)
         self.optimizer = create_optimizer_v2(
             self.model,
             opt="adamw",
@@ -312,16 +311,14 @@ class Trainer:
             weight_decay=config.weight_decay,
             **({"fused": True} if self.cuda else {}),
         )
-        self.batch_size = config.batch_size  # lowered when memory runs out
         self.class_weights = (
             class_weights(dataset).to(self.device) if config.balance_classes else None
         )
-        self.scheduler = self._make_scheduler()
+        self.set_batch_size(config.batch_size)  # lowered again if memory runs out
         self.epoch, self.step, self.loss = 0, 0, float("nan")
         self.val_logits = self.val_targets = None
         self.best_epoch, self.best_accuracy, self.best_loss, self.is_best = 0, -1.0, math.inf, False
         self.status, self.stop_message, self.progress = "training", "", ("", 0, 0)
-        self.decode_seconds = self.embed_seconds = 0.0
         self.cache_hits = 0
 
     @property
@@ -348,7 +345,6 @@ class Trainer:
 
     def _feed(self, split: str, paths: list[str], targets, train: bool) -> BatchFeed:
         side = cache_side(self.config.img_size, self.data_cfg.get("crop_pct"))
-        t0 = time.perf_counter()
         images = DecodedImages.build(
             paths,
             side,
@@ -356,7 +352,6 @@ class Trainer:
             int(self.config.memory_budget_gb * (1 << 30) * (0.8 if train else 0.2)),
             progress=lambda done, total: self.report(f"Decoding {split} images", done, total),
         )
-        self.decode_seconds += time.perf_counter() - t0
         return BatchFeed(
             images,
             targets,
@@ -406,7 +401,6 @@ class Trainer:
         if missing:
             targets = np.zeros(len(missing), dtype=np.int64)
             feed = self._feed("new", [paths[i] for i in missing], targets, train=True)
-            t0 = time.perf_counter()
             table = embed(
                 self.model,
                 feed,
@@ -418,7 +412,6 @@ class Trainer:
                 self.channels_last,
                 progress=lambda done, total: self.report("Computing embeddings", done, total),
             )
-            self.embed_seconds = time.perf_counter() - t0
             new = {hashes[i]: table[k] for k, i in enumerate(missing)}
             store.add(new)
             cached |= new
@@ -488,6 +481,7 @@ class Trainer:
                 self.emit("on_note")
 
     def set_batch_size(self, batch_size: int) -> None:
+        """Batch size, steps per epoch and the schedule, which depends on both."""
         self.batch_size = batch_size
         for feed in (getattr(self.source, "train", None), getattr(self.source, "val", None)):
             if isinstance(feed, BatchFeed):

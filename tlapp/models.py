@@ -34,7 +34,6 @@ CATALOG = {
     "vit_small_patch16_224": "vision transformer, best with a GPU",
 }
 DEFAULT_MODEL = "resnet18"
-WEIGHT_MODES = ("auto", "pretrained", "none")
 
 
 class ModelError(ValueError):

@@ -21,6 +21,7 @@ from timm.data import create_transform
 
 from . import runs
 from .data import ImageError, open_image
+from .explain import heat_map, overlay
 
 
 class Predictor:
@@ -48,8 +49,6 @@ class Predictor:
     def explain(self, image, class_name: str | None = None) -> tuple[Image.Image, str]:
         """The image with a heat map for `class_name` (default: the top prediction), and the
         method's name (Grad-CAM for CNNs, occlusion for transformers)."""
-        from .explain import heat_map, overlay
-
         picture = open_image(image) if isinstance(image, (str, Path)) else image.convert("RGB")
         pixels = self.transform(picture).to(self.device)
         index = (

@@ -78,13 +78,3 @@ class TrainingSlots:
                 return None
             heapq.heappush(free, start + typical)
         return None
-
-    @property
-    def running(self) -> int:
-        with self._cond:
-            return len(self._running)
-
-    @property
-    def waiting(self) -> int:
-        with self._cond:
-            return len(self._waiting)

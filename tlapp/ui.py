@@ -131,6 +131,10 @@ class Session:
         self.original, self.findings = dataset, check_health(dataset)
         self.dataset = dataset.corrected(self.corrections())
 
+    def data_folder(self, name: str) -> Path:
+        """A new folder for one upload, so a later upload never replaces files a job reads."""
+        return self.workdir / "data" / f"{name}-{uuid.uuid4().hex[:8]}"
+
     def corrections(self) -> Corrections:
         """The corrections of the current data, kept in this session's folder."""
         key = hashlib.blake2b(self.original.root.encode(), digest_size=8).hexdigest()
@@ -238,7 +242,7 @@ def dataset_from_upload(
         )
     upload = Path(upload)
     if upload.suffix.lower() == ".zip":
-        target = session.workdir / "data" / f"{upload.stem}-{uuid.uuid4().hex[:8]}"
+        target = session.data_folder(upload.stem)
         return load_dataset(upload, val_fraction, extract_to=target, limits=settings.limits)
     if upload.suffix.lower() == ".csv" and settings.allow_local_paths:
         return load_dataset(upload, val_fraction, limits=settings.limits)
@@ -261,13 +265,13 @@ def dataset_from_folder_upload(
             "The folder arrived empty: choose a folder that holds one subfolder per class."
         )
     if len(files) == 1 and Path(files[0]).suffix.lower() == ".zip":
-        target = session.workdir / "data" / f"{Path(files[0]).stem}-{uuid.uuid4().hex[:8]}"
+        target = session.data_folder(Path(files[0]).stem)
         return load_dataset(files[0], val_fraction, extract_to=target, limits=settings.limits)
     try:
         paths = json.loads(reported or "[]")
     except json.JSONDecodeError:
         paths = []
-    target = session.workdir / "data" / f"folder-{uuid.uuid4().hex[:8]}"
+    target = session.data_folder("folder")
     folder = assemble_upload(files, paths, target, settings.limits)
     return load_dataset(folder, val_fraction, limits=settings.limits)
 
@@ -746,7 +750,6 @@ def _train_step(
         batch,
         rate,
         aug,
-        fraction,
         balance,
     ):
         if not state or not state.dataset:
@@ -754,6 +757,7 @@ def _train_step(
         if state.job and state.job.running:
             raise DataError("A run is already training: stop it first.")
         state.dataset.check()
+        corrections = state.corrections()
         config = make_config(
             data=state.dataset.root,
             model=model_name(choice, custom),
@@ -768,7 +772,7 @@ def _train_step(
             val_fraction=state.dataset.val_fraction,  # the split the data was loaded with
             runs_root=str(state.workdir / "runs"),
             cache_dir=str(settings.home / "cache"),
-            corrections=str(state.corrections().file) if len(state.corrections()) else "",
+            corrections=str(corrections.file) if len(corrections) else "",
         )
         state.job = Job(config, state.dataset, slots=slots).start()
         return (
@@ -815,7 +819,6 @@ def _train_step(
         knobs["batch_size"],
         knobs["lr"],
         knobs["augment"],
-        data["val_fraction"],
         knobs["balance"],
     ]
     train_btn.click(

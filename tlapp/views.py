@@ -14,9 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from . import runs
-from .data import Dataset
+from .data import Dataset, ImageError, open_image
 from .engine import RunState
 
 MAX_PLOT_POINTS = 300
@@ -184,13 +185,9 @@ GALLERY_LIMIT = 48
 
 def thumbnail(path: str, size: int = 256):
     """A small copy of an image for a gallery (served from memory, whatever folder it is in)."""
-    from .data import ImageError, open_image
-
     try:
         image = open_image(path, draft_size=size)
     except ImageError:
-        from PIL import Image
-
         image = Image.new("RGB", (size, size), (200, 200, 200))
     image.thumbnail((size, size))
     return image
