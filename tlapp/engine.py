@@ -60,6 +60,7 @@ from .models import (
     read_state_dict,
     set_train_mode,
     size_kwargs,
+    weights_kind,
 )
 
 
@@ -371,15 +372,13 @@ class Trainer:
 
     def embedding_key(self) -> str:
         cfg = {k: self.data_cfg[k] for k in ("mean", "std", "interpolation", "crop_pct")}
-        weights = (
-            self.weights_note
-            if self.weights_note.startswith("pretrained")
-            else (
-                f"random seed {self.config.seed}"
-                if "RANDOM" in self.weights_note or self.config.weights == "none"
-                else f"file {weights_file_hash(self.config.weights)}"
-            )
-        )
+        kind = weights_kind(self.config.weights, self.weights_note)
+        if kind == "pretrained":
+            weights = self.weights_note  # it names the hub weights
+        elif kind == "random":
+            weights = f"random seed {self.config.seed}"
+        else:
+            weights = f"file {weights_file_hash(self.config.weights)}"
         return cache_key(
             model=self.config.model,
             weights=weights,
@@ -754,7 +753,7 @@ def run_info(t: Trainer) -> dict:
         "classes": list(t.dataset.classes),
         "config": asdict(t.config),
         "weights_used": t.weights_note,
-        "pretrained": t.weights_note.startswith("pretrained"),
+        "pretrained": weights_kind(t.config.weights, t.weights_note) == "pretrained",
         "freeze": {
             "depth": t.plan.depth,
             "stages": len(t.plan.stages),

@@ -102,6 +102,13 @@ def build_model(
     return model, f"backbone from {source} (new head)"
 
 
+def weights_kind(weights: str, note: str) -> str:
+    """What a model from `build_model(weights=...)` started from: pretrained, random or file."""
+    if note.startswith("pretrained"):
+        return "pretrained"
+    return "random" if (weights or "auto").strip() in ("auto", "pretrained", "none") else "file"
+
+
 def create_pretrained(name: str, **kwargs) -> tuple[torch.nn.Module, str]:
     """Default pretrained weights: from the local hub cache if there, else from the hub.
 
