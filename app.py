@@ -7,7 +7,7 @@ TLAPP_LOCAL_FOLDERS=1/0 (allow reading folders on this computer; on by default o
 
 import os
 
-from tlapp.ui import AppSettings, build_ui, launch_kwargs
+from tlapp.web import AppSettings, build_ui, launch_kwargs
 
 if __name__ == "__main__":
     on_spaces = bool(os.environ.get("SPACE_ID"))

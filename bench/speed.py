@@ -90,6 +90,7 @@ def plain_loop(
     import timm
     import torch
     from timm.data import create_transform, resolve_model_data_config
+
     from tlapp.data import load_dataset
     from tlapp.models import apply_freeze, freeze_plan
 
@@ -98,7 +99,7 @@ def plain_loop(
 
     class Files(torch.utils.data.Dataset):
         def __init__(self, frame, transform):
-            self.items = [(p, classes.index(l)) for p, l in zip(frame["path"], frame["label"])]
+            self.items = [(p, classes.index(c)) for p, c in zip(frame["path"], frame["label"])]
             self.transform = transform
 
         def __len__(self):
@@ -156,7 +157,8 @@ def tlapp_run(
     cache_dir: str,
     out: str,
 ) -> dict:
-    from tlapp.engine import Job, make_config
+    from tlapp.config import make_config
+    from tlapp.train import Job
 
     config = make_config(
         data=str(data),
@@ -249,7 +251,7 @@ def measure(engine: str, mode: str, args, data: Path, cache_dir: str, out: str) 
         cwd=ROOT,
         env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)},
     )
-    lines = [l for l in done.stdout.splitlines() if l.startswith("RESULT ")]
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode or not lines:
         raise SystemExit(f"{engine}/{mode} failed:\n{done.stderr[-3000:]}")
     result = json.loads(lines[-1][len("RESULT ") :])
@@ -346,6 +348,7 @@ def main() -> None:
 
 def print_table(rows, args) -> None:
     import platform
+
     import torch
 
     cpu = platform.processor() or platform.machine()

@@ -75,7 +75,7 @@ def free_port() -> int:
 
 def serve(settings):
     """Start the app on a free loopback port; returns (url, demo). Close with demo.close()."""
-    from tlapp.ui import build_ui, launch_kwargs
+    from tlapp.web import build_ui, launch_kwargs
 
     demo = build_ui(settings)
     port = free_port()

@@ -7,10 +7,10 @@ import os
 from pathlib import Path
 
 import pytest
+from conftest import serve, write_classes
 
 from tlapp.data import load_dataset
-from tlapp.ui import AppSettings
-from conftest import serve, write_classes
+from tlapp.web import AppSettings
 
 CHROMIUM = os.environ.get("TLAPP_CHROMIUM", "/usr/bin/chromium")
 FLAGS = [

@@ -6,10 +6,10 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import COLORS, colour_image, write_classes, zip_folder
 from PIL import Image
 
 from tlapp.data import DataError, ImageError, load_dataset, open_image
-from conftest import COLORS, colour_image, write_classes, zip_folder
 
 
 def counts(ds):
@@ -85,7 +85,7 @@ def test_bad_files_are_skipped_with_a_reason_and_a_lying_gif_is_used(class_folde
 def test_every_mode_opens_as_8bit_rgb(tmp_path, mode):
     base = colour_image((30, 140, 220))
     if mode == "I;16":
-        im = Image.fromarray((np.asarray(base.convert("L"), dtype=np.uint16) * 257))
+        im = Image.fromarray(np.asarray(base.convert("L"), dtype=np.uint16) * 257)
     else:
         im = base.convert(mode)
     path = tmp_path / ("x.tif" if mode in ("CMYK", "I;16") else "x.png")

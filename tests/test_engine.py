@@ -12,9 +12,10 @@ import torch
 from safetensors.torch import load_file
 
 from tlapp import runs
+from tlapp.config import make_config
 from tlapp.data import load_dataset
-from tlapp.engine import Job, Trainer, make_config
 from tlapp.predict import Predictor
+from tlapp.train import Job, Trainer
 
 FAST = dict(weights="none", img_size=48, batch_size=8, lr=3e-3, runs_root="unused")
 
@@ -163,15 +164,28 @@ def test_config_is_checked(bad, message):
         make_config(data="x", **bad)
 
 
-def test_the_engine_never_imports_gradio():
-    code = "import sys, tlapp.engine, tlapp.cli; print('gradio' in sys.modules)"
+def test_the_engine_and_the_models_never_import_gradio():
+    """Every module outside the page (tlapp.web) loads without gradio."""
+    import pkgutil
+
+    import tlapp
+
+    names = [
+        m.name
+        for m in pkgutil.walk_packages(tlapp.__path__, "tlapp.")
+        if not m.name.startswith(("tlapp.web", "tlapp.__main__"))
+    ]
+    assert {"tlapp.train.loop", "tlapp.train.job", "tlapp.models", "tlapp.cli"} <= set(names)
+    code = f"import sys, importlib; [importlib.import_module(n) for n in {names!r}]; "
+    code += "print('gradio' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
 
 def test_balanced_class_weights_are_inverse_frequencies(tmp_path):
     from conftest import write_classes
-    from tlapp.engine import class_weights
+
+    from tlapp.train.recipes import class_weights
 
     root = write_classes(tmp_path / "d", per_class=20, classes={"a": (200, 0, 0)})
     write_classes(root, per_class=5, classes={"b": (0, 0, 200)})

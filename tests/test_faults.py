@@ -12,10 +12,11 @@ import torch
 from safetensors.torch import load_file
 
 from tlapp import runs
-from tlapp.batches import ImageSource
-from tlapp.engine import Job, make_config, resume_config
+from tlapp.config import make_config
 from tlapp.models import ModelError, build_model
-from tlapp.slots import TrainingSlots
+from tlapp.train import Job, resume_config
+from tlapp.train.batches import ImageSource
+from tlapp.train.slots import TrainingSlots
 
 FAST = dict(
     model="test_resnet",
@@ -70,7 +71,7 @@ def test_out_of_memory_at_batch_one_stops_and_keeps_the_best_model(
         calls["fail"] = True
 
     monkeypatch.setattr(ImageSource, "forward", forward)
-    from tlapp.engine import RunWriter
+    from tlapp.train.callbacks import RunWriter
 
     original = RunWriter.after_epoch
     monkeypatch.setattr(
@@ -222,7 +223,7 @@ def test_distilled_models_train_their_head_the_ordinary_way(class_folder, tmp_pa
     import threading
 
     from tlapp.data import load_dataset
-    from tlapp.engine import Trainer
+    from tlapp.train import Trainer
 
     config = make_config(
         data=str(class_folder),

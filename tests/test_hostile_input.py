@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import colour_image, write_classes, zip_folder
 from PIL import Image
 
 from tlapp.data import DataError, Limits, assemble_upload, load_dataset, open_image
-from conftest import colour_image, write_classes, zip_folder
 
 
 def png_bytes(seed=0) -> bytes:
@@ -133,7 +133,7 @@ def make_every_kind_of_file(folder: Path) -> dict[str, str | None]:
     cases["text.png"] = "not an image"
     (folder / "script.webp").write_bytes(b"<script>alert(1)</script>")
     cases["script.webp"] = "not an image"
-    Image.fromarray((np.asarray(base.convert("L"), dtype=np.uint16) * 257)).save(
+    Image.fromarray(np.asarray(base.convert("L"), dtype=np.uint16) * 257).save(
         folder / "grey16.png"
     )
     base.convert("CMYK").save(folder / "cmyk.jpg")

@@ -6,18 +6,19 @@ import re
 
 import numpy as np
 import pytest
+from conftest import colour_image, poll_until, serve, start_training, write_classes, zip_folder
 from gradio_client import Client, handle_file
 from PIL import Image
 
 from tlapp import metrics
+from tlapp.config import make_config
 from tlapp.data import Corrections, load_dataset
-from tlapp.engine import Job, make_config
-from tlapp.predict import Predictor
 from tlapp.explain import heat_map
 from tlapp.health import check_health
-from tlapp.ui import AppSettings
+from tlapp.predict import Predictor
+from tlapp.train import Job
 from tlapp.views import cell_images, top_losses
-from conftest import colour_image, poll_until, serve, start_training, write_classes, zip_folder
+from tlapp.web import AppSettings
 
 CLASSES = ["cat", "dog", "fox"]
 

@@ -91,7 +91,9 @@ def test_freeze_depth_out_of_range_is_a_clear_error():
 
 
 def test_offline_auto_falls_back_loudly_and_strict_pretrained_fails():
-    model, note = build_model("test_resnet", 3, "auto")
+    model, weights = build_model("test_resnet", 3, "auto")
+    assert weights.kind == "random"
+    note = weights.note
     assert note.startswith("RANDOM INITIALISATION") and "could not be had" in note
     with pytest.raises(ModelError, match="could not be loaded"):
         build_model("test_resnet", 3, "pretrained")
@@ -120,8 +122,8 @@ def test_backbone_weights_load_from_a_file_or_run_with_a_fresh_head(tmp_path, ki
         source.mkdir()
         save_file({k: v.contiguous() for k, v in state.items()}, source / "model.safetensors")
         (source / "config.json").write_text(json.dumps({"arch": "test_resnet"}))
-    model, note = build_model("test_resnet", 3, str(source))
-    assert "new head" in note
+    model, weights = build_model("test_resnet", 3, str(source))
+    assert weights.kind == "file" and "new head" in weights.note
     assert torch.equal(model.state_dict()["layer1.0.conv1.weight"], state["layer1.0.conv1.weight"])
     assert model.fc.out_features == 3
 

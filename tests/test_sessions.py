@@ -6,10 +6,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import poll_until, serve, start_training, zip_folder
 from gradio_client import Client, handle_file
 
-from tlapp.ui import AppSettings, SessionRegistry
-from conftest import poll_until, serve, start_training, zip_folder
+from tlapp.web import AppSettings
+from tlapp.web.sessions import SessionRegistry
 
 
 @pytest.fixture
@@ -61,8 +62,9 @@ def test_the_app_never_serves_files_outside_its_folders(app):
 
 
 def test_closing_the_page_finishes_the_epoch_and_old_folders_are_swept(tmp_path, class_folder):
+    from tlapp.config import make_config
     from tlapp.data import load_dataset
-    from tlapp.engine import Job, make_config
+    from tlapp.train import Job
 
     settings = AppSettings(home=tmp_path / "home", allow_local_paths=False, retention_hours=1)
     registry = SessionRegistry(settings)

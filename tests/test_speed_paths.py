@@ -5,14 +5,17 @@ import threading
 import numpy as np
 import pytest
 import torch
+from conftest import colour_image
 from PIL import Image
 from timm.data import create_transform
 
-from tlapp.batches import BatchFeed, DecodedImages, cache_side, prefetch
+from tlapp.config import make_config
 from tlapp.data import load_dataset
-from tlapp.engine import Trainer, data_config, make_config
 from tlapp.models import build_model
-from conftest import colour_image
+from tlapp.train import Trainer
+from tlapp.train.batches import BatchFeed, DecodedImages, cache_side, prefetch
+from tlapp.train.features import embedding_key
+from tlapp.train.recipes import data_config
 
 BASE = dict(
     weights="none", img_size=48, batch_size=8, lr=5e-3, epochs=3, augment=False, precision="fp32"
@@ -82,13 +85,15 @@ def test_weights_file_changes_the_cache_key(class_folder, tmp_path):
             tmp_path / f"w{i}.safetensors",
         )
     keys = {
-        trainer(
-            class_folder,
-            tmp_path,
-            model="test_resnet",
-            freeze="all",
-            weights=str(tmp_path / f"w{i}.safetensors"),
-        ).embedding_key()
+        embedding_key(
+            trainer(
+                class_folder,
+                tmp_path,
+                model="test_resnet",
+                freeze="all",
+                weights=str(tmp_path / f"w{i}.safetensors"),
+            )
+        )
         for i in range(2)
     }
     assert len(keys) == 2

@@ -3,11 +3,11 @@
 from pathlib import Path
 
 import pytest
+from conftest import poll_until, serve, start_training, zip_folder
 from gradio_client import Client, handle_file
 
-from tlapp.ui import AppSettings
 from tlapp.views import confusion_html, downsample
-from conftest import poll_until, serve, start_training, zip_folder
+from tlapp.web import AppSettings
 
 
 @pytest.fixture

@@ -16,12 +16,13 @@ import time
 import pandas as pd
 from tqdm import tqdm
 
+from .config import make_config
 from .data import DataError, image_files, load_dataset
 from .health import check_health
-from .engine import Job, RunState, make_config, resume_config
-from .predict import Predictor
 from .models import DEFAULT_MODEL, ModelError
+from .predict import Predictor
 from .runs import RunError
+from .train import Job, RunState, resume_config
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,8 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pandas as pd
 
-from .data import Dataset, ImageError, open_image
-from .embeddings import file_hash
+from .data import Dataset, ImageError, file_hash, open_image
 
 NEAR_BITS = 6  # dHash distance at or below which two images are compared closely
 NEAR_PIXELS = 6.0  # mean grey difference (0-255) of 16x16 thumbnails, below which they match

@@ -1,6 +1,6 @@
 """Backbones: the catalogue, building a model with the right weights, and freezing stages.
 
-    model, weights_note = build_model("resnet18", num_classes=3, weights="auto")
+    model, weights = build_model("resnet18", num_classes=3, weights="auto")  # weights.note
     plan = freeze_plan(model, depth=2)     # which stages are frozen, how many params train
     apply_freeze(model, plan)              # requires_grad off; frozen stages stay in eval mode
 
@@ -23,6 +23,8 @@ import timm
 import torch
 from timm.models import group_parameters
 
+from .config import DEFAULT_MODEL  # noqa: F401  (the catalogue's default, re-exported)
+
 # Backbones that suit small datasets, light enough for a CPU, each a good default somewhere.
 CATALOG = {
     "resnet18": "classic CNN, quick on CPU",
@@ -33,7 +35,6 @@ CATALOG = {
     "convnext_tiny": "modern CNN, strong accuracy, best with a GPU",
     "vit_small_patch16_224": "vision transformer, best with a GPU",
 }
-DEFAULT_MODEL = "resnet18"
 
 
 class ModelError(ValueError):
@@ -68,10 +69,29 @@ def check_name(name: str) -> str:
 
 
 # ----------------------------------------------------------------------------- building
+@dataclass(frozen=True)
+class Weights:
+    """What a model started from: `kind` is pretrained, random or file; `source` names the hub
+    weights, the file or the seed policy; `note` is the sentence shown to the user."""
+
+    kind: str
+    source: str
+    note: str
+
+    @property
+    def pretrained(self) -> bool:
+        return self.kind == "pretrained"
+
+    @property
+    def fell_back(self) -> bool:
+        """Random weights that nobody asked for: pretrained ones could not be had."""
+        return self.kind == "random" and self.source == "offline fallback"
+
+
 def build_model(
     name: str, num_classes: int, weights: str = "auto", img_size: int | None = None
-) -> tuple[torch.nn.Module, str]:
-    """A timm model with a fresh `num_classes` head, and a sentence saying what weights it got.
+) -> tuple[torch.nn.Module, Weights]:
+    """A timm model with a fresh `num_classes` head, and a record of the weights it got.
 
     `weights`: auto (pretrained if it can be had, else random, said loudly), pretrained (strict),
     none, or a path to a weights file or a run folder (the backbone is loaded, the head is new).
@@ -80,9 +100,8 @@ def build_model(
     kwargs = {"num_classes": num_classes, **size_kwargs(name, img_size)}
     mode = (weights or "auto").strip()
     if mode == "none":
-        return timm.create_model(
-            name, pretrained=False, **kwargs
-        ), "random initialisation (as asked)"
+        random_init = Weights("random", "none", "random initialisation (as asked)")
+        return timm.create_model(name, pretrained=False, **kwargs), random_init
     if mode in ("auto", "pretrained"):
         try:
             return create_pretrained(name, **kwargs)
@@ -96,20 +115,14 @@ def build_model(
                 f"RANDOM INITIALISATION: pretrained weights for '{name}' could not be had "
                 f"({_short(err)}). Accuracy will be much lower; connect once to download them."
             )
-            return timm.create_model(name, pretrained=False, **kwargs), note
+            model = timm.create_model(name, pretrained=False, **kwargs)
+            return model, Weights("random", "offline fallback", note)
     model = timm.create_model(name, pretrained=False, **kwargs)
     source = load_backbone_weights(model, Path(mode))
-    return model, f"backbone from {source} (new head)"
+    return model, Weights("file", mode, f"backbone from {source} (new head)")
 
 
-def weights_kind(weights: str, note: str) -> str:
-    """What a model from `build_model(weights=...)` started from: pretrained, random or file."""
-    if note.startswith("pretrained"):
-        return "pretrained"
-    return "random" if (weights or "auto").strip() in ("auto", "pretrained", "none") else "file"
-
-
-def create_pretrained(name: str, **kwargs) -> tuple[torch.nn.Module, str]:
+def create_pretrained(name: str, **kwargs) -> tuple[torch.nn.Module, Weights]:
     """Default pretrained weights: from the local hub cache if there, else from the hub.
 
     The hub is tried only when it answers a connection at once; offline, huggingface_hub would
@@ -121,11 +134,11 @@ def create_pretrained(name: str, **kwargs) -> tuple[torch.nn.Module, str]:
         model = timm.create_model(
             name, pretrained=True, pretrained_cfg_overlay={"file": cached}, **kwargs
         )
-        return model, f"pretrained ({hub_id}, from the local cache)"
+        return model, Weights("pretrained", hub_id, f"pretrained ({hub_id}, from the local cache)")
     if hub_id and not _hub_reachable():
         raise ModelError("offline, and the weights are not in the local hub cache")
     model = timm.create_model(name, pretrained=True, **kwargs)
-    return model, f"pretrained ({hub_id or name})"
+    return model, Weights("pretrained", hub_id or name, f"pretrained ({hub_id or name})")
 
 
 def _cached_weights(hub_id: str) -> str | None:

@@ -18,7 +18,7 @@ from PIL import Image
 
 from . import runs
 from .data import Dataset, ImageError, open_image
-from .engine import RunState
+from .train.state import RunState
 
 MAX_PLOT_POINTS = 300
 
@@ -168,7 +168,7 @@ def status_markdown(state: RunState) -> str:
     lines = [f"**{word}** · {state.progress_line()}"]
     lines += [f"**Note:** {note}" for note in state.notes]
     if state.weights_note:
-        warn = state.weights_note.startswith("RANDOM")
+        warn = state.weights_fell_back
         lines.append(
             f"**Warning — weights:** {state.weights_note}"
             if warn

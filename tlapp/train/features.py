@@ -1,4 +1,6 @@
-"""Head-only training on cached embeddings.
+"""What the loop trains on: batches of decoded images, or cached embeddings for head only.
+
+    source = make_source(trainer)    # ImageSource, or EmbeddingSource when only the head trains
 
 When every stage is frozen the backbone is a fixed function, so it runs once per image view
 (eval mode, inference mode) and only the classifier trains, on what the backbone returned:
@@ -23,15 +25,22 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import numpy as np
+import timm
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .batches import BatchFeed, epoch_order, to_model_input
-from .runs import atomic_write
+from .. import runs
+from ..data import file_hash, file_hashes
+from ..runs import atomic_write
+from .batches import BatchFeed, DecodedImages, ImageSource, cache_side, epoch_order, to_model_input
+
+if TYPE_CHECKING:
+    from .loop import Trainer
 
 AUGMENTED_VIEWS = 2
 POLICY = f"plain + {AUGMENTED_VIEWS} augmented views (random resized crop, flip, colour jitter)"
@@ -39,16 +48,6 @@ POLICY = f"plain + {AUGMENTED_VIEWS} augmented views (random resized crop, flip,
 
 def default_cache_dir() -> Path:
     return Path(os.environ.get("TLAPP_CACHE", Path.home() / ".cache" / "tlapp"))
-
-
-def file_hash(path: str) -> str:
-    with open(path, "rb") as f:
-        return hashlib.blake2b(f.read(), digest_size=16).hexdigest()
-
-
-def file_hashes(paths: list[str]) -> list[str]:
-    with ThreadPoolExecutor(max(2, min(8, os.cpu_count() or 2))) as pool:
-        return list(pool.map(file_hash, paths))
 
 
 def cache_key(**parts) -> str:
@@ -163,3 +162,102 @@ class EmbeddingSource:
 
     def forward(self, model: torch.nn.Module, inputs: torch.Tensor) -> torch.Tensor:
         return self.classifier(inputs)
+
+
+# ----------------------------------------------------------------------------- sources
+def make_source(t: Trainer):
+    """The batches a run trains on: embeddings when only the head trains, else images."""
+    return embedding_source(t) if t.head_only else image_source(t)
+
+
+def image_feed(t: Trainer, split: str, paths: list[str], targets, train: bool) -> BatchFeed:
+    """Images decoded once at the size the evaluation transform resizes to, batched."""
+    side = cache_side(t.config.img_size, t.data_cfg.get("crop_pct"))
+    images = DecodedImages.build(
+        paths,
+        side,
+        t.data_cfg.get("interpolation", "bicubic"),
+        int(t.config.memory_budget_gb * (1 << 30) * (0.8 if train else 0.2)),
+        progress=lambda done, total: t.report(f"Decoding {split} images", done, total),
+    )
+    return BatchFeed(
+        images,
+        targets,
+        t.config.img_size,
+        t.batch_size,
+        augment=train and t.config.augment,
+        shuffle=train,
+        seed=t.config.seed,
+        pin=t.cuda,
+    )
+
+
+def image_source(t: Trainer) -> ImageSource:
+    d = t.dataset
+    train = image_feed(t, "training", d.split("train")["path"].tolist(), d.targets("train"), True)
+    val = image_feed(t, "validation", d.split("val")["path"].tolist(), d.targets("val"), False)
+    return ImageSource(train, val, t.data_cfg, t.device, t.channels_last)
+
+
+def weights_identity(t: Trainer) -> str:
+    """What the backbone's weights are, for the cache key: hub name, seed, or file content."""
+    if t.weights.kind == "pretrained":
+        return f"pretrained {t.weights.source}"
+    if t.weights.kind == "random":
+        return f"random seed {t.config.seed}"
+    path = Path(t.config.weights)
+    return f"file {file_hash(str(path / runs.WEIGHTS if path.is_dir() else path))}"
+
+
+def embedding_key(t: Trainer) -> str:
+    cfg = {k: t.data_cfg[k] for k in ("mean", "std", "interpolation", "crop_pct")}
+    return cache_key(
+        model=t.config.model,
+        weights=weights_identity(t),
+        img_size=t.config.img_size,
+        preprocessing=cfg,
+        precision=t.precision,
+        timm=timm.__version__,
+        views=POLICY if t.config.augment else "plain",
+    )
+
+
+def embedding_source(t: Trainer) -> EmbeddingSource:
+    """Embeddings of every train and val image, from the cache or computed now (and cached)."""
+    d, views = t.dataset, 1 + (AUGMENTED_VIEWS if t.config.augment else 0)
+    store = EmbeddingStore(t.config.cache_dir or default_cache_dir(), embedding_key(t))
+    paths = d.split("train")["path"].tolist() + d.split("val")["path"].tolist()
+    hashes = file_hashes(paths)
+    cached = store.lookup(hashes)
+    missing = [i for i, h in enumerate(hashes) if h not in cached]
+    t.cache_hits = len(paths) - len(missing)
+    if missing:
+        targets = np.zeros(len(missing), dtype=np.int64)
+        feed = image_feed(t, "new", [paths[i] for i in missing], targets, train=True)
+        table = embed(
+            t.model,
+            feed,
+            list(range(len(missing))),
+            views,
+            t.data_cfg,
+            t.device,
+            t.autocast,
+            t.channels_last,
+            progress=lambda done, total: t.report("Computing embeddings", done, total),
+        )
+        new = {hashes[i]: table[k] for k, i in enumerate(missing)}
+        store.add(new)
+        cached |= new
+    rows = torch.stack([cached[h][:views] for h in hashes])
+    n_train = len(d.split("train"))
+    return EmbeddingSource(
+        rows[:n_train],
+        torch.as_tensor(d.targets("train")),
+        rows[n_train:],
+        torch.as_tensor(d.targets("val")),
+        t.batch_size,
+        t.config.seed,
+        t.config.augment,
+        t.model.get_classifier(),
+        t.device,
+    )

@@ -18,16 +18,16 @@ from __future__ import annotations
 import os
 import queue
 import threading
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
 from PIL import Image
 from torchvision.transforms import v2
 
-from .data import ImageError, open_image
+from ..data import ImageError, open_image
 
 DEFAULT_BUDGET_BYTES = 4 << 30  # decoded pixels kept in memory; fits a 16 GB machine with room
 RESAMPLE = {
@@ -73,7 +73,7 @@ class DecodedImages:
         interpolation: str = "bicubic",
         budget_bytes: int = DEFAULT_BUDGET_BYTES,
         progress: Callable[[int, int], None] | None = None,
-    ) -> "DecodedImages":
+    ) -> DecodedImages:
         pixels: list[torch.Tensor | None] = []
         used = 0
         workers = max(2, min(8, os.cpu_count() or 2))

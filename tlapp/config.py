@@ -1,0 +1,95 @@
+"""The training configuration: one frozen dataclass, built and checked in one function.
+
+    config = make_config(data="photos/", model="resnet18", freeze=3, epochs=5)
+    asdict(config)     # what the run folder's config.json records
+
+Light on purpose (no torch, no timm): the CLI and the page build configs before anything heavy
+is imported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+DEFAULT_MODEL = "resnet18"
+RECIPES = ("two-phase", "one-phase")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a run needs to be reproduced; saved as `config.json` in the run folder."""
+
+    data: str
+    model: str = DEFAULT_MODEL
+    weights: str = "auto"  # auto | pretrained | none | path to weights or a run folder
+    freeze: int | str = 0  # stages frozen from the input; "all" trains only the head
+    epochs: int = 5
+    img_size: int = 224
+    batch_size: int = 32
+    lr: float = 1e-3  # fine-tuning: the learning rate of the layers next to the head
+    recipe: str = "two-phase"  # two-phase: fit the head on frozen features, then fine-tune;
+    #                            one-phase: train head and unfrozen stages together from the start
+    layer_decay: float = 0.7  # fine-tuning: each stage nearer the input learns this much slower
+    weight_decay: float = 0.05
+    warmup_epochs: int = 1
+    label_smoothing: float = 0.1
+    augment: bool = True  # light: random resized crop, horizontal flip, mild colour jitter
+    val_fraction: float = 0.2
+    seed: int = 0
+    out: str = ""  # run folder; empty: a new folder under runs_root
+    runs_root: str = "runs"
+    device: str = "auto"  # auto | cpu | cuda
+    precision: str = "auto"  # auto (bf16 where the hardware has it) | bf16 | fp32
+    feature_cache: bool = True  # head only: run the backbone once per image, cache embeddings
+    cache_dir: str = ""  # embedding cache; empty: $TLAPP_CACHE or ~/.cache/tlapp
+    memory_budget_gb: float = 4.0  # decoded images kept in memory; the rest decoded on demand
+    compile: bool = False  # torch.compile the model on CUDA: slower start, faster long runs
+    balance_classes: bool = False  # weight the loss so that rare classes count as much as common
+    corrections: str = ""  # a corrections file made from the page (relabelled, left-out images)
+
+
+def make_config(**values) -> TrainConfig:
+    """Build and check a TrainConfig from loose values (widgets, CLI); raises ValueError."""
+    known = {f.name: f for f in fields(TrainConfig)}
+    unknown = set(values) - set(known)
+    if unknown:
+        raise ValueError(f"Unknown settings: {', '.join(sorted(unknown))}.")
+    clean = {k: v for k, v in values.items() if v is not None}
+    for name, cast in (
+        ("epochs", int),
+        ("img_size", int),
+        ("batch_size", int),
+        ("warmup_epochs", int),
+        ("seed", int),
+        ("lr", float),
+        ("weight_decay", float),
+        ("label_smoothing", float),
+        ("layer_decay", float),
+        ("val_fraction", float),
+    ):
+        if name in clean:
+            clean[name] = cast(clean[name])
+    if isinstance(clean.get("freeze"), float):
+        clean["freeze"] = int(clean["freeze"])
+    config = TrainConfig(**clean)
+    _check_ranges(config)
+    return config
+
+
+def _check_ranges(c: TrainConfig) -> None:
+    rules = [
+        (c.epochs >= 1, "Epochs must be at least 1."),
+        (32 <= c.img_size <= 1024, "Image size must be between 32 and 1024 pixels."),
+        (c.batch_size >= 1, "Batch size must be at least 1."),
+        (0 < c.lr < 1, "Learning rate must be between 0 and 1 (try 0.001)."),
+        (0 < c.val_fraction < 1, "The validation fraction must be between 0 and 1 (try 0.2)."),
+        (0 <= c.label_smoothing < 1, "Label smoothing must be between 0 and 1."),
+        (c.device in ("auto", "cpu", "cuda"), "Device must be auto, cpu or cuda."),
+        (c.precision in ("auto", "bf16", "fp32"), "Precision must be auto, bf16 or fp32."),
+        (c.memory_budget_gb >= 0, "The memory budget cannot be negative."),
+        (c.recipe in RECIPES, f"Recipe must be one of {', '.join(RECIPES)}."),
+        (0 < c.layer_decay <= 1, "Layer decay must be above 0 and at most 1 (1: no decay)."),
+    ]
+    for ok, message in rules:
+        if not ok:
+            raise ValueError(message)

@@ -1,0 +1,49 @@
+"""Turn what the user gave (a folder, a zip, a CSV, a browser's upload) into a labelled, split
+dataset with a report; safe image opening lives here and only here.
+
+    ds = load_dataset("photos/", val_fraction=0.2, seed=0)
+    ds.report(); ds.skipped; ds.check()
+
+| module | what it holds |
+|---|---|
+| `images` | opening one image file safely, probing its header, hashing its bytes |
+| `listing` | the supported layouts (class folders, train/val folders, CSV) → (path, label, split) |
+| `uploads` | zips and browser uploads, unpacked within `Limits` |
+| `dataset` | `Dataset`, `load_dataset`, the split, `Corrections` made on the page |
+"""
+
+from .dataset import SPLITS, Corrections, Dataset, load_dataset
+from .errors import DataError, ImageError
+from .images import (
+    IMAGE_SUFFIXES,
+    MAX_IMAGE_PIXELS,
+    file_hash,
+    file_hashes,
+    open_image,
+    probe_image,
+    to_rgb,
+)
+from .listing import find_data_root, image_files
+from .uploads import Limits, assemble_upload, extract_zip, safe_destination
+
+__all__ = [
+    "SPLITS",
+    "IMAGE_SUFFIXES",
+    "MAX_IMAGE_PIXELS",
+    "Corrections",
+    "DataError",
+    "Dataset",
+    "ImageError",
+    "Limits",
+    "assemble_upload",
+    "extract_zip",
+    "file_hash",
+    "file_hashes",
+    "find_data_root",
+    "image_files",
+    "load_dataset",
+    "open_image",
+    "probe_image",
+    "safe_destination",
+    "to_rgb",
+]

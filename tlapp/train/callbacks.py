@@ -1,0 +1,181 @@
+"""Callbacks of the loop: `LiveState` keeps the snapshot watchers read, `RunWriter` writes the
+run folder (config.json at once, metrics every epoch, weights when best, a checkpoint)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import pandas as pd
+import timm
+import torch
+
+from .. import metrics, runs
+from ..models import size_kwargs
+from .features import POLICY
+from .loop import Trainer
+from .state import RunState
+
+
+class LiveState:
+    """Keeps the RunState that watchers read up to date, under the Job's lock."""
+
+    def __init__(self, state: RunState, lock: threading.Lock):
+        self.state, self.lock = state, lock
+
+    def before_fit(self, t: Trainer) -> None:
+        self.start = self.epoch_start = time.perf_counter()
+        with self.lock:
+            s = self.state
+            s.status, s.message, s.classes = (
+                "training",
+                "Preparing the images…",
+                list(t.dataset.classes),
+            )
+            s.epochs, s.steps_per_epoch = t.config.epochs, t.steps_per_epoch
+            s.weights_note, s.freeze_note = t.weights.note, t.plan.describe()
+            s.weights_fell_back = t.weights.fell_back
+
+    def before_epoch(self, t: Trainer) -> None:
+        self.epoch_start, self.epoch_images = time.perf_counter(), 0
+        if t.epoch == t.start_epoch:  # the ETA counts from here: preparing and resuming excluded
+            self.start = self.epoch_start
+
+    def on_note(self, t: Trainer) -> None:
+        with self.lock:
+            self.state.notes = list(t.notes)
+            self.state.steps_per_epoch = t.steps_per_epoch  # the batch size may have changed
+        self.start = time.perf_counter()  # the epoch starts again: so does the ETA's clock
+
+    def on_resume(self, t: Trainer) -> None:
+        with self.lock:
+            self.state.steps_per_epoch = t.steps_per_epoch
+            self.state.history = [dict(row) for row in t.history]
+            self.state.best_epoch, self.state.best_accuracy = t.best_epoch, t.best_accuracy
+            self.state.notes = [f"Resumed after epoch {t.start_epoch - 1}."]
+
+    def on_progress(self, t: Trainer) -> None:
+        what, done, total = t.progress
+        with self.lock:
+            self.state.message = f"{what}: {done}/{total}…"
+
+    def after_batch(self, t: Trainer) -> None:
+        now = time.perf_counter()
+        self.epoch_images += t.new_images
+        done = (t.epoch - t.start_epoch) * t.steps_per_epoch + t.step  # in this session
+        remaining = (t.config.epochs - t.epoch + 1) * t.steps_per_epoch - t.step
+        with self.lock:
+            s = self.state
+            s.epoch, s.step = t.epoch, t.step
+            s.step_losses.extend(t.new_losses)
+            s.images_per_sec = self.epoch_images / max(now - self.epoch_start, 1e-6)
+            s.eta_s = (now - self.start) / done * remaining
+
+    def after_epoch(self, t: Trainer) -> None:
+        with self.lock:
+            s = self.state
+            s.history.append(dict(t.result["row"]))
+            s.confusion, s.per_class = t.result["confusion"], t.result["per_class"]
+            s.predictions, s.reliability = t.result["predictions"], t.result["reliability"]
+            s.best_epoch, s.best_accuracy = t.best_epoch, t.best_accuracy
+
+    def after_fit(self, t: Trainer) -> None:
+        with self.lock:
+            s = self.state
+            s.status, s.eta_s = t.status, None
+            s.message = finish_message(t)
+
+
+def finish_message(t: Trainer) -> str:
+    kept = (
+        f"Best model: epoch {t.best_epoch}, validation accuracy {t.best_accuracy:.1%}, "
+        f"saved in {t.run_dir}."
+        if t.best_epoch
+        else "No epoch finished, so no model was saved."
+    )
+    if t.status == "done":
+        return f"Done. {kept}"
+    return f"{t.stop_message} {kept}"
+
+
+class RunWriter:
+    """Writes the run folder: config.json at once, metrics every epoch, weights when best."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir, self.rows = run_dir, []
+
+    def before_fit(self, t: Trainer) -> None:
+        self.info = run_info(t)
+        runs.write_json(self.run_dir / runs.CONFIG, self.info)
+
+    def after_epoch(self, t: Trainer) -> None:
+        self.rows.append(t.result["row"])
+        runs.write_csv(self.run_dir / runs.METRICS, pd.DataFrame(self.rows))
+        if t.is_best:
+            runs.save_weights(
+                self.run_dir / runs.WEIGHTS,
+                t.model,
+                {"arch": t.config.model, "epoch": str(t.epoch)},
+            )
+            cm = metrics.confusion_frame(t.result["confusion"], t.dataset.classes)
+            runs.write_csv(self.run_dir / runs.CONFUSION, cm, index=True)
+            runs.write_csv(self.run_dir / runs.PER_CLASS, t.result["per_class"])
+            runs.write_csv(self.run_dir / runs.PREDICTIONS, t.result["predictions"])
+        runs.save_checkpoint(self.run_dir, t.model, t.checkpoint_state())
+
+    def on_resume(self, t: Trainer) -> None:
+        self.rows = [dict(row) for row in t.history]
+
+    def after_fit(self, t: Trainer) -> None:
+        self.info.update(
+            status=t.status,
+            notes=list(t.notes),
+            batch_size_used=t.batch_size,
+            message=finish_message(t),
+            best_epoch=t.best_epoch,
+            best_val_accuracy=t.best_accuracy if t.best_epoch else None,
+            finished=time.strftime("%Y-%m-%dT%H:%M:%S"),
+        )
+        runs.write_json(self.run_dir / runs.CONFIG, self.info)
+
+
+def run_info(t: Trainer) -> dict:
+    """The content of config.json: the configuration and what it resolved to."""
+    cfg = t.data_cfg
+    return {
+        "arch": t.config.model,
+        "classes": list(t.dataset.classes),
+        "config": asdict(t.config),
+        "weights_used": t.weights.note,
+        "pretrained": t.weights.pretrained,
+        "freeze": {
+            "depth": t.plan.depth,
+            "stages": len(t.plan.stages),
+            "frozen_stages": [s.label for s in t.plan.frozen],
+            "trainable_params": t.plan.trainable,
+            "total_params": t.plan.total,
+            "description": t.plan.describe(),
+        },
+        "model_kwargs": size_kwargs(t.config.model, t.config.img_size),
+        "data_config": {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()},
+        "dataset": {
+            "source": t.config.data,
+            "layout": t.dataset.layout,
+            "images": {
+                s: int((t.dataset.samples["split"] == s).sum()) for s in ("train", "val", "test")
+            },
+            "skipped_files": len(t.dataset.skipped),
+        },
+        "device": str(t.device),
+        "precision": t.precision,
+        "training_path": (
+            f"head only on cached embeddings ({POLICY if t.config.augment else 'plain view'})"
+            if t.head_only
+            else "images decoded once; frozen stages in eval mode, no autograd"
+        ),
+        "versions": {"torch": torch.__version__, "timm": timm.__version__},
+        "status": "training",
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }

@@ -1,0 +1,196 @@
+"""A training run in a background thread: start it, read snapshots, stop it.
+
+    config = make_config(data="photos/", model="resnet18", freeze=3, epochs=5)
+    job = Job(config).start()
+    while job.running:
+        state = job.snapshot()      # a plain RunState copy, safe to read from any thread
+        print(state.progress_line())
+        time.sleep(1)
+    job.stop()                      # ends within a batch; the best model so far is kept
+
+This package never imports gradio: the page and the CLI only start jobs and read snapshots.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import errno
+import threading
+import traceback
+from pathlib import Path
+
+from .. import runs
+from ..config import TrainConfig, make_config
+from ..data import DataError, Dataset, load_dataset
+from ..models import ModelError
+from .callbacks import LiveState, RunWriter
+from .loop import Trainer
+from .slots import TrainingSlots
+from .state import RunState, duration
+
+
+class Job:
+    """A training run in a background thread. Start it, read snapshots, stop it.
+
+    With `slots`, the job waits for its turn on the machine first. `resume=True` continues the
+    run in `config.out` from its last finished epoch."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        dataset: Dataset | None = None,
+        slots: TrainingSlots | None = None,
+        resume: bool = False,
+    ):
+        self.config, self.dataset, self.slots, self.resume = config, dataset, slots, resume
+        self._state = RunState(epochs=config.epochs, message="Loading the data and the model…")
+        self._lock, self._stop, self._finish = (
+            threading.Lock(),
+            threading.Event(),
+            threading.Event(),
+        )
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> Job:
+        self._thread = threading.Thread(
+            target=self._run, name=f"tlapp-train-{self.config.model}", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop within a batch (or leave the queue); the best model so far is kept."""
+        self._stop.set()
+
+    def finish_epoch_and_stop(self) -> None:
+        """What happens when the page is closed: end after the current epoch, saved."""
+        self._finish.set()
+        if self.snapshot().status in ("queued", "starting"):
+            self._stop.set()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def wait(self, timeout: float | None = None) -> RunState:
+        if self._thread:
+            self._thread.join(timeout)
+        return self.snapshot()
+
+    def snapshot(self) -> RunState:
+        with self._lock:
+            state = copy.copy(self._state)
+            state.step_losses = list(state.step_losses)
+            state.history = [dict(row) for row in state.history]
+            state.classes, state.notes = list(state.classes), list(state.notes)
+        return state  # confusion and per_class are replaced, never mutated, so sharing is safe
+
+    def remaining_seconds(self) -> float | None:
+        with self._lock:
+            return self._state.eta_s if self._state.status == "training" else None
+
+    def _run(self) -> None:
+        if self.slots and not self._wait_for_slot():
+            return
+        try:
+            self._train()
+        finally:
+            if self.slots:
+                self.slots.release(self)
+
+    def _wait_for_slot(self) -> bool:
+        def show(place: int, eta: float | None) -> None:
+            wait = f", about {duration(eta)} to wait" if eta is not None else ""
+            with self._lock:
+                self._state.status = "queued"
+                self._state.message = (
+                    f"Waiting for the machine: place {place} in the queue{wait}. "
+                    "Training starts by itself."
+                )
+
+        if self.slots.acquire(self, self._stop, show):
+            with self._lock:
+                self._state.status, self._state.message = (
+                    "starting",
+                    "Loading the data and the model…",
+                )
+            return True
+        with self._lock:
+            self._state.status, self._state.message = (
+                "stopped",
+                "Stopped while waiting in the queue.",
+            )
+        return False
+
+    def _train(self) -> None:
+        run_dir = None
+        try:
+            dataset = self.dataset or load_dataset(
+                self.config.data,
+                self.config.val_fraction,
+                self.config.seed,
+                corrections=self.config.corrections or None,
+            )
+            dataset.check()
+            run_dir = self._make_run_dir()
+            with self._lock:
+                self._state.run_dir = str(run_dir)
+            # The run folder is complete before watchers see the run end (a download then
+            # has the final config.json).
+            callbacks = [RunWriter(run_dir), LiveState(self._state, self._lock)]
+            Trainer(
+                self.config,
+                dataset,
+                run_dir,
+                callbacks,
+                self._stop,
+                self._finish,
+                resume_from=run_dir if self.resume else None,
+            ).fit()
+        except (DataError, ModelError, runs.RunError, ValueError) as err:
+            self._fail(str(err))
+        except OSError as err:
+            self._fail(disk_message(err))
+        except Exception as err:  # a bug or an unexpected fault: say so, keep the details
+            detail = traceback.format_exc()
+            if run_dir:
+                with contextlib.suppress(OSError):
+                    (run_dir / "error.log").write_text(detail, encoding="utf-8")
+            self._fail(
+                f"Training failed unexpectedly ({type(err).__name__}: {err}). "
+                "The details are in error.log in the run folder."
+            )
+
+    def _make_run_dir(self) -> Path:
+        if self.config.out:
+            path = Path(self.config.out)
+            path.mkdir(parents=True, exist_ok=True)
+            return path
+        return runs.new_run_dir(self.config.runs_root, self.config.model)
+
+    def _fail(self, message: str) -> None:
+        with self._lock:
+            self._state.status, self._state.message, self._state.eta_s = "failed", message, None
+            run_dir = self._state.run_dir
+        if run_dir and (Path(run_dir) / runs.CONFIG).exists():
+            with contextlib.suppress(Exception):  # the message above is what matters
+                info = runs.read_config(run_dir)
+                info.update(status="failed", message=message)
+                runs.write_json(Path(run_dir) / runs.CONFIG, info)
+
+
+def disk_message(err: OSError) -> str:
+    if err.errno == errno.ENOSPC:
+        return (
+            "The disk is full, so the run stopped; the best model saved before is intact. "
+            "Free some space and resume the run."
+        )
+    return f"A file could not be written or read ({err.strerror or err}): the run stopped."
+
+
+def resume_config(run_dir: str | Path, **overrides) -> TrainConfig:
+    """The configuration of an earlier run, to continue it in the same folder."""
+    saved = runs.read_config(run_dir)["config"]
+    saved.update(out=str(run_dir), **overrides)
+    return make_config(**saved)

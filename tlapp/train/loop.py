@@ -1,0 +1,285 @@
+"""The training loop: epochs and batches, announced as events to callbacks.
+
+    trainer = Trainer(config, dataset, run_dir, callbacks=[...], stop_event=threading.Event())
+    status = trainer.fit()      # "done", "stopped", "diverged" or "failed"
+
+The loop is plain (nanoGPT) and announces what happens as events (fastai): `before_fit`,
+`before_epoch`, `after_batch`, `after_epoch`, `after_fit`, and `on_progress`, `on_note`,
+`on_resume`. A callback is any object with methods of those names; each gets the Trainer.
+Stopping is an exception raised inside the loop (`StopTraining`), not a flag tested everywhere.
+What the model is and what trains comes from `recipes`; what it trains on from `features`.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .. import metrics, runs
+from ..config import TrainConfig
+from ..data import Dataset
+from ..models import read_state_dict, set_train_mode
+from .batches import BatchFeed
+from .features import EmbeddingSource, make_source
+from .hardware import is_out_of_memory, pick_device, resolve_precision, tune_backends
+from .recipes import class_weights, make_optimizer, make_scheduler, setup_model
+from .state import StopTraining
+
+
+class Trainer:
+    """One training run. `fit()` runs the loop and emits events to its callbacks.
+
+    When every stage is frozen (and `feature_cache` is on) the backbone runs once per image view
+    and only the classifier trains, on cached embeddings; otherwise images are decoded once and
+    the frozen prefix runs in eval mode with no autograd graph."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        dataset: Dataset,
+        run_dir: Path,
+        callbacks: list,
+        stop_event: threading.Event,
+        finish_event: threading.Event | None = None,
+        resume_from: Path | None = None,
+    ):
+        self.config, self.dataset, self.callbacks = config, dataset, callbacks
+        self.run_dir, self.stop_event = run_dir, stop_event
+        self.finish_event = finish_event or threading.Event()  # stop after the current epoch
+        self.resume_from, self.start_epoch, self.history, self.notes = resume_from, 1, [], []
+        self.device = pick_device(config.device)
+        tune_backends(self.device)
+        torch.manual_seed(config.seed)
+        setup = setup_model(config, len(dataset.classes))
+        self.model, self.weights, self.plan = setup.model, setup.weights, setup.plan
+        self.data_cfg, self.head_only = setup.data_cfg, setup.head_only
+        self.cuda = self.device.type == "cuda"
+        self.precision = resolve_precision(config.precision, self.device)
+        self.channels_last = self.cuda or self.precision == "bf16"
+        self.model.to(
+            self.device,
+            memory_format=torch.channels_last if self.channels_last else torch.contiguous_format,
+        )
+        # What runs forward: the compiled model on request (CUDA only); `model` is what is saved.
+        self.net = torch.compile(self.model) if config.compile and self.cuda else self.model
+        self.source = None  # built by fit(), so that its progress shows
+        self.optimizer = make_optimizer(self.model, config, self.cuda)
+        self.class_weights = (
+            class_weights(dataset).to(self.device) if config.balance_classes else None
+        )
+        self.set_batch_size(config.batch_size)  # lowered again if memory runs out
+        self.epoch, self.step, self.loss = 0, 0, float("nan")
+        self.val_logits = self.val_targets = None
+        self.best_epoch, self.best_accuracy, self.best_loss, self.is_best = 0, -1.0, math.inf, False
+        self.status, self.stop_message, self.progress = "training", "", ("", 0, 0)
+        self.cache_hits = 0
+
+    @property
+    def autocast(self):
+        return torch.autocast(
+            self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"
+        )
+
+    def emit(self, event: str) -> None:
+        for callback in self.callbacks:
+            handler = getattr(callback, event, None)
+            if handler:
+                handler(self)
+
+    def report(self, what: str, done: int, total: int) -> None:
+        self.progress = (what, done, total)
+        self.emit("on_progress")
+        if self.stop_event.is_set():
+            raise StopTraining("stopped", "Stopped by the user.")
+
+    def prepare(self) -> None:
+        """Decode the images or compute the embeddings the run trains on."""
+        self.source = make_source(self)
+
+    # --------------------------------------------------------------- the loop
+    def fit(self) -> str:
+        """Train every epoch unless stopped; returns the final status."""
+        status = "done"
+        self.emit("before_fit")
+        try:
+            self.prepare()
+            if self.resume_from:
+                self.load_checkpoint(self.resume_from)
+            for epoch in range(self.start_epoch, self.config.epochs + 1):
+                self.epoch = epoch
+                self.emit("before_epoch")
+                self.train_epoch_fitting_memory()
+                self.validate()
+                self.result = self.epoch_metrics()
+                self._track_best(self.result["row"])
+                self.emit("after_epoch")
+                if self.finish_event.is_set() and epoch < self.config.epochs:
+                    raise StopTraining(
+                        "stopped", f"The page was closed, so the run stopped after epoch {epoch}."
+                    )
+        except StopTraining as stop:
+            status, self.stop_message = stop.status, stop.message
+        self.status = status
+        self.emit("after_fit")
+        return status
+
+    def train_epoch_fitting_memory(self) -> None:
+        """Train one epoch; out of memory, halve the batch and train the epoch again."""
+        while True:
+            try:
+                return self.train_epoch()
+            except (torch.OutOfMemoryError, MemoryError, RuntimeError) as err:
+                if not is_out_of_memory(err):
+                    raise
+                self.optimizer.zero_grad(set_to_none=True)
+                if self.cuda:
+                    torch.cuda.empty_cache()
+                if self.batch_size == 1:
+                    raise StopTraining(
+                        "failed",
+                        "Out of memory even one image at a time: pick a "
+                        "smaller model or image size.",
+                    ) from None
+                self.set_batch_size(self.batch_size // 2)
+                self.notes.append(
+                    f"Out of memory in epoch {self.epoch}: the batch size was "
+                    f"lowered to {self.batch_size} and the epoch started again."
+                )
+                self.emit("on_note")
+
+    def set_batch_size(self, batch_size: int) -> None:
+        """Batch size, steps per epoch and the schedule, which depends on both."""
+        self.batch_size = batch_size
+        for feed in (getattr(self.source, "train", None), getattr(self.source, "val", None)):
+            if isinstance(feed, BatchFeed):
+                feed.batch_size = batch_size
+        if isinstance(self.source, EmbeddingSource):
+            self.source.batch_size = batch_size
+        self.steps_per_epoch = -(-len(self.dataset.split("train")) // batch_size)
+        self.scheduler = self._make_scheduler()
+
+    def _make_scheduler(self):
+        return make_scheduler(self.optimizer, self.config, self.steps_per_epoch)
+
+    # --------------------------------------------------------------- checkpoints
+    def checkpoint_state(self) -> dict:
+        """Everything but the weights that a resumed run needs (plain tensors and numbers)."""
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "epoch": self.epoch,
+            "batch_size": self.batch_size,
+            "best": [self.best_epoch, self.best_accuracy, self.best_loss],
+        }
+
+    def load_checkpoint(self, run_dir: Path) -> None:
+        """Continue from the last finished epoch of `run_dir` (model, optimizer, scheduler)."""
+        folder = Path(run_dir) / runs.CHECKPOINT
+        if not (folder / runs.LAST_WEIGHTS).exists():
+            raise runs.RunError(f"'{run_dir}' has no checkpoint to resume from: no epoch finished.")
+        self.model.load_state_dict(read_state_dict(folder / runs.LAST_WEIGHTS))
+        state = torch.load(folder / runs.TRAINER_STATE, map_location=self.device, weights_only=True)
+        if state["batch_size"] != self.batch_size:
+            self.set_batch_size(state["batch_size"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.best_epoch, self.best_accuracy, self.best_loss = state["best"]
+        self.start_epoch = state["epoch"] + 1
+        self.history = runs.read_metrics(run_dir)[: state["epoch"]]
+        self.emit("on_resume")
+
+    def train_epoch(self) -> None:
+        set_train_mode(self.model)
+        updates = (self.epoch - 1) * self.steps_per_epoch
+        self.loss_sum, self.seen, self.pending = 0.0, 0, []
+        # On a GPU, reading the loss each step would stall it: losses are read in groups.
+        sync_every = 25 if self.cuda else 1
+        for step, (inputs, targets) in enumerate(self.source.train_batches(self.epoch), start=1):
+            self.step = step
+            if self.stop_event.is_set():
+                raise StopTraining("stopped", "Stopped by the user.")
+            with self.autocast:
+                logits = self.source.forward(self.net, inputs)
+                loss = F.cross_entropy(
+                    logits.float(),
+                    targets,
+                    weight=self.class_weights,
+                    label_smoothing=self.config.label_smoothing,
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.scheduler.step_update(updates + step)
+            self.pending.append((loss.detach(), len(targets)))
+            if step % sync_every == 0 or step == self.steps_per_epoch:
+                self._read_losses()
+
+    def _read_losses(self) -> None:
+        """Turn the pending loss tensors into numbers (one host sync), check them, announce."""
+        values = torch.stack([loss for loss, _ in self.pending]).float().cpu().tolist()
+        sizes = [n for _, n in self.pending]
+        self.pending = []
+        if not all(math.isfinite(v) for v in values):
+            raise StopTraining(
+                "diverged",
+                "The loss became infinite or NaN: lower the "
+                "learning rate (try a tenth of it) and train again.",
+            )
+        self.new_losses, self.new_images, self.loss = values, sum(sizes), values[-1]
+        self.loss_sum += sum(v * n for v, n in zip(values, sizes))
+        self.seen += sum(sizes)
+        self.emit("after_batch")
+
+    @torch.inference_mode()
+    def validate(self) -> None:
+        self.model.eval()
+        logits, targets = [], []
+        for inputs, target in self.source.val_batches():
+            if self.stop_event.is_set():
+                raise StopTraining("stopped", "Stopped by the user.")
+            with self.autocast:
+                logits.append(self.source.forward(self.net, inputs).float())
+            targets.append(target)
+        self.val_logits = torch.cat(logits).cpu()
+        self.val_targets = torch.cat(targets).cpu()
+
+    def _track_best(self, row: dict) -> None:
+        """The best epoch is the most accurate on validation; a lower loss breaks ties."""
+        acc, loss = row["val_accuracy"], row["val_loss"]
+        self.is_best = acc > self.best_accuracy or (
+            acc == self.best_accuracy and loss < self.best_loss
+        )
+        if self.is_best:
+            self.best_epoch, self.best_accuracy, self.best_loss = self.epoch, acc, loss
+
+    def epoch_metrics(self) -> dict:
+        """The row of metrics.csv for this epoch, and the confusion matrix behind it."""
+        preds = self.val_logits.argmax(1).numpy()
+        cm = metrics.confusion_matrix(self.val_targets.numpy(), preds, len(self.dataset.classes))
+        summary = metrics.summary(cm)
+        val_loss = F.cross_entropy(self.val_logits, self.val_targets).item()
+        probabilities = self.val_logits.softmax(1).numpy()
+        ece, reliability = metrics.calibration(probabilities, self.val_targets.numpy())
+        row = {
+            "epoch": self.epoch,
+            "train_loss": self.loss_sum / max(self.seen, 1),
+            "val_loss": val_loss,
+            "val_accuracy": summary["accuracy"],
+            "val_macro_f1": summary["macro_f1"],
+            "val_ece": ece,
+            "lr": self.optimizer.param_groups[0]["lr"],
+        }
+        paths = self.dataset.split("val")["path"].tolist()
+        return {
+            "row": row,
+            "confusion": cm,
+            "per_class": metrics.per_class_table(cm, self.dataset.classes),
+            "predictions": metrics.prediction_table(
+                paths, probabilities, self.val_targets.numpy(), self.dataset.classes
+            ),
+            "reliability": reliability,
+        }

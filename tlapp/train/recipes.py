@@ -1,0 +1,85 @@
+"""How a run is staged: the model it starts from, what trains, and with what optimiser.
+
+    setup = setup_model(config, num_classes=3)   # model, weights record, freeze plan, preprocessing
+    optimizer = make_optimizer(setup.model, config, cuda=False)
+    scheduler = make_scheduler(optimizer, config, steps_per_epoch=12)
+
+timm's factories do the work: `create_model` (through `models.build_model`),
+`resolve_model_data_config`, `create_optimizer_v2`, `create_scheduler_v2`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from timm.data import resolve_model_data_config
+from timm.optim import create_optimizer_v2
+from timm.scheduler import create_scheduler_v2
+
+from ..config import TrainConfig
+from ..data import Dataset
+from ..models import FreezePlan, Weights, apply_freeze, build_model, freeze_plan
+
+
+@dataclass
+class ModelSetup:
+    model: torch.nn.Module
+    weights: Weights  # what the backbone started from
+    plan: FreezePlan  # which stages are frozen
+    data_cfg: dict  # timm's preprocessing at the run's image size
+    head_only: bool  # every stage frozen: train the classifier on cached embeddings
+
+
+def setup_model(config: TrainConfig, num_classes: int) -> ModelSetup:
+    """The model with its weights and freeze applied, on the CPU."""
+    model, weights = build_model(config.model, num_classes, config.weights, config.img_size)
+    plan = freeze_plan(model, config.freeze)
+    apply_freeze(model, plan)
+    head_only = (
+        config.feature_cache
+        and plan.depth == len(plan.stages)
+        and isinstance(model.get_classifier(), torch.nn.Module)  # not distilled pairs
+    )
+    return ModelSetup(model, weights, plan, data_config(model, config.img_size), head_only)
+
+
+def make_optimizer(model: torch.nn.Module, config: TrainConfig, cuda: bool):
+    return create_optimizer_v2(
+        model,
+        opt="adamw",
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        **({"fused": True} if cuda else {}),
+    )
+
+
+def make_scheduler(optimizer, config: TrainConfig, steps_per_epoch: int):
+    """Cosine decay to lr/100 with a warm-up, stepped every update."""
+    scheduler, _ = create_scheduler_v2(
+        optimizer,
+        sched="cosine",
+        num_epochs=config.epochs,
+        warmup_epochs=min(config.warmup_epochs, config.epochs - 1),
+        warmup_lr=config.lr / 100,
+        min_lr=config.lr / 100,
+        step_on_epochs=False,
+        updates_per_epoch=steps_per_epoch,
+    )
+    return scheduler
+
+
+def class_weights(dataset: Dataset) -> torch.Tensor:
+    """Inverse-frequency weights over the training split: n / (classes x count)."""
+    counts = np.bincount(dataset.targets("train"), minlength=len(dataset.classes)).astype(
+        np.float32
+    )
+    return torch.from_numpy(counts.sum() / (len(counts) * np.maximum(counts, 1)))
+
+
+def data_config(model: torch.nn.Module, img_size: int) -> dict:
+    """timm's preprocessing for this model (mean, std, interpolation, crop) at our image size."""
+    cfg = resolve_model_data_config(model)
+    cfg["input_size"] = (3, img_size, img_size)
+    return cfg

@@ -1,0 +1,58 @@
+"""The page, one module per step; each builds its part of the layout and wires its handlers.
+
+    demo = build_ui(settings)
+    demo.launch(**launch_kwargs(settings))
+
+Handlers call the engine (data, train, predict) and render snapshots with `tlapp.views`; the
+engine never calls back into the page.
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from ...train.slots import TrainingSlots
+from ..sessions import SessionRegistry
+from ..settings import AppSettings
+from .assets import CSS, PAGE_JS
+from .data import data_step
+from .insight import insight_step
+from .model import model_step
+from .train import train_step
+from .use import use_step
+
+
+def build_ui(settings: AppSettings) -> gr.Blocks:
+    registry, slots = SessionRegistry(settings), TrainingSlots(settings.max_jobs)
+    # Gradio's own copies of uploads are deleted after two hours, checked every half hour.
+    with gr.Blocks(title="tlapp · train an image classifier", delete_cache=(1800, 7200)) as demo:
+        session = gr.State(None, delete_callback=registry.discard)
+        gr.Markdown(
+            "# tlapp — train an image classifier\n"
+            "Give it a folder of images sorted into one subfolder per class, pick a model, "
+            "press **Train**, and watch it learn. Your images stay on this machine."
+        )
+        data = data_step(settings, session)
+        model = model_step(settings, session)
+        train = train_step(settings, session, data, model, slots)
+        insight_step(session, data, train)
+        use_step(settings, session)
+
+        def open_session(request: gr.Request):
+            return registry.open(request.session_hash if request else None)
+
+        def close_session(request: gr.Request):
+            registry.close(request.session_hash if request else None)
+
+        demo.load(open_session, None, session, api_visibility="private")
+        demo.unload(close_session)
+    return demo
+
+
+def launch_kwargs(settings: AppSettings) -> dict:
+    return {
+        "theme": gr.themes.Soft(),
+        "css": CSS,
+        "head": PAGE_JS,
+        "allowed_paths": [str(settings.home / "sessions")],  # random per-visitor folder names
+    }

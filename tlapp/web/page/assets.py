@@ -1,0 +1,86 @@
+"""The page's own style sheet and script, passed to Gradio at launch."""
+
+CSS = """
+.tl-step h2 { margin-bottom: 0.2em; }
+.tl-muted { color: var(--body-text-color-subdued); }
+.tl-cm { overflow-x: auto; }
+.tl-cm table { border-collapse: collapse; font-size: 0.9em; margin: 0 auto; }
+.tl-cm caption { caption-side: bottom; color: var(--body-text-color-subdued); padding-top: 6px; }
+.tl-cm th, .tl-cm td { border: 1px solid var(--border-color-primary); padding: 4px 8px;
+                       text-align: center; min-width: 2.2em; }
+.tl-cm th.tl-true { text-align: right; }
+.tl-cm td[data-cell] { cursor: pointer; }
+.tl-cal table { border-collapse: collapse; width: 100%; font-size: 0.9em; }
+.tl-cal th, .tl-cal td { padding: 3px 6px; border-bottom: 1px solid var(--border-color-primary); }
+.tl-cal td:nth-child(2) { width: 45%; }
+.tl-bar { height: 7px; border-radius: 3px; margin: 2px 0; }
+.tl-said { background: #9ca3af; }
+.tl-right { background: #2563eb; }
+.tl-cm td[data-cell]:hover { outline: 2px solid var(--color-accent); }
+#status { min-height: 2.5em; }
+"""
+
+
+# Uploads keep only base names, so the class folders (the labels) would be lost. This script
+# records each file's path inside the chosen folder in the hidden #upload-paths box before the
+# upload starts: from webkitRelativePath when the folder is picked, and by walking the dropped
+# directory entries when it is dropped (Gradio's own drop handler sees only top-level files).
+PAGE_JS = """
+<script>
+(() => {
+  const describe = (file, path) =>
+    ({path: path || file.webkitRelativePath || file.name, size: file.size});
+  function report(list) {
+    const box = document.querySelector("#upload-paths textarea, #upload-paths input");
+    if (!box) return;
+    box.value = JSON.stringify(list);
+    box.dispatchEvent(new Event("input", {bubbles: true}));
+  }
+  document.addEventListener("change", (event) => {
+    const input = event.target;
+    if (!(input instanceof HTMLInputElement) || input.type !== "file") return;
+    if (!input.closest("#upload")) return;
+    if (input.dataset.tlappFed) { delete input.dataset.tlappFed; return; }
+    report(Array.from(input.files || []).map((f) => describe(f)));
+  }, true);
+  const fileOf = (entry) => new Promise((ok, fail) => entry.file(ok, fail));
+  const batchOf = (reader) => new Promise((ok, fail) => reader.readEntries(ok, fail));
+  async function walk(entry, prefix, out) {
+    if (entry.isFile) { out.push([await fileOf(entry), prefix + entry.name]); return; }
+    const reader = entry.createReader();
+    for (let batch = await batchOf(reader); batch.length; batch = await batchOf(reader)) {
+      for (const child of batch) await walk(child, prefix + entry.name + "/", out);
+    }
+  }
+  // A click on a confusion-matrix cell asks for its images (a fresh value on every click).
+  document.addEventListener("click", (event) => {
+    const cell = event.target instanceof Element && event.target.closest("#confusion-matrix td[data-cell]");
+    const box = document.querySelector("#cm-cell textarea, #cm-cell input");
+    if (!cell || !box) return;
+    box.value = `${cell.dataset.cell},${Date.now()}`;
+    box.dispatchEvent(new Event("input", {bubbles: true}));
+  });
+  document.addEventListener("drop", async (event) => {
+    const zone = event.target instanceof Element && event.target.closest("#upload");
+    if (!zone || !event.dataTransfer) return;
+    const entries = Array.from(event.dataTransfer.items || [])
+      .map((item) => item.webkitGetAsEntry && item.webkitGetAsEntry()).filter(Boolean);
+    if (!entries.some((entry) => entry.isDirectory)) {
+      report(Array.from(event.dataTransfer.files).map((f) => describe(f)));
+      return;
+    }
+    event.preventDefault();
+    event.stopPropagation();
+    const found = [];
+    for (const entry of entries) await walk(entry, "", found);
+    report(found.map(([file, path]) => describe(file, path)));
+    const input = zone.querySelector('input[type="file"]');
+    const transfer = new DataTransfer();
+    found.forEach(([file]) => transfer.items.add(file));
+    input.files = transfer.files;
+    input.dataset.tlappFed = "1";
+    input.dispatchEvent(new Event("change", {bubbles: true}));
+  }, true);
+})();
+</script>
+"""

@@ -1,0 +1,92 @@
+"""What the browser sent (a zip, a folder's files, a typed path) turned into a dataset.
+
+    dataset = dataset_from_upload(settings, session, "photos.zip", "", val_fraction=0.2)
+    dataset = dataset_from_folder_upload(settings, session, files, reported_paths, 0.2)
+
+Every upload unpacks into a new folder of the visitor's own, within the app's `Limits`; folders
+on the server are read only when the settings allow it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..data import DataError, Dataset, assemble_upload, load_dataset
+from .sessions import Session
+from .settings import AppSettings
+
+SAMPLE_DATA = Path(__file__).resolve().parents[2] / "assets" / "digits"
+
+
+# ----------------------------------------------------------------------------- data step
+def dataset_from_upload(
+    settings: AppSettings,
+    session: Session,
+    upload: str | None,
+    local_path: str,
+    val_fraction: float,
+) -> Dataset:
+    if local_path and local_path.strip():
+        if not settings.allow_local_paths:
+            raise DataError(
+                "Reading folders on the server is turned off here: upload a .zip instead."
+            )
+        return load_dataset(
+            Path(local_path.strip()).expanduser(), val_fraction, limits=settings.limits
+        )
+    if not upload:
+        raise DataError(
+            "Choose data first: upload a .zip of class folders, or use the sample digits."
+        )
+    upload = Path(upload)
+    if upload.suffix.lower() == ".zip":
+        target = session.data_folder(upload.stem)
+        return load_dataset(upload, val_fraction, extract_to=target, limits=settings.limits)
+    if upload.suffix.lower() == ".csv" and settings.allow_local_paths:
+        return load_dataset(upload, val_fraction, limits=settings.limits)
+    raise DataError(
+        f"'{upload.name}' is not a .zip of class folders: zip the folder that holds "
+        "one subfolder per class and upload that."
+    )
+
+
+def dataset_from_folder_upload(
+    settings: AppSettings,
+    session: Session,
+    files: list[str] | None,
+    reported: str,
+    val_fraction: float,
+) -> Dataset:
+    """A folder chosen or dropped in the browser: rebuild it from the files and their paths."""
+    if not files:
+        raise DataError(
+            "The folder arrived empty: choose a folder that holds one subfolder per class."
+        )
+    if len(files) == 1 and Path(files[0]).suffix.lower() == ".zip":
+        target = session.data_folder(Path(files[0]).stem)
+        return load_dataset(files[0], val_fraction, extract_to=target, limits=settings.limits)
+    try:
+        paths = json.loads(reported or "[]")
+    except json.JSONDecodeError:
+        paths = []
+    target = session.data_folder("folder")
+    folder = assemble_upload(files, paths, target, settings.limits)
+    return load_dataset(folder, val_fraction, limits=settings.limits)
+
+
+def weights_choice(mode: str, upload: str | None, path: str, settings: AppSettings) -> str:
+    if mode != "from a file":
+        return mode
+    if upload:
+        return upload
+    if path and path.strip():
+        if not settings.allow_local_paths:
+            raise DataError(
+                "Reading files on the server is turned off here: upload the weights file."
+            )
+        return str(Path(path.strip()).expanduser())
+    raise DataError(
+        "Choose a weights file (.safetensors or .pth) or a previous run folder, "
+        "or pick weights 'auto'."
+    )
