@@ -64,7 +64,7 @@ def test_train_then_predict(class_folder, tmp_path):
     assert out.returncode == 0, out.stderr
     assert "Done. Best model" in out.stdout
     assert {"config.json", "model.safetensors", "metrics.csv"} <= {p.name for p in run.iterdir()}
-    assert pd.read_csv(run / "metrics.csv")["epoch"].tolist() == [1, 2]
+    assert pd.read_csv(run / "metrics.csv")["epoch"].tolist() == [0]  # head only: the fitted head
     csv = tmp_path / "predictions.csv"
     pred = tlapp(
         "predict", run, class_folder / "red", class_folder / "blue" / "blue_00.png", "--csv", csv

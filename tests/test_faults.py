@@ -19,6 +19,7 @@ from tlapp.train.batches import ImageSource
 from tlapp.train.slots import TrainingSlots
 
 FAST = dict(
+    recipe="one-phase",  # these tests exercise the loop's fault handling, epoch by epoch
     model="test_resnet",
     weights="none",
     img_size=48,

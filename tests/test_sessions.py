@@ -86,7 +86,7 @@ def test_closing_the_page_finishes_the_epoch_and_old_folders_are_swept(tmp_path,
         time.sleep(0.02)
     registry.close("hash-1")
     state = session.job.wait(60)
-    assert state.status == "stopped" and "page was closed" in state.message and state.best_epoch
+    assert state.status == "stopped" and "page was closed" in state.message and state.has_model
     stale = settings.home / "sessions" / "old"
     stale.mkdir()
     import os

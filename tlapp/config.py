@@ -30,6 +30,7 @@ class TrainConfig:
     recipe: str = "two-phase"  # two-phase: fit the head on frozen features, then fine-tune;
     #                            one-phase: train head and unfrozen stages together from the start
     layer_decay: float = 0.7  # fine-tuning: each stage nearer the input learns this much slower
+    patience: int = 0  # two-phase: stop fine-tuning after this many epochs without a better one
     weight_decay: float = 0.05
     warmup_epochs: int = 1
     label_smoothing: float = 0.1
@@ -40,7 +41,7 @@ class TrainConfig:
     runs_root: str = "runs"
     device: str = "auto"  # auto | cpu | cuda
     precision: str = "auto"  # auto (bf16 where the hardware has it) | bf16 | fp32
-    feature_cache: bool = True  # head only: run the backbone once per image, cache embeddings
+    feature_cache: bool = True  # keep the frozen backbone's embeddings on disk, reuse them
     cache_dir: str = ""  # embedding cache; empty: $TLAPP_CACHE or ~/.cache/tlapp
     memory_budget_gb: float = 4.0  # decoded images kept in memory; the rest decoded on demand
     compile: bool = False  # torch.compile the model on CUDA: slower start, faster long runs
@@ -65,6 +66,7 @@ def make_config(**values) -> TrainConfig:
         ("weight_decay", float),
         ("label_smoothing", float),
         ("layer_decay", float),
+        ("patience", int),
         ("val_fraction", float),
     ):
         if name in clean:
@@ -88,6 +90,7 @@ def _check_ranges(c: TrainConfig) -> None:
         (c.precision in ("auto", "bf16", "fp32"), "Precision must be auto, bf16 or fp32."),
         (c.memory_budget_gb >= 0, "The memory budget cannot be negative."),
         (c.recipe in RECIPES, f"Recipe must be one of {', '.join(RECIPES)}."),
+        (c.patience >= 0, "Patience cannot be negative (0: never stop early)."),
         (0 < c.layer_decay <= 1, "Layer decay must be above 0 and at most 1 (1: no decay)."),
     ]
     for ok, message in rules:

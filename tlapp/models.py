@@ -96,7 +96,12 @@ def build_model(
     `weights`: auto (pretrained if it can be had, else random, said loudly), pretrained (strict),
     none, or a path to a weights file or a run folder (the backbone is loaded, the head is new).
     """
-    name = check_name(name)
+    model, record = _build(check_name(name), num_classes, weights, img_size)
+    neutral_head(model)
+    return model, record
+
+
+def _build(name: str, num_classes: int, weights: str, img_size: int | None):
     kwargs = {"num_classes": num_classes, **size_kwargs(name, img_size)}
     mode = (weights or "auto").strip()
     if mode == "none":
@@ -120,6 +125,20 @@ def build_model(
     model = timm.create_model(name, pretrained=False, **kwargs)
     source = load_backbone_weights(model, Path(mode))
     return model, Weights("file", mode, f"backbone from {source} (new head)")
+
+
+def neutral_head(model: torch.nn.Module) -> None:
+    """Zero the new classifier's last layer: every class starts equally likely, so the first
+    loss is ln(classes) whatever the family's own head initialisation (some draw weights large
+    enough that the first logits are huge and training spends its first steps undoing them)."""
+    heads = model.get_classifier()
+    for head in heads if isinstance(heads, tuple) else (heads,):
+        layers = [m for m in head.modules() if getattr(m, "weight", None) is not None]
+        if layers:
+            with torch.no_grad():
+                layers[-1].weight.zero_()
+                if getattr(layers[-1], "bias", None) is not None:
+                    layers[-1].bias.zero_()
 
 
 def create_pretrained(name: str, **kwargs) -> tuple[torch.nn.Module, Weights]:

@@ -142,7 +142,7 @@ def per_class_view(state: RunState) -> tuple[str, pd.DataFrame | None]:
     last = state.history[-1]
     best = (
         f" · best so far: epoch {state.best_epoch} ({state.best_accuracy:.1%})"
-        if state.best_epoch
+        if state.has_model
         else ""
     )
     text = (
@@ -176,6 +176,8 @@ def status_markdown(state: RunState) -> str:
         )
     if state.freeze_note:
         lines.append(state.freeze_note)
+    if state.recipe:
+        lines.append("**Recipe:** " + " ".join(state.recipe))
     return "\n\n".join(lines)
 
 

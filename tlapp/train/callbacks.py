@@ -34,13 +34,14 @@ class LiveState:
                 "Preparing the images…",
                 list(t.dataset.classes),
             )
-            s.epochs, s.steps_per_epoch = t.config.epochs, t.steps_per_epoch
+            s.epochs, s.steps_per_epoch = t.last_epoch, t.steps_per_epoch
             s.weights_note, s.freeze_note = t.weights.note, t.plan.describe()
+            s.recipe = describe_recipe(t)
             s.weights_fell_back = t.weights.fell_back
 
     def before_epoch(self, t: Trainer) -> None:
         self.epoch_start, self.epoch_images = time.perf_counter(), 0
-        if t.epoch == t.start_epoch:  # the ETA counts from here: preparing and resuming excluded
+        if t.epoch <= max(t.start_epoch, 1):  # the ETA counts from the first fine-tuning epoch
             self.start = self.epoch_start
 
     def on_note(self, t: Trainer) -> None:
@@ -64,8 +65,8 @@ class LiveState:
     def after_batch(self, t: Trainer) -> None:
         now = time.perf_counter()
         self.epoch_images += t.new_images
-        done = (t.epoch - t.start_epoch) * t.steps_per_epoch + t.step  # in this session
-        remaining = (t.config.epochs - t.epoch + 1) * t.steps_per_epoch - t.step
+        done = (t.epoch - max(t.start_epoch, 1)) * t.steps_per_epoch + t.step  # in this session
+        remaining = (t.last_epoch - t.epoch + 1) * t.steps_per_epoch - t.step
         with self.lock:
             s = self.state
             s.epoch, s.step = t.epoch, t.step
@@ -92,9 +93,14 @@ def finish_message(t: Trainer) -> str:
     kept = (
         f"Best model: epoch {t.best_epoch}, validation accuracy {t.best_accuracy:.1%}, "
         f"saved in {t.run_dir}."
-        if t.best_epoch
+        if t.best_epoch is not None
         else "No epoch finished, so no model was saved."
     )
+    if t.best_epoch == 0 and t.epoch > 0:
+        kept = (
+            "Fine-tuning did not beat the head fitted in phase one, so the model kept is "
+            f"phase one's: validation accuracy {t.best_accuracy:.1%}, saved in {t.run_dir}."
+        )
     if t.status == "done":
         return f"Done. {kept}"
     return f"{t.stop_message} {kept}"
@@ -135,10 +141,47 @@ class RunWriter:
             batch_size_used=t.batch_size,
             message=finish_message(t),
             best_epoch=t.best_epoch,
-            best_val_accuracy=t.best_accuracy if t.best_epoch else None,
+            best_val_accuracy=t.best_accuracy if t.best_epoch is not None else None,
+            head_fit=t.head_fit.describe() if t.head_fit else None,
             finished=time.strftime("%Y-%m-%dT%H:%M:%S"),
         )
         runs.write_json(self.run_dir / runs.CONFIG, self.info)
+
+
+def describe_recipe(t: Trainer) -> list[str]:
+    """How the run is staged, one line each, with the reason: shown on the page, saved."""
+    views = POLICY if t.config.augment else "the plain view"
+    head = (
+        f"Phase one fits the new head to convergence on frozen features ({views}): a convex "
+        "problem solved in seconds, so the pretrained features are used as well as they can be "
+        "before any of them changes."
+    )
+    if t.head_only:
+        return [head, "Every stage is frozen, so phase one is the whole run."]
+    decay = (
+        f"learning rates that shrink by {t.config.layer_decay:g} per layer towards the input, "
+        "so the most general pretrained layers move least"
+    )
+    if t.fits_head:
+        early = (
+            f" It stops after {t.config.patience} epochs without a better one."
+            if t.config.patience
+            else ""
+        )
+        return [
+            head,
+            f"Phase two fine-tunes the unfrozen stages for {t.config.epochs} epochs with "
+            f"{decay}, and keeps the best epoch: if none beats phase one, phase one's model is "
+            f"kept, so fine-tuning never makes the result worse.{early}",
+        ]
+    why = (
+        "its classifier is not a single linear layer"
+        if t.config.recipe == "two-phase"
+        else "the one-phase recipe was chosen"
+    )
+    return [
+        f"Head and unfrozen stages train together from the start with one learning rate ({why})."
+    ]
 
 
 def run_info(t: Trainer) -> dict:
@@ -170,11 +213,7 @@ def run_info(t: Trainer) -> dict:
         },
         "device": str(t.device),
         "precision": t.precision,
-        "training_path": (
-            f"head only on cached embeddings ({POLICY if t.config.augment else 'plain view'})"
-            if t.head_only
-            else "images decoded once; frozen stages in eval mode, no autograd"
-        ),
+        "recipe": describe_recipe(t),
         "versions": {"torch": torch.__version__, "timm": timm.__version__},
         "status": "training",
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),

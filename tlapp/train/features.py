@@ -1,10 +1,11 @@
-"""What the loop trains on: batches of decoded images, or cached embeddings for head only.
+"""What the loop trains on: frozen embeddings for the head (phase one), decoded images after.
 
-    source = make_source(trainer)    # ImageSource, or EmbeddingSource when only the head trains
+    features = gather_features(trainer)    # frozen embeddings of every image, cached on disk
+    images = image_source(trainer)         # decoded-image batches for fine-tuning
 
-When every stage is frozen the backbone is a fixed function, so it runs once per image view
-(eval mode, inference mode) and only the classifier trains, on what the backbone returned:
-an epoch then takes milliseconds instead of minutes.
+Phase one treats the backbone as a fixed function: it runs once per image view (eval mode,
+inference mode) and the head is fitted on what it returned, in well under a second; a second
+run on the same images (another learning rate, more epochs) reads the embeddings from disk.
 
     store = EmbeddingStore(cache_dir, key)
     table = store.lookup(hashes)              # {hash: [views, dim]} for images already cached
@@ -15,9 +16,9 @@ named by the hash of the file's bytes: a changed file gets a new name and is com
 key covers the model, its weights, the image size, the preprocessing, the precision and the view
 policy, so any change there starts a fresh cache.
 
-View policy: view 0 is the plain evaluation view (centre crop). With augmentation on, each image
-also gets AUGMENTED_VIEWS random augmented views, and every epoch trains on one view per image
-drawn at random; validation always uses the plain view.
+View policy: view 0 is the plain evaluation view (centre crop). With augmentation on, each
+training image also gets AUGMENTED_VIEWS random augmented views, all of them rows of the head's
+fit; validation always uses the plain view.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,8 +38,9 @@ from safetensors.torch import save_file
 
 from .. import runs
 from ..data import file_hash, file_hashes
+from ..models import set_train_mode
 from ..runs import atomic_write
-from .batches import BatchFeed, DecodedImages, ImageSource, cache_side, epoch_order, to_model_input
+from .batches import BatchFeed, DecodedImages, ImageSource, cache_side, to_model_input
 
 if TYPE_CHECKING:
     from .loop import Trainer
@@ -113,61 +116,15 @@ def embed(
     return torch.cat(out) if out else torch.empty(0, views, 0)
 
 
-class EmbeddingSource:
-    """Training batches of cached embeddings; the model's classifier is all that runs."""
-
-    def __init__(
-        self,
-        train: torch.Tensor,
-        train_targets: torch.Tensor,
-        val: torch.Tensor,
-        val_targets: torch.Tensor,
-        batch_size: int,
-        seed: int,
-        augment: bool,
-        classifier: torch.nn.Module,
-        device: torch.device,
-    ):
-        self.train, self.val = train.to(device), val.to(device)
-        self.train_targets, self.val_targets = train_targets.to(device), val_targets.to(device)
-        self.batch_size, self.seed, self.augment = batch_size, seed, augment
-        self.classifier = classifier
-
-    @property
-    def steps_per_epoch(self) -> int:
-        return -(-len(self.train) // self.batch_size)
-
-    def train_batches(self, epoch: int):
-        order = epoch_order(len(self.train), self.seed, epoch).to(self.train.device)
-        views = self.train.shape[1]
-        pick = (
-            torch.randint(
-                views,
-                (len(order),),
-                generator=torch.Generator().manual_seed(self.seed * 7919 + epoch),
-            ).to(self.train.device)
-            if self.augment and views > 1
-            else torch.zeros(len(order), dtype=torch.long, device=self.train.device)
-        )
-        for i in range(0, len(order), self.batch_size):
-            index = order[i : i + self.batch_size]
-            yield self.train[index, pick[index]], self.train_targets[index]
-
-    def val_batches(self):
-        for i in range(0, len(self.val), self.batch_size * 8):
-            yield (
-                self.val[i : i + self.batch_size * 8, 0],
-                self.val_targets[i : i + self.batch_size * 8],
-            )
-
-    def forward(self, model: torch.nn.Module, inputs: torch.Tensor) -> torch.Tensor:
-        return self.classifier(inputs)
-
-
 # ----------------------------------------------------------------------------- sources
-def make_source(t: Trainer):
-    """The batches a run trains on: embeddings when only the head trains, else images."""
-    return embedding_source(t) if t.head_only else image_source(t)
+@dataclass
+class Features:
+    """Frozen-backbone embeddings of the run's images: what phase one fits the head on."""
+
+    train: torch.Tensor  # [images, views, dim]: the plain view first, then augmented views
+    train_targets: torch.Tensor
+    val: torch.Tensor  # [images, dim]: the plain view
+    val_targets: torch.Tensor
 
 
 def image_feed(t: Trainer, split: str, paths: list[str], targets, train: bool) -> BatchFeed:
@@ -209,9 +166,11 @@ def weights_identity(t: Trainer) -> str:
     return f"file {file_hash(str(path / runs.WEIGHTS if path.is_dir() else path))}"
 
 
-def embedding_key(t: Trainer) -> str:
+def embedding_key(t: Trainer, train_hashes: list[str] | None = None) -> str:
+    """Everything embeddings depend on; with recalibrated BatchNorm, the training images too."""
     cfg = {k: t.data_cfg[k] for k in ("mean", "std", "interpolation", "crop_pct")}
     return cache_key(
+        batchnorm_from=cache_key(images=sorted(train_hashes)) if train_hashes else "weights",
         model=t.config.model,
         weights=weights_identity(t),
         img_size=t.config.img_size,
@@ -222,19 +181,88 @@ def embedding_key(t: Trainer) -> str:
     )
 
 
-def embedding_source(t: Trainer) -> EmbeddingSource:
-    """Embeddings of every train and val image, from the cache or computed now (and cached)."""
+def gather_features(t: Trainer, images: ImageSource | None = None) -> Features:
+    """Embeddings of every train and val image: from the cache, or computed now and cached.
+
+    Missing ones are computed from `images` when the run has decoded them already (fine-tuning),
+    otherwise only the missing images are decoded."""
     d, views = t.dataset, 1 + (AUGMENTED_VIEWS if t.config.augment else 0)
-    store = EmbeddingStore(t.config.cache_dir or default_cache_dir(), embedding_key(t))
-    paths = d.split("train")["path"].tolist() + d.split("val")["path"].tolist()
+    train_paths, val_paths = d.split("train")["path"].tolist(), d.split("val")["path"].tolist()
+    paths = train_paths + val_paths
     hashes = file_hashes(paths)
-    cached = store.lookup(hashes)
+    if t.weights.kind == "random" and not t.head_only:
+        images = images or image_source(t)
+        recalibrate_batchnorm(t, images.train)
+    recalibrated = t.weights.kind == "random" and not t.head_only
+    key = embedding_key(t, hashes[: len(train_paths)] if recalibrated else None)
+    store = EmbeddingStore(t.config.cache_dir or default_cache_dir(), key)
+    cached = store.lookup(hashes) if t.config.feature_cache else {}
     missing = [i for i, h in enumerate(hashes) if h not in cached]
     t.cache_hits = len(paths) - len(missing)
     if missing:
+        new = _embed_missing(t, paths, missing, views, images)
+        new = {hashes[i]: row for i, row in zip(missing, new)}
+        if t.config.feature_cache:
+            store.add(new)
+        cached |= new
+    rows = torch.stack([cached[h][:views] for h in hashes])
+    n = len(train_paths)
+    return Features(
+        rows[:n],
+        torch.as_tensor(d.targets("train")),
+        rows[n:, 0],
+        torch.as_tensor(d.targets("val")),
+    )
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(t: Trainer, feed: BatchFeed) -> None:
+    """Running statistics of the trainable BatchNorm layers averaged over the plain views of the
+    training images: random weights come with statistics of nothing, which would make eval-mode
+    features (phase one) and train-mode ones (phase two) disagree wildly. Frozen layers keep
+    theirs (they run in eval mode in both phases)."""
+    norms = [
+        m
+        for m in t.model.modules()
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+        and any(p.requires_grad for p in m.parameters())
+    ]
+    if not norms:
+        return
+
+    def batches():
+        for start in range(0, len(feed.images), feed.batch_size):
+            end = min(start + feed.batch_size, len(feed.images))
+            pixels = torch.stack([feed.view(i, augmented=False) for i in range(start, end)])
+            t.report("Estimating BatchNorm statistics", end, len(feed.images))
+            yield to_model_input(
+                pixels, t.data_cfg["mean"], t.data_cfg["std"], t.device, t.channels_last
+            )
+
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over every batch
+    set_train_mode(t.model)
+    with t.autocast:
+        for x in batches():
+            t.model(x)
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    t.model.eval()
+    t.notes.append(
+        "The backbone starts from random weights, so the BatchNorm statistics of the layers "
+        "that train were estimated on your training images before the head was fitted."
+    )
+
+
+def _embed_missing(t: Trainer, paths, missing, views, images: ImageSource | None):
+    """[len(missing), views, dim] embeddings, in the order of `missing`."""
+    progress = lambda done, total: t.report("Computing embeddings", done, total)  # noqa: E731
+    if images is None:
         targets = np.zeros(len(missing), dtype=np.int64)
         feed = image_feed(t, "new", [paths[i] for i in missing], targets, train=True)
-        table = embed(
+        return embed(
             t.model,
             feed,
             list(range(len(missing))),
@@ -243,21 +271,24 @@ def embedding_source(t: Trainer) -> EmbeddingSource:
             t.device,
             t.autocast,
             t.channels_last,
-            progress=lambda done, total: t.report("Computing embeddings", done, total),
+            progress,
         )
-        new = {hashes[i]: table[k] for k, i in enumerate(missing)}
-        store.add(new)
-        cached |= new
-    rows = torch.stack([cached[h][:views] for h in hashes])
-    n_train = len(d.split("train"))
-    return EmbeddingSource(
-        rows[:n_train],
-        torch.as_tensor(d.targets("train")),
-        rows[n_train:],
-        torch.as_tensor(d.targets("val")),
-        t.batch_size,
-        t.config.seed,
-        t.config.augment,
-        t.model.get_classifier(),
+    n_train = len(images.train.images)
+    train = [i for i in missing if i < n_train]
+    val = [i - n_train for i in missing if i >= n_train]
+    done = embed(
+        t.model,
+        images.train,
+        train,
+        views,
+        t.data_cfg,
         t.device,
+        t.autocast,
+        t.channels_last,
+        progress,
     )
+    # Validation images are decoded without augmentation: their augmented views are never used.
+    plain = embed(
+        t.model, images.val, val, 1, t.data_cfg, t.device, t.autocast, t.channels_last, progress
+    )
+    return list(done) + list(plain.expand(-1, views, -1).clone())

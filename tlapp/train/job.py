@@ -192,5 +192,6 @@ def disk_message(err: OSError) -> str:
 def resume_config(run_dir: str | Path, **overrides) -> TrainConfig:
     """The configuration of an earlier run, to continue it in the same folder."""
     saved = runs.read_config(run_dir)["config"]
+    saved.setdefault("recipe", "one-phase")  # runs from before the two-phase recipe
     saved.update(out=str(run_dir), **overrides)
     return make_config(**saved)

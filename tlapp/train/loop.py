@@ -24,8 +24,9 @@ from ..config import TrainConfig
 from ..data import Dataset
 from ..models import read_state_dict, set_train_mode
 from .batches import BatchFeed
-from .features import EmbeddingSource, make_source
+from .features import gather_features, image_source
 from .hardware import is_out_of_memory, pick_device, resolve_precision, tune_backends
+from .head import fit_linear_head, fittable, set_linear_head
 from .recipes import class_weights, make_optimizer, make_scheduler, setup_model
 from .state import StopTraining
 
@@ -57,6 +58,13 @@ class Trainer:
         setup = setup_model(config, len(dataset.classes))
         self.model, self.weights, self.plan = setup.model, setup.weights, setup.plan
         self.data_cfg, self.head_only = setup.data_cfg, setup.head_only
+        # Phase one (epoch 0) fits the head on frozen features; fine-tuning epochs follow.
+        self.fits_head = self.head_only or (
+            config.recipe == "two-phase" and fittable(self.model.get_classifier())
+        )
+        self.start_epoch = 0 if self.fits_head else 1
+        self.last_epoch = 0 if self.head_only else config.epochs
+        self.head_fit = None
         self.cuda = self.device.type == "cuda"
         self.precision = resolve_precision(config.precision, self.device)
         self.channels_last = self.cuda or self.precision == "bf16"
@@ -67,14 +75,19 @@ class Trainer:
         # What runs forward: the compiled model on request (CUDA only); `model` is what is saved.
         self.net = torch.compile(self.model) if config.compile and self.cuda else self.model
         self.source = None  # built by fit(), so that its progress shows
-        self.optimizer = make_optimizer(self.model, config, self.cuda)
+        self.optimizer = make_optimizer(self.model, config, self.cuda, self.fits_head)
         self.class_weights = (
             class_weights(dataset).to(self.device) if config.balance_classes else None
         )
         self.set_batch_size(config.batch_size)  # lowered again if memory runs out
         self.epoch, self.step, self.loss = 0, 0, float("nan")
         self.val_logits = self.val_targets = None
-        self.best_epoch, self.best_accuracy, self.best_loss, self.is_best = 0, -1.0, math.inf, False
+        self.best_epoch, self.best_accuracy, self.best_loss, self.is_best = (
+            None,
+            -1.0,
+            math.inf,
+            False,
+        )
         self.status, self.stop_message, self.progress = "training", "", ("", 0, 0)
         self.cache_hits = 0
 
@@ -97,8 +110,8 @@ class Trainer:
             raise StopTraining("stopped", "Stopped by the user.")
 
     def prepare(self) -> None:
-        """Decode the images or compute the embeddings the run trains on."""
-        self.source = make_source(self)
+        """Decode the images that fine-tuning trains on (head only needs none but its features)."""
+        self.source = None if self.head_only else image_source(self)
 
     # --------------------------------------------------------------- the loop
     def fit(self) -> str:
@@ -109,23 +122,58 @@ class Trainer:
             self.prepare()
             if self.resume_from:
                 self.load_checkpoint(self.resume_from)
-            for epoch in range(self.start_epoch, self.config.epochs + 1):
+            for epoch in range(self.start_epoch, self.last_epoch + 1):
                 self.epoch = epoch
                 self.emit("before_epoch")
-                self.train_epoch_fitting_memory()
-                self.validate()
+                if epoch == 0:
+                    self.fit_head()
+                else:
+                    self.train_epoch_fitting_memory()
+                    self.validate()
                 self.result = self.epoch_metrics()
                 self._track_best(self.result["row"])
                 self.emit("after_epoch")
-                if self.finish_event.is_set() and epoch < self.config.epochs:
-                    raise StopTraining(
-                        "stopped", f"The page was closed, so the run stopped after epoch {epoch}."
-                    )
+                self._stop_early_if_due()
         except StopTraining as stop:
             status, self.stop_message = stop.status, stop.message
         self.status = status
         self.emit("after_fit")
         return status
+
+    def fit_head(self) -> None:
+        """Phase one: the classifier fitted to convergence on the frozen backbone's embeddings."""
+        self.features = gather_features(self, self.source)
+        f = self.features
+        weights = self.class_weights.cpu() if self.class_weights is not None else None
+        fit = fit_linear_head(
+            f.train, f.train_targets, len(self.dataset.classes), weights, self.config.seed
+        )
+        set_linear_head(self.model.get_classifier(), fit)
+        self.head_fit = fit
+        self.val_logits = F.linear(f.val.float(), fit.weight, fit.bias)
+        self.val_targets = f.val_targets
+        train_logits = F.linear(f.train[:, 0].float(), fit.weight, fit.bias)
+        self.seen = len(f.train_targets)
+        self.loss_sum = F.cross_entropy(train_logits, f.train_targets).item() * self.seen
+        self.notes.append(fit.describe())
+        self.emit("on_note")
+
+    def _stop_early_if_due(self) -> None:
+        """After the page closed, or when fine-tuning has not beaten the best epoch for
+        `patience` epochs (a few hundred images on a CPU should not mean minutes for nothing)."""
+        epoch, last = self.epoch, self.last_epoch
+        if self.finish_event.is_set() and epoch < last:
+            raise StopTraining(
+                "stopped", f"The page was closed, so the run stopped after epoch {epoch}."
+            )
+        patience = self.config.patience
+        if self.fits_head and patience and epoch < last and epoch - self.best_epoch >= patience:
+            self.notes.append(
+                f"Fine-tuning stopped after epoch {epoch}: validation accuracy had not improved "
+                f"on epoch {self.best_epoch} for {patience} epochs."
+            )
+            self.emit("on_note")
+            raise StopTraining("done", "")
 
     def train_epoch_fitting_memory(self) -> None:
         """Train one epoch; out of memory, halve the batch and train the epoch again."""
@@ -157,8 +205,6 @@ class Trainer:
         for feed in (getattr(self.source, "train", None), getattr(self.source, "val", None)):
             if isinstance(feed, BatchFeed):
                 feed.batch_size = batch_size
-        if isinstance(self.source, EmbeddingSource):
-            self.source.batch_size = batch_size
         self.steps_per_epoch = -(-len(self.dataset.split("train")) // batch_size)
         self.scheduler = self._make_scheduler()
 
@@ -271,7 +317,8 @@ class Trainer:
             "val_accuracy": summary["accuracy"],
             "val_macro_f1": summary["macro_f1"],
             "val_ece": ece,
-            "lr": self.optimizer.param_groups[0]["lr"],
+            "lr": max(g["lr"] for g in self.optimizer.param_groups) if self.epoch else None,
+            "phase": "head" if self.epoch == 0 else "fine-tune",
         }
         paths = self.dataset.split("val")["path"].tolist()
         return {

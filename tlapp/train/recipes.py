@@ -1,7 +1,7 @@
 """How a run is staged: the model it starts from, what trains, and with what optimiser.
 
     setup = setup_model(config, num_classes=3)   # model, weights record, freeze plan, preprocessing
-    optimizer = make_optimizer(setup.model, config, cuda=False)
+    optimizer = make_optimizer(setup.model, config, cuda=False, after_head=True)
     scheduler = make_scheduler(optimizer, config, steps_per_epoch=12)
 
 timm's factories do the work: `create_model` (through `models.build_model`),
@@ -37,20 +37,23 @@ def setup_model(config: TrainConfig, num_classes: int) -> ModelSetup:
     model, weights = build_model(config.model, num_classes, config.weights, config.img_size)
     plan = freeze_plan(model, config.freeze)
     apply_freeze(model, plan)
-    head_only = (
-        config.feature_cache
-        and plan.depth == len(plan.stages)
-        and isinstance(model.get_classifier(), torch.nn.Module)  # not distilled pairs
+    head_only = plan.depth == len(plan.stages) and isinstance(
+        model.get_classifier(), torch.nn.Module  # not distilled pairs
     )
     return ModelSetup(model, weights, plan, data_config(model, config.img_size), head_only)
 
 
-def make_optimizer(model: torch.nn.Module, config: TrainConfig, cuda: bool):
+def make_optimizer(model: torch.nn.Module, config: TrainConfig, cuda: bool, after_head: bool):
+    """AdamW over what trains. After a fitted head (two-phase), learning rates decay layer by
+    layer towards the input (timm's `layer_decay`, over the model's own `group_matcher`): the
+    layers that pretraining shaped most generally move least."""
+    decay = config.layer_decay if after_head and config.layer_decay < 1 else None
     return create_optimizer_v2(
         model,
         opt="adamw",
         lr=config.lr,
         weight_decay=config.weight_decay,
+        layer_decay=decay,
         **({"fused": True} if cuda else {}),
     )
 

@@ -25,15 +25,20 @@ class RunState:
     history: list[dict] = field(default_factory=list)  # one row per epoch
     confusion: np.ndarray | None = None  # latest epoch
     per_class: pd.DataFrame | None = None  # latest epoch
-    best_epoch: int = 0
+    best_epoch: int | None = None  # None until an epoch has been saved; 0 is the fitted head
     best_accuracy: float = 0.0
     run_dir: str = ""
     weights_note: str = ""
     weights_fell_back: bool = False  # random weights although pretrained ones were wanted
     freeze_note: str = ""
+    recipe: list[str] = field(default_factory=list)  # how the run is staged, and why
     notes: list[str] = field(default_factory=list)  # things the run did on its own (OOM retries)
     predictions: pd.DataFrame | None = None  # latest epoch: one row per validation image
     reliability: pd.DataFrame | None = None  # latest epoch: calibration bins
+
+    @property
+    def has_model(self) -> bool:
+        return self.best_epoch is not None
 
     @property
     def finished(self) -> bool:

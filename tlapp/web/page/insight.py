@@ -118,7 +118,7 @@ def show_top(state: Session | None):
 @user_errors
 def pick(state: Session | None, paths: list[str], evt: gr.SelectData):
     run = state.job.snapshot() if state and state.job else None
-    if not run or not run.best_epoch or evt.index is None or evt.index >= len(paths):
+    if not run or not run.has_model or evt.index is None or evt.index >= len(paths):
         return gr.Image(), gr.Markdown(), gr.Dropdown(), None
     path = paths[evt.index]
     row = run.predictions[run.predictions["path"] == path].iloc[0]

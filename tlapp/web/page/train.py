@@ -157,7 +157,7 @@ def poll_outputs(session: Session | None):
     summary, table = per_class_view(state)
     x_lim = [0, max(state.epochs, 1)]
     download = gr.DownloadButton(visible=False)
-    if state.finished and state.best_epoch:
+    if state.finished and state.has_model:
         try:
             zip_path = runs.zip_run(state.run_dir, session.workdir / "downloads")
             download = gr.DownloadButton(

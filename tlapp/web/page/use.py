@@ -82,7 +82,7 @@ def _layout() -> dict:
 
 def trained(state: Session | None) -> Predictor:
     run = state.job.snapshot() if state and state.job else None
-    if not run or not run.best_epoch:
+    if not run or not run.has_model:
         raise DataError("Train a model first: predictions use the best epoch of your run.")
     return state.predictor(run.run_dir)
 

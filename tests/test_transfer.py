@@ -1,0 +1,131 @@
+"""Transfer that keeps what pretraining learned: a neutral new head, a converged head-only fit,
+and a two-phase recipe whose result is never worse than its first phase."""
+
+import json
+import math
+import threading
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+from tlapp.config import make_config
+from tlapp.data import load_dataset
+from tlapp.models import CATALOG, build_model
+from tlapp.train import Job, Trainer
+from tlapp.train.callbacks import RunWriter
+from tlapp.train.head import fit_linear_head
+
+FAMILIES = [
+    "test_resnet",
+    "test_efficientnet",
+    "test_convnext",
+    "test_vit",
+    "mobilenetv3_small_050",
+]
+
+
+@pytest.mark.parametrize("name", FAMILIES + list(CATALOG))
+def test_the_new_head_is_neutral_so_the_first_loss_is_ln_k(name):
+    classes = 3
+    model, _ = build_model(name, classes, "none", img_size=64)
+    model.eval()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        logits = model(torch.randn(4, 3, 64, 64))
+    loss = F.cross_entropy(logits, torch.tensor([0, 1, 2, 0])).item()
+    assert abs(loss - math.log(classes)) < 0.05, (name, loss)
+
+
+def gaussian_embeddings(seed: int, n: int, classes: int = 5, dim: int = 64):
+    """A fixed, overlapping mixture: linear but not separable, so regularisation matters."""
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(classes, dim, generator=torch.Generator().manual_seed(123)) * 0.6
+    y = torch.arange(n) % classes
+    x = centres[y] + torch.randn(n, dim, generator=g) + 3.0  # offset: features are not centred
+    return x, y
+
+
+def test_the_head_fit_matches_scikit_learns_logistic_regression():
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = gaussian_embeddings(0, 400)
+    xv, yv = gaussian_embeddings(1, 1000)
+    fit = fit_linear_head(x, y, 5)
+    ours = ((xv @ fit.weight.T + fit.bias).argmax(1) == yv).float().mean().item()
+    theirs = LogisticRegression(max_iter=5000).fit(x.numpy(), y.numpy()).score(xv, yv)
+    assert ours > 0.5  # far above chance (0.2): the problem is learnable
+    assert abs(ours - theirs) <= 0.01, (ours, theirs)
+    assert fit.l2 > 0 and fit.folds == 3 and "L-BFGS" in fit.describe()
+
+
+def test_augmented_views_are_extra_rows_and_a_tiny_set_still_fits():
+    x, y = gaussian_embeddings(2, 30)
+    views = torch.stack([x, x + 0.1, x - 0.1], dim=1)  # [images, views, dim]
+    fit = fit_linear_head(views, y, 5)
+    assert fit.rows == 90 and fit.images == 30 and "30 images × 3 views" in fit.describe()
+    few = fit_linear_head(x[:10], y[:10], 5)  # two per class: nothing to hold out
+    assert few.folds == 1 and torch.isfinite(few.weight).all()
+
+
+FAST = dict(model="test_resnet", weights="none", img_size=48, batch_size=8, precision="fp32")
+
+
+def run(folder, tmp_path, **overrides):
+    config = make_config(
+        data=str(folder),
+        out=str(tmp_path / "run"),
+        cache_dir=str(tmp_path / "cache"),
+        **{**FAST, **overrides},
+    )
+    return Job(config).start().wait(timeout=240)
+
+
+def test_head_only_is_one_fitted_head_and_ignores_epochs(class_folder, tmp_path):
+    state = run(class_folder, tmp_path, freeze="all", epochs=7)
+    assert state.status == "done" and state.best_epoch == 0
+    metrics = pd.read_csv(tmp_path / "run" / "metrics.csv")
+    assert metrics["epoch"].tolist() == [0] and metrics["phase"].tolist() == ["head"]
+    info = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert "L-BFGS" in info["head_fit"] and "phase one is the whole run" in " ".join(info["recipe"])
+
+
+def test_two_phase_fits_the_head_first_then_fine_tunes_with_layer_decay(class_folder, tmp_path):
+    dataset = load_dataset(class_folder)
+    config = make_config(data=str(class_folder), out=str(tmp_path / "run"), epochs=2, **FAST)
+    (tmp_path / "run").mkdir()
+    writer = RunWriter(tmp_path / "run")
+    t = Trainer(config, dataset, tmp_path / "run", [writer], threading.Event())
+    assert t.fits_head and t.start_epoch == 0 and t.last_epoch == 2
+    scales = sorted({g.get("lr_scale", 1.0) for g in t.optimizer.param_groups})
+    assert len(scales) > 2 and scales[-1] == 1.0 and scales[0] < 0.5  # stem learns slowest
+    assert t.fit() == "done"
+    assert t.result["row"]["phase"] == "fine-tune"
+    metrics = pd.read_csv(tmp_path / "run" / "metrics.csv")
+    assert metrics["epoch"].tolist() == [0, 1, 2]
+    assert metrics["phase"].tolist() == ["head", "fine-tune", "fine-tune"]
+
+
+def test_fine_tuning_that_makes_things_worse_keeps_the_phase_one_model(class_folder, tmp_path):
+    # A learning rate far too high wrecks phase two; the result must be phase one's head.
+    state = run(class_folder, tmp_path, epochs=2, lr=0.5, label_smoothing=0.0)
+    assert state.status in ("done", "diverged")
+    history = pd.read_csv(tmp_path / "run" / "metrics.csv")
+    head_accuracy = history.loc[history["epoch"] == 0, "val_accuracy"].item()
+    assert state.best_accuracy >= history["val_accuracy"].max() >= head_accuracy
+    if state.best_epoch == 0:
+        assert "phase one" in state.message
+        # The saved model reproduces phase one's validation accuracy.
+        model, _ = build_model("test_resnet", 3, "none")
+        model.load_state_dict(load_file(tmp_path / "run" / "model.safetensors"))
+        predictions = pd.read_csv(tmp_path / "run" / "val_predictions.csv")
+        assert np.isclose((predictions["true"] == predictions["predicted"]).mean(), head_accuracy)
+
+
+def test_one_phase_recipe_trains_everything_from_the_start(class_folder, tmp_path):
+    state = run(class_folder, tmp_path, epochs=2, recipe="one-phase")
+    assert state.status == "done"
+    assert pd.read_csv(tmp_path / "run" / "metrics.csv")["epoch"].tolist() == [1, 2]
