@@ -37,9 +37,9 @@ def setup_model(config: TrainConfig, num_classes: int) -> ModelSetup:
     model, weights = build_model(config.model, num_classes, config.weights, config.img_size)
     plan = freeze_plan(model, config.freeze)
     apply_freeze(model, plan)
-    head_only = plan.depth == len(plan.stages) and isinstance(
-        model.get_classifier(), torch.nn.Module  # not distilled pairs
-    )
+    # Distilled pairs (two classifiers) have no single head to fit on embeddings.
+    single_head = isinstance(model.get_classifier(), torch.nn.Module)
+    head_only = plan.depth == len(plan.stages) and single_head
     return ModelSetup(model, weights, plan, data_config(model, config.img_size), head_only)
 
 
