@@ -61,6 +61,20 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=int, default=32)
     train.add_argument("--lr", type=float, default=1e-3)
     train.add_argument(
+        "--recipe",
+        default="two-phase",
+        choices=["two-phase", "one-phase"],
+        help="two-phase: fit the head on frozen features, then fine-tune; "
+        "one-phase: train everything together from the start",
+    )
+    train.add_argument(
+        "--layer-decay",
+        type=float,
+        default=0.7,
+        help="two-phase fine-tuning: each layer nearer the input learns this much slower",
+    )
+
+    train.add_argument(
         "--weights",
         default="auto",
         help="auto | pretrained | none | a .safetensors/.pth file | a run folder",
@@ -130,6 +144,8 @@ def cmd_train(args) -> int:
         img_size=args.img_size,
         batch_size=args.batch_size,
         lr=args.lr,
+        recipe=args.recipe,
+        layer_decay=args.layer_decay,
         weights=args.weights,
         out=args.out,
         runs_root=args.runs_root,
