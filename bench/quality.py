@@ -8,7 +8,8 @@ scikit-learn logistic regression on the same frozen embeddings (the reference fo
 Every tlapp row is a fresh `tlapp train` process with an empty embedding cache, so its wall time
 includes start-up, decoding and the embedding pass. Parts:
   digits    the sample digits, resnet18 from random weights (offline), 64 px, 5 epochs
-  transfer  resnet18 at 32 px pretrained on digits 0-4, then 10 images per class of 5-9:
+  transfer  resnet18 at 32 px trained on digits 0-4 (30 epochs, from scratch), then 10 images
+            per class of 5-9:
             the default recipe from that run against training from scratch, 3 seeds
   photos    tf_efficientnet_lite0 with real ImageNet weights on the ants/bees photos
   fewshot   the same with 10 training photos per class, 3 draws
@@ -143,7 +144,8 @@ def part_digits(work: Path, epochs: int) -> dict:
 def part_transfer(work: Path, epochs: int, seeds: int) -> dict:
     source = subset(DIGITS, work / "source", 10_000, 0, classes=[str(d) for d in range(5)])
     common = dict(model="resnet18", img_size=32)
-    pre = tlapp_train(source, work, weights="none", epochs=10, **common)
+    # The source model: 30 epochs of one-phase training from scratch on digits 0-4.
+    pre = tlapp_train(source, work, weights="none", epochs=30, recipe="one-phase", **common)
     runs = []
     for seed in range(seeds):
         target = subset(DIGITS, work / f"target-{seed}", 10, seed, [str(d) for d in range(5, 10)])

@@ -8,6 +8,7 @@ os.environ["TLAPP_CACHE"] = __import__("tempfile").mkdtemp(prefix="tlapp-test-ca
 
 import random
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,9 @@ def write_classes(root: Path, per_class: int = 12, classes=COLORS, fmt="png", se
     for c, rgb in classes.items():
         (root / c).mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
-            colour_image(rgb, seed=hash((c, i, seed)) % 2**32).save(root / c / f"{c}_{i:02d}.{fmt}")
+            # A stable seed: str hashes differ between processes, so the data would too.
+            stable = zlib.crc32(f"{c}-{i}-{seed}".encode())
+            colour_image(rgb, seed=stable).save(root / c / f"{c}_{i:02d}.{fmt}")
     return root
 
 

@@ -129,3 +129,39 @@ def test_one_phase_recipe_trains_everything_from_the_start(class_folder, tmp_pat
     state = run(class_folder, tmp_path, epochs=2, recipe="one-phase")
     assert state.status == "done"
     assert pd.read_csv(tmp_path / "run" / "metrics.csv")["epoch"].tolist() == [1, 2]
+
+
+def test_a_test_split_is_scored_once_at_the_end_apart_from_validation(split_folder, tmp_path):
+    state = run(split_folder, tmp_path, epochs=1)
+    assert state.status == "done" and state.test["images"] == 6
+    assert 0 <= state.test["accuracy"] <= 1 and state.test["epoch"] == state.best_epoch
+    info = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert info["test"] == state.test
+    from tlapp.views import status_markdown
+
+    assert "**Test set** (scored once, at the end)" in status_markdown(state)
+
+
+def test_continuing_an_earlier_run_on_the_same_classes_keeps_its_trained_head(
+    class_folder, tmp_path
+):
+    first = run(class_folder, tmp_path / "a", freeze="all")
+    trained = load_file(tmp_path / "a" / "run" / "model.safetensors")
+    model, weights = build_model(
+        "test_resnet", 3, str(tmp_path / "a" / "run"), classes=first.classes
+    )
+    assert weights.head_kept and "trained head" in weights.note
+    assert torch.equal(model.fc.weight, trained["fc.weight"])
+    other, weights = build_model(
+        "test_resnet", 3, str(tmp_path / "a" / "run"), classes=["x", "y", "z"]
+    )
+    assert not weights.head_kept and not other.fc.weight.any()  # other classes: a neutral head
+    config = make_config(
+        data=str(class_folder),
+        out=str(tmp_path / "b"),
+        weights=str(tmp_path / "a" / "run"),
+        epochs=1,
+        **{k: v for k, v in FAST.items() if k != "weights"},
+    )
+    t = Trainer(config, load_dataset(class_folder), tmp_path / "b", [], threading.Event())
+    assert not t.fits_head and t.start_epoch == 1  # the kept head is not fitted again

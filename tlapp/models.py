@@ -77,6 +77,7 @@ class Weights:
     kind: str
     source: str
     note: str
+    head_kept: bool = False  # an earlier run's trained head, its classes being the same
 
     @property
     def pretrained(self) -> bool:
@@ -89,7 +90,11 @@ class Weights:
 
 
 def build_model(
-    name: str, num_classes: int, weights: str = "auto", img_size: int | None = None
+    name: str,
+    num_classes: int,
+    weights: str = "auto",
+    img_size: int | None = None,
+    classes: list[str] | None = None,
 ) -> tuple[torch.nn.Module, Weights]:
     """A timm model with a fresh `num_classes` head, and a record of the weights it got.
 
@@ -97,8 +102,26 @@ def build_model(
     none, or a path to a weights file or a run folder (the backbone is loaded, the head is new).
     """
     model, record = _build(check_name(name), num_classes, weights, img_size)
+    if record.kind == "file" and classes and run_classes(Path(weights)) == list(classes):
+        load_head(model, Path(weights))  # continuing an earlier run on the same classes
+        note = f"{record.note.removesuffix(' (new head)')}, with its trained head (same classes)"
+        return model, Weights("file", record.source, note, head_kept=True)
     neutral_head(model)
     return model, record
+
+
+def run_classes(path: Path) -> list[str] | None:
+    """The class names of an earlier run folder, or None for anything else."""
+    config = path / "config.json"
+    if not (path.is_dir() and config.exists()):
+        return None
+    return json.loads(config.read_text()).get("classes")
+
+
+def load_head(model: torch.nn.Module, run_dir: Path) -> None:
+    head = set(classifier_keys(model))
+    state = read_state_dict(run_dir / "model.safetensors")
+    model.load_state_dict({k: v for k, v in state.items() if k in head}, strict=False)
 
 
 def _build(name: str, num_classes: int, weights: str, img_size: int | None):

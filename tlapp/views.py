@@ -166,6 +166,13 @@ def status_markdown(state: RunState) -> str:
         "training": "Training",
     }.get(state.status, "Starting")
     lines = [f"**{word}** · {state.progress_line()}"]
+    if state.test:
+        t = state.test
+        lines.append(
+            f"**Test set** (scored once, at the end): accuracy {t['accuracy']:.1%}, macro F1 "
+            f"{t['macro_f1']:.3f} on {t['images']} images. The best epoch was chosen on "
+            "validation, so the validation figure is optimistic; this one is not."
+        )
     lines += [f"**Note:** {note}" for note in state.notes]
     if state.weights_note:
         warn = state.weights_fell_back

@@ -85,7 +85,7 @@ class LiveState:
     def after_fit(self, t: Trainer) -> None:
         with self.lock:
             s = self.state
-            s.status, s.eta_s = t.status, None
+            s.status, s.eta_s, s.test = t.status, None, t.test_result
             s.message = finish_message(t)
 
 
@@ -143,6 +143,7 @@ class RunWriter:
             best_epoch=t.best_epoch,
             best_val_accuracy=t.best_accuracy if t.best_epoch is not None else None,
             head_fit=t.head_fit.describe() if t.head_fit else None,
+            test=t.test_result,
             finished=time.strftime("%Y-%m-%dT%H:%M:%S"),
         )
         runs.write_json(self.run_dir / runs.CONFIG, self.info)
@@ -150,7 +151,7 @@ class RunWriter:
 
 def describe_recipe(t: Trainer) -> list[str]:
     """How the run is staged, one line each, with the reason: shown on the page, saved."""
-    views = POLICY if t.config.augment else "the plain view"
+    views = POLICY
     head = (
         f"Phase one fits the new head to convergence on frozen features ({views}): a convex "
         "problem solved in seconds, so the pretrained features are used as well as they can be "
@@ -173,6 +174,11 @@ def describe_recipe(t: Trainer) -> list[str]:
             f"Phase two fine-tunes the unfrozen stages for {t.config.epochs} epochs with "
             f"{decay}, and keeps the best epoch: if none beats phase one, phase one's model is "
             f"kept, so fine-tuning never makes the result worse.{early}",
+        ]
+    if t.weights.head_kept:
+        return [
+            "The earlier run's trained head is kept (same classes), so fine-tuning continues "
+            f"from it with {decay}."
         ]
     why = (
         "its classifier is not a single linear layer"

@@ -23,8 +23,8 @@ from .. import metrics, runs
 from ..config import TrainConfig
 from ..data import Dataset
 from ..models import read_state_dict, set_train_mode
-from .batches import BatchFeed
-from .features import gather_features, image_source
+from .batches import BatchFeed, ImageSource
+from .features import gather_features, image_feed, image_source
 from .hardware import is_out_of_memory, pick_device, resolve_precision, tune_backends
 from .head import fit_linear_head, fittable, set_linear_head
 from .recipes import class_weights, make_optimizer, make_scheduler, setup_model
@@ -55,16 +55,19 @@ class Trainer:
         self.device = pick_device(config.device)
         tune_backends(self.device)
         torch.manual_seed(config.seed)
-        setup = setup_model(config, len(dataset.classes))
+        setup = setup_model(config, dataset.classes)
         self.model, self.weights, self.plan = setup.model, setup.weights, setup.plan
         self.data_cfg, self.head_only = setup.data_cfg, setup.head_only
         # Phase one (epoch 0) fits the head on frozen features; fine-tuning epochs follow.
         self.fits_head = self.head_only or (
-            config.recipe == "two-phase" and fittable(self.model.get_classifier())
+            config.recipe == "two-phase"
+            and fittable(self.model.get_classifier())
+            and not self.weights.head_kept  # a trained head continues as it is
         )
         self.start_epoch = 0 if self.fits_head else 1
         self.last_epoch = 0 if self.head_only else config.epochs
         self.head_fit = None
+        self.best_state, self.test_result = None, None  # the kept model; its test-split score
         self.cuda = self.device.type == "cuda"
         self.precision = resolve_precision(config.precision, self.device)
         self.channels_last = self.cuda or self.precision == "bf16"
@@ -75,7 +78,9 @@ class Trainer:
         # What runs forward: the compiled model on request (CUDA only); `model` is what is saved.
         self.net = torch.compile(self.model) if config.compile and self.cuda else self.model
         self.source = None  # built by fit(), so that its progress shows
-        self.optimizer = make_optimizer(self.model, config, self.cuda, self.fits_head)
+        self.optimizer = make_optimizer(
+            self.model, config, self.cuda, self.fits_head or self.weights.head_kept
+        )
         self.class_weights = (
             class_weights(dataset).to(self.device) if config.balance_classes else None
         )
@@ -136,9 +141,43 @@ class Trainer:
                 self._stop_early_if_due()
         except StopTraining as stop:
             status, self.stop_message = stop.status, stop.message
+        if status in ("done", "stopped"):
+            self.score_test()
         self.status = status
         self.emit("after_fit")
         return status
+
+    @torch.inference_mode()
+    def score_test(self) -> None:
+        """The kept model scored once on the test split, apart from validation: the best epoch
+        was chosen on validation, so that figure is optimistic and this one is not."""
+        paths = self.dataset.split("test")["path"].tolist()
+        if not paths or self.best_epoch is None:
+            return
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+        try:
+            feed = image_feed(self, "test", paths, self.dataset.targets("test"), train=False)
+        except StopTraining:
+            return
+        source = ImageSource(feed, feed, self.data_cfg, self.device, self.channels_last)
+        self.model.eval()
+        logits, targets = [], []
+        for inputs, target in source.val_batches():
+            with self.autocast:
+                logits.append(source.forward(self.net, inputs).float().cpu())
+            targets.append(target.cpu())
+        predicted = torch.cat(logits).argmax(1).numpy()
+        cm = metrics.confusion_matrix(
+            torch.cat(targets).numpy(), predicted, len(self.dataset.classes)
+        )
+        summary = metrics.summary(cm)
+        self.test_result = {
+            "images": len(paths),
+            "accuracy": summary["accuracy"],
+            "macro_f1": summary["macro_f1"],
+            "epoch": self.best_epoch,
+        }
 
     def fit_head(self) -> None:
         """Phase one: the classifier fitted to convergence on the frozen backbone's embeddings."""
@@ -301,6 +340,7 @@ class Trainer:
         )
         if self.is_best:
             self.best_epoch, self.best_accuracy, self.best_loss = self.epoch, acc, loss
+            self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
 
     def epoch_metrics(self) -> dict:
         """The row of metrics.csv for this epoch, and the confusion matrix behind it."""

@@ -1,6 +1,6 @@
 """How a run is staged: the model it starts from, what trains, and with what optimiser.
 
-    setup = setup_model(config, num_classes=3)   # model, weights record, freeze plan, preprocessing
+    setup = setup_model(config, classes=["ants", "bees", "wasps"])   # model, weights record, freeze plan, preprocessing
     optimizer = make_optimizer(setup.model, config, cuda=False, after_head=True)
     scheduler = make_scheduler(optimizer, config, steps_per_epoch=12)
 
@@ -32,9 +32,11 @@ class ModelSetup:
     head_only: bool  # every stage frozen: train the classifier on cached embeddings
 
 
-def setup_model(config: TrainConfig, num_classes: int) -> ModelSetup:
+def setup_model(config: TrainConfig, classes: list[str]) -> ModelSetup:
     """The model with its weights and freeze applied, on the CPU."""
-    model, weights = build_model(config.model, num_classes, config.weights, config.img_size)
+    model, weights = build_model(
+        config.model, len(classes), config.weights, config.img_size, classes
+    )
     plan = freeze_plan(model, config.freeze)
     apply_freeze(model, plan)
     # Distilled pairs (two classifiers) have no single head to fit on embeddings.

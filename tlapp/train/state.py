@@ -32,6 +32,7 @@ class RunState:
     weights_fell_back: bool = False  # random weights although pretrained ones were wanted
     freeze_note: str = ""
     recipe: list[str] = field(default_factory=list)  # how the run is staged, and why
+    test: dict | None = None  # the kept model on the test split, scored once at the end
     notes: list[str] = field(default_factory=list)  # things the run did on its own (OOM retries)
     predictions: pd.DataFrame | None = None  # latest epoch: one row per validation image
     reliability: pd.DataFrame | None = None  # latest epoch: calibration bins
