@@ -63,28 +63,44 @@ def features(folder, tmp_path, **overrides):
     return t, gather_features(t)
 
 
+def weights_file(tmp_path, name="test_resnet"):
+    """Fixed weights from a file, standing in for pretrained ones (random weights have their
+    BatchNorm statistics estimated on the training set, which then becomes part of the key)."""
+    import timm
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    path = tmp_path / f"{name}.safetensors"
+    state = timm.create_model(name).state_dict()
+    save_file({k: v.contiguous() for k, v in state.items()}, path)
+    return str(path)
+
+
 def test_embedding_cache_is_reused_and_invalidated(class_folder, tmp_path):
-    first, first_features = features(class_folder, tmp_path)
+    weights = weights_file(tmp_path)
+    first, first_features = features(class_folder, tmp_path, weights=weights)
     n = len(first.dataset.samples)
     assert first.cache_hits == 0
-    again, again_features = features(class_folder, tmp_path, lr=1e-2, epochs=9)
+    again, again_features = features(class_folder, tmp_path, weights=weights, lr=1e-2, epochs=9)
     assert again.cache_hits == n  # another learning rate or more epochs: nothing recomputed
     assert torch.equal(again_features.train, first_features.train)
 
     changed = next((class_folder / "red").iterdir())
     colour_image((10, 200, 10), seed=99).save(changed)
-    edited, _ = features(class_folder, tmp_path)
+    edited, _ = features(class_folder, tmp_path, weights=weights)
     assert edited.cache_hits == n - 1  # only the edited file is computed again
 
     for other in (
         dict(img_size=64),
-        dict(model="test_efficientnet"),
-        dict(seed=1),
+        dict(model="test_efficientnet", weights=weights_file(tmp_path, "test_efficientnet")),
+        dict(weights="none"),
     ):
-        fresh, _ = features(class_folder, tmp_path, **other)
+        fresh, _ = features(class_folder, tmp_path, **{"weights": weights, **other})
         assert fresh.cache_hits == 0, other
     # Phase one embeds plain views only, so augmentation (a fine-tuning setting) shares them.
-    assert features(class_folder, tmp_path, augment=True)[0].cache_hits == n
+    assert features(class_folder, tmp_path, weights=weights, augment=True)[0].cache_hits == n
+    # Random weights: another seed is another backbone.
+    assert features(class_folder, tmp_path, weights="none", seed=1)[0].cache_hits == 0
 
 
 def test_weights_file_changes_the_cache_key(class_folder, tmp_path):

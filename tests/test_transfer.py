@@ -165,3 +165,15 @@ def test_continuing_an_earlier_run_on_the_same_classes_keeps_its_trained_head(
     )
     t = Trainer(config, load_dataset(class_folder), tmp_path / "b", [], threading.Event())
     assert not t.fits_head and t.start_epoch == 1  # the kept head is not fitted again
+
+
+def test_two_phase_starts_from_exactly_the_head_only_model(class_folder, tmp_path):
+    """Phase one is the head-only run, even from random weights (whose BatchNorm statistics
+    are estimated the same way in both), so the default is never below head only."""
+    head = run(class_folder, tmp_path / "head", freeze="all")
+    both = run(class_folder, tmp_path / "both", epochs=1)
+    phase_one = pd.read_csv(tmp_path / "both" / "run" / "metrics.csv").iloc[0]
+    assert phase_one["phase"] == "head"
+    assert phase_one["val_accuracy"] == head.best_accuracy
+    assert np.isclose(phase_one["val_loss"], head.history[0]["val_loss"], atol=1e-5)
+    assert both.best_accuracy >= head.best_accuracy

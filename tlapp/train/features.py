@@ -37,7 +37,6 @@ from safetensors.torch import save_file
 
 from .. import runs
 from ..data import file_hash, file_hashes
-from ..models import set_train_mode
 from ..runs import atomic_write
 from .batches import BatchFeed, DecodedImages, ImageSource, cache_side, to_model_input
 
@@ -191,10 +190,9 @@ def gather_features(t: Trainer, images: ImageSource | None = None) -> Features:
     train_paths, val_paths = d.split("train")["path"].tolist(), d.split("val")["path"].tolist()
     paths = train_paths + val_paths
     hashes = file_hashes(paths)
-    if t.weights.kind == "random" and not t.head_only:
-        images = images or image_source(t)
-        recalibrate_batchnorm(t, images.train)
-    recalibrated = t.weights.kind == "random" and not t.head_only
+    recalibrated = t.weights.kind == "random"
+    if recalibrated:
+        recalibrate_batchnorm(t, (images or image_source(t)).train)
     key = embedding_key(t, hashes[: len(train_paths)] if recalibrated else None)
     store = EmbeddingStore(t.config.cache_dir or default_cache_dir(), key)
     cached = store.lookup(hashes) if t.config.feature_cache else {}
@@ -218,16 +216,13 @@ def gather_features(t: Trainer, images: ImageSource | None = None) -> Features:
 
 @torch.no_grad()
 def recalibrate_batchnorm(t: Trainer, feed: BatchFeed) -> None:
-    """Running statistics of the trainable BatchNorm layers averaged over the plain views of the
-    training images: random weights come with statistics of nothing, which would make eval-mode
-    features (phase one) and train-mode ones (phase two) disagree wildly. Frozen layers keep
-    theirs (they run in eval mode in both phases)."""
-    norms = [
-        m
-        for m in t.model.modules()
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
-        and any(p.requires_grad for p in m.parameters())
-    ]
+    """BatchNorm running statistics averaged over the plain views of the training images.
+
+    Random weights come with statistics of nothing (mean 0, variance 1), which make eval-mode
+    features explode and disagree with the train-mode ones of fine-tuning. They carry nothing to
+    keep, so every layer's are estimated once, before phase one; from then on frozen layers keep
+    them. Pretrained and file weights are never touched."""
+    norms = [m for m in t.model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     if not norms:
         return
 
@@ -244,7 +239,9 @@ def recalibrate_batchnorm(t: Trainer, feed: BatchFeed) -> None:
     for m in norms:
         m.reset_running_stats()
         m.momentum = None  # a cumulative average over every batch
-    set_train_mode(t.model)
+    t.model.eval()
+    for m in norms:
+        m.train()
     with t.autocast:
         for x in batches():
             t.model(x)
@@ -252,8 +249,8 @@ def recalibrate_batchnorm(t: Trainer, feed: BatchFeed) -> None:
         m.momentum = momentum
     t.model.eval()
     t.notes.append(
-        "The backbone starts from random weights, so the BatchNorm statistics of the layers "
-        "that train were estimated on your training images before the head was fitted."
+        "The backbone starts from random weights, so its BatchNorm statistics were estimated on "
+        "your training images before the head was fitted."
     )
 
 
