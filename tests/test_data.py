@@ -28,6 +28,24 @@ def test_class_folders_get_a_stratified_seeded_split(class_folder):
     assert other.split("val")["path"].tolist() != ds.split("val")["path"].tolist()
 
 
+def test_copies_of_one_picture_stay_on_one_side_of_the_split(tmp_path):
+    root = write_classes(tmp_path / "d", per_class=20)
+    originals = sorted((root / "red").iterdir())[:6]
+    for i, original in enumerate(originals):
+        (root / "red" / f"copy_{i}.png").write_bytes(original.read_bytes())  # exact
+        Image.open(original).resize((60, 60)).save(root / "red" / f"bigger_{i}.png")  # near
+    Image.open(originals[0]).save(root / "blue" / "mislabelled.png")  # a copy in another class
+    for seed in range(5):
+        ds = load_dataset(root, val_fraction=0.25, seed=seed)
+        split_of = dict(zip(ds.samples["path"], ds.samples["split"]))
+        for i, original in enumerate(originals):
+            family = [original, root / "red" / f"copy_{i}.png", root / "red" / f"bigger_{i}.png"]
+            family += [root / "blue" / "mislabelled.png"] if i == 0 else []
+            assert len({split_of[str(p)] for p in family}) == 1, (seed, i)
+        assert counts(ds)[("red", "val")] == round(32 * 0.25)  # still the share asked for
+        assert counts(ds)[("green", "val")] == 5
+
+
 def test_train_val_test_folders_are_used_as_given(split_folder):
     ds = load_dataset(split_folder)
     assert ds.layout == "train/val folders"

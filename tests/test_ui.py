@@ -85,3 +85,18 @@ def test_confusion_html_escapes_class_names():
     html = confusion_html(np.array([[1, 0], [2, 3]]), ["<b>cat</b>", "dog"])
     assert "&lt;b&gt;cat&lt;/b&gt;" in html and "<b>cat</b>" not in html
     assert html.count("<td") == 4
+
+
+def test_the_page_finds_a_learning_rate_and_uses_it_in_one_click(app, class_folder, tmp_path):
+    client = Client(app[0], verbose=False)
+    archive = zip_folder(class_folder, tmp_path / "colours.zip")
+    client.predict(handle_file(str(archive)), 0.2, api_name="/load_upload")
+    widgets = ("resnet18", "test_resnet", "none", None, "", 0, 1, 48, 4, 0.001, False, False)
+    plot, said = client.predict(*widgets, api_name="/lr_find")
+    assert "Suggested learning rate" in said
+    suggestion = float(said.split("**Suggested learning rate: ")[1].split("**")[0])
+    assert len(plot["data"]) >= 10 and plot["columns"] == ["log10 lr", "loss"]
+    assert client.predict(api_name="/use_lr") == pytest.approx(suggestion)
+    frozen = (*widgets[:5], 5, *widgets[6:])  # test_resnet: 5 stages frozen is head only
+    with pytest.raises(Exception, match="without a learning rate"):
+        client.predict(*frozen, api_name="/lr_find")

@@ -2,6 +2,7 @@
 
     tlapp check DATA                      # the per-class table; exit 1 if it cannot be trained
     tlapp train DATA --model resnet18 --freeze 3 --epochs 5 --out runs/mine
+    tlapp lr-find DATA --model resnet18 --freeze 2     # suggest a fine-tuning learning rate
     tlapp predict RUN_DIR photo.jpg more/ --csv predictions.csv
 
 DATA is a folder of class subfolders, a train/val folder, a .zip of either, or a CSV of path,label.
@@ -10,39 +11,37 @@ DATA is a folder of class subfolders, a train/val folder, a .zip of either, or a
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 
-import pandas as pd
-from tqdm import tqdm
+from .config import DEFAULT_MODEL, make_config
 
-from .config import make_config
-from .data import DataError, image_files, load_dataset
-from .health import check_health
-from .models import DEFAULT_MODEL, ModelError
-from .predict import Predictor
-from .runs import RunError
-from .train import Job, RunState, resume_config
+# The engine (torch, timm, pandas) is imported inside each command, after the arguments are
+# parsed: `--help` and argument errors answer at once.
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.func(args)
-    except (DataError, ModelError, RunError, ValueError) as err:
+    except ValueError as err:  # DataError, ModelError, RunError: a sentence for the user
         print(f"error: {err}", file=sys.stderr)
         return 2
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="tlapp", description="Transfer learning on images with timm.")
+    p = argparse.ArgumentParser(
+        prog="tlapp", description="Transfer learning on images with timm.", formatter_class=_Help
+    )
     sub = p.add_subparsers(dest="command", required=True)
+    command = functools.partial(sub.add_parser, formatter_class=_Help)
 
-    check = sub.add_parser("check", help="scan a dataset and say whether it can be trained")
+    check = command("check", help="scan a dataset and say whether it can be trained")
     _data_args(check)
     check.set_defaults(func=cmd_check)
 
-    train = sub.add_parser("train", help="train a classifier and write a run folder")
+    train = command("train", help="train a classifier and write a run folder")
     _data_args(train, optional=True)  # optional: --resume needs none
     train.add_argument(
         "--resume",
@@ -50,49 +49,95 @@ def parser() -> argparse.ArgumentParser:
         metavar="RUN_DIR",
         help="continue a stopped or crashed run from its last finished epoch",
     )
-    train.add_argument("--model", default=DEFAULT_MODEL, help="any timm model name")
-    train.add_argument(
+    _model_args(train)
+    train.add_argument("--epochs", type=int, default=5, help="fine-tuning epochs (phase two)")
+    train.add_argument("--lr", type=float, default=1e-3, help="fine-tuning learning rate")
+    train.add_argument("--out", default="", help="run folder; empty: a new one under --runs-root")
+    train.add_argument("--runs-root", default="runs", help="where new run folders go")
+    train.set_defaults(func=cmd_train)
+
+    find = command("lr-find", help="suggest a fine-tuning learning rate (as fastai's lr_find)")
+    _data_args(find)
+    _model_args(find)
+    _sweep_args(find)
+    find.set_defaults(func=cmd_lr_find)
+
+    predict = command("predict", help="classify images with a trained run")
+    predict.add_argument("run_dir")
+    predict.add_argument("images", nargs="+", help="image files or folders")
+    predict.add_argument("--csv", default="", help="write one row per image to this CSV file")
+    predict.set_defaults(func=cmd_predict)
+    return p
+
+
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults shown in --help, except empty ones ("default: " would say nothing)."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, "") or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    """What a run trains and how: shared by `train` and `lr-find`."""
+    p.add_argument("--model", default=DEFAULT_MODEL, help="any timm model name")
+    p.add_argument(
+        "--weights",
+        default="auto",
+        help="auto | pretrained | none | a .safetensors/.pth file | a run folder",
+    )
+    p.add_argument(
         "--freeze",
         default="0",
         help="stages frozen from the input: 0 trains everything, 'all' only the head",
     )
-    train.add_argument("--epochs", type=int, default=5)
-    train.add_argument("--img-size", type=int, default=224)
-    train.add_argument("--batch-size", type=int, default=32)
-    train.add_argument("--lr", type=float, default=1e-3)
-    train.add_argument(
+    p.add_argument("--img-size", type=int, default=224, help="images are resized to this square")
+    p.add_argument("--batch-size", type=int, default=32, help="images per training step")
+    p.add_argument(
         "--recipe",
         default="two-phase",
         choices=["two-phase", "one-phase"],
         help="two-phase: fit the head on frozen features, then fine-tune; "
         "one-phase: train everything together from the start",
     )
-    train.add_argument(
+    p.add_argument(
         "--layer-decay",
         type=float,
         default=0.7,
         help="two-phase fine-tuning: each layer nearer the input learns this much slower",
     )
-
-    train.add_argument(
-        "--weights",
-        default="auto",
-        help="auto | pretrained | none | a .safetensors/.pth file | a run folder",
+    p.add_argument("--no-augment", action="store_true", help="turn off light augmentation")
+    p.add_argument(
+        "--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to train"
     )
-    train.add_argument(
-        "--out", default="", help="run folder (default: a new one under --runs-root)"
-    )
-    train.add_argument("--runs-root", default="runs")
-    train.add_argument("--no-augment", action="store_true", help="turn off light augmentation")
-    train.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    train.set_defaults(func=cmd_train)
 
-    predict = sub.add_parser("predict", help="classify images with a trained run")
-    predict.add_argument("run_dir")
-    predict.add_argument("images", nargs="+", help="image files or folders")
-    predict.add_argument("--csv", default="", help="write one row per image to this CSV file")
-    predict.set_defaults(func=cmd_predict)
-    return p
+
+def _sweep_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--num-it", type=int, default=100, help="training steps of the sweep (fewer if it diverges)"
+    )
+    p.add_argument("--start-lr", type=float, default=1e-7, help="the sweep's first learning rate")
+    p.add_argument("--end-lr", type=float, default=10.0, help="the rate it would reach at the end")
+
+
+def _config(args, **extra):
+    """The TrainConfig the command-line options describe."""
+    return make_config(
+        data=args.data,
+        model=args.model,
+        freeze=args.freeze,
+        img_size=args.img_size,
+        batch_size=args.batch_size,
+        recipe=args.recipe,
+        layer_decay=args.layer_decay,
+        weights=args.weights,
+        augment=not args.no_augment,
+        val_fraction=args.val_fraction,
+        seed=args.seed,
+        device=args.device,
+        **extra,
+    )
 
 
 def _data_args(p: argparse.ArgumentParser, optional: bool = False) -> None:
@@ -107,10 +152,13 @@ def _data_args(p: argparse.ArgumentParser, optional: bool = False) -> None:
         default=0.2,
         help="share of each class held out for validation when there is no val/ folder",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="for the split and the training order")
 
 
 def cmd_check(args) -> int:
+    from .data import load_dataset
+    from .health import check_health
+
     dataset = load_dataset(args.data, args.val_fraction, args.seed)
     print(dataset.report().to_string(index=False))
     if len(dataset.skipped):
@@ -131,33 +179,21 @@ def cmd_check(args) -> int:
 
 
 def cmd_train(args) -> int:
+    from .data import DataError
+    from .train import Job, resume_config
+
     if args.resume:
         job = Job(resume_config(args.resume), resume=True).start()
         return report(follow(job))
     if not args.data:
         raise DataError("Give the data to train on (a folder, .zip or CSV), or --resume RUN_DIR.")
-    config = make_config(
-        data=args.data,
-        model=args.model,
-        freeze=args.freeze,
-        epochs=args.epochs,
-        img_size=args.img_size,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        recipe=args.recipe,
-        layer_decay=args.layer_decay,
-        weights=args.weights,
-        out=args.out,
-        runs_root=args.runs_root,
-        augment=not args.no_augment,
-        val_fraction=args.val_fraction,
-        seed=args.seed,
-        device=args.device,
-    )
+    config = _config(args, epochs=args.epochs, lr=args.lr, out=args.out, runs_root=args.runs_root)
     return report(follow(Job(config).start()))
 
 
-def report(state: RunState) -> int:
+def report(state) -> int:
+    import pandas as pd
+
     for note in state.notes:
         print(note)
     print(state.message, file=sys.stderr if state.status == "failed" else sys.stdout)
@@ -166,8 +202,10 @@ def report(state: RunState) -> int:
     return {"done": 0, "stopped": 130}.get(state.status, 1)
 
 
-def follow(job: Job) -> RunState:
+def follow(job):
     """Show a progress bar until the job ends; Ctrl-C stops it and keeps the best model."""
+    from tqdm import tqdm
+
     bar = None
     try:
         while job.running:
@@ -186,7 +224,7 @@ def follow(job: Job) -> RunState:
     return state
 
 
-def show_progress(bar: tqdm, state: RunState) -> None:
+def show_progress(bar, state) -> None:
     last = state.history[-1] if state.history else None
     bar.n = (state.epoch - 1) * state.steps_per_epoch + state.step
     bar.set_description(f"epoch {state.epoch}/{state.epochs}")
@@ -196,7 +234,53 @@ def show_progress(bar: tqdm, state: RunState) -> None:
     )
 
 
+def cmd_lr_find(args) -> int:
+    from tqdm import tqdm
+
+    from .train.lr_find import find_lr
+
+    bar = tqdm(total=0, leave=False)
+
+    def progress(what: str, done: int, total: int) -> None:
+        if bar.desc != what:  # a new stage: decoding, embeddings, then the sweep
+            bar.reset(total)
+            bar.set_description_str(what)
+        bar.n = done
+        bar.refresh()
+
+    sweep = {"start_lr": args.start_lr, "end_lr": args.end_lr, "num_it": args.num_it}
+    try:
+        finding = find_lr(_config(args), progress=progress, **sweep)
+    except KeyboardInterrupt:
+        print("\nstopped: no learning rate was found", file=sys.stderr)
+        return 130
+    finally:
+        bar.close()
+    print(sweep_table(finding))
+    print(f"suggested learning rate: {finding.suggestion:.1e} ({finding.how})")
+    return 0
+
+
+def sweep_table(finding, rows: int = 10) -> str:
+    """About `rows` steps spread evenly over the sweep, and the suggested one, marked."""
+    import numpy as np
+
+    table = finding.table()
+    spread = np.linspace(0, len(table) - 1, min(rows, len(table))).round().astype(int)
+    chosen = int(np.abs(np.log(table["lr"]) - np.log(finding.suggestion)).argmin())
+    shown = table.iloc[sorted({*spread.tolist(), chosen})]
+    text = shown.assign(
+        lr=shown["lr"].map("{:.1e}".format),
+        loss=shown["loss"].map("{:.3f}".format),
+        mark=["<- suggested" if i == chosen else "" for i in shown.index],
+    ).to_string(index=False, header=["lr", "loss", ""])
+    return "\n".join(line.rstrip() for line in text.splitlines())
+
+
 def cmd_predict(args) -> int:
+    from .data import image_files
+    from .predict import Predictor
+
     table = Predictor(args.run_dir).table(image_files(args.images))
     if args.csv:
         table.to_csv(args.csv, index=False)

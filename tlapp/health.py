@@ -2,90 +2,22 @@
 
     findings = check_health(dataset)     # a table: finding, detail, paths (the images concerned)
 
-Exact duplicates share the same bytes; near duplicates share a perceptual difference hash
-(dHash: 64 bits from a 9x8 grey thumbnail) within a few bits, so a resized or re-saved copy is
-still found. A duplicate group that spans train and validation (or test) is leakage: the
-validation score then measures memory, not learning.
+Duplicates are found by `data.duplicates` (the same bytes, or the same picture re-saved or
+resized). A duplicate group that spans train and validation (or test) is leakage: the
+validation score then measures memory, not learning. A split the app makes keeps each group on
+one side; a split the user gave is reported as it is.
 """
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 import pandas as pd
 
-from .data import Dataset, ImageError, file_hash, open_image
+from .data import Dataset
+from .data.duplicates import duplicate_groups, fingerprints
 
-NEAR_BITS = 6  # dHash distance at or below which two images are compared closely
-NEAR_PIXELS = 6.0  # mean grey difference (0-255) of 16x16 thumbnails, below which they match
-PAIRWISE_LIMIT = 6000  # above this many images, only identical dHashes are compared
 TINY = 32  # pixels on the shorter side
 COLUMNS = ["finding", "detail", "paths"]
-
-
-def fingerprint(path: str) -> tuple[int, bool, np.ndarray]:
-    """(64-bit dHash, whether the picture is grey, a 16x16 grey thumbnail) from one decode."""
-    try:
-        image = open_image(path, draft_size=64).resize((64, 64))
-    except ImageError:
-        return 0, False, np.zeros(256, dtype=np.uint8)
-    rgb = np.asarray(image, dtype=np.int16)
-    grey = (
-        int(np.abs(rgb[..., 0] - rgb[..., 1]).max()) <= 3
-        and int(np.abs(rgb[..., 1] - rgb[..., 2]).max()) <= 3
-    )
-    small = np.asarray(image.convert("L").resize((9, 8)), dtype=np.int16)
-    bits = (small[:, 1:] > small[:, :-1]).flatten()
-    thumb = np.asarray(image.convert("L").resize((16, 16)), dtype=np.uint8).flatten()
-    return int(np.packbits(bits).view(">u8")[0]), grey, thumb
-
-
-def fingerprints(paths: list[str]) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
-    with ThreadPoolExecutor(max(2, min(8, os.cpu_count() or 2))) as pool:
-        hashes = list(pool.map(file_hash, paths))
-        prints = list(pool.map(fingerprint, paths))
-    dhash = np.array([p[0] for p in prints], dtype=np.uint64)
-    grey = np.array([p[1] for p in prints], dtype=bool)
-    return hashes, dhash, grey, np.stack([p[2] for p in prints]).astype(np.int16)
-
-
-def _groups(keys) -> list[list[int]]:
-    by_key: dict = {}
-    for i, key in enumerate(keys):
-        by_key.setdefault(key, []).append(i)
-    return [g for g in by_key.values() if len(g) > 1]
-
-
-def near_pairs(dhash: np.ndarray, thumbs: np.ndarray) -> list[tuple[int, int]]:
-    """Index pairs that look alike: dHashes within NEAR_BITS bits (candidates), confirmed by
-    16x16 thumbnails within NEAR_PIXELS on average (dHash alone matches plain, low-detail
-    pictures such as scans of digits far too often)."""
-    if len(dhash) > PAIRWISE_LIMIT:
-        candidates = [(g[0], j) for g in _groups(dhash.tolist()) for j in g[1:]]
-    else:
-        bits = np.unpackbits(dhash.view(np.uint8).reshape(-1, 8), axis=1).astype(np.uint8)
-        candidates = []
-        for i in range(len(bits) - 1):
-            distance = (bits[i + 1 :] != bits[i]).sum(axis=1)
-            candidates += [(i, i + 1 + int(j)) for j in np.flatnonzero(distance <= NEAR_BITS)]
-    return [(a, b) for a, b in candidates if np.abs(thumbs[a] - thumbs[b]).mean() <= NEAR_PIXELS]
-
-
-def _merge(pairs: list[tuple[int, int]], n: int) -> list[list[int]]:
-    """Connected groups from pairs (union-find)."""
-    parent = list(range(n))
-
-    def root(i):
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for a, b in pairs:
-        parent[root(a)] = root(b)
-    return [g for g in _groups([root(i) for i in range(n)])]
 
 
 def check_health(dataset: Dataset) -> pd.DataFrame:
@@ -94,17 +26,9 @@ def check_health(dataset: Dataset) -> pd.DataFrame:
     if not len(samples):
         return pd.DataFrame(columns=COLUMNS)
     paths = samples["path"].tolist()
-    hashes, dhash, grey, thumbs = fingerprints(paths)
-    exact = _groups(hashes)
-    exact_pairs = {(g[0], j) for g in exact for j in g[1:]}
-    near = _merge(
-        [
-            p
-            for p in near_pairs(dhash, thumbs)
-            if p not in exact_pairs and hashes[p[0]] != hashes[p[1]]
-        ],
-        len(paths),
-    )
+    prints = fingerprints(paths)
+    exact, near = duplicate_groups(prints)
+    grey = prints.grey
     rows = []
     for kind, groups in (("exact duplicates", exact), ("near duplicates", near)):
         for g in groups:

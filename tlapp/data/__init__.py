@@ -9,7 +9,8 @@ dataset with a report; safe image opening lives here and only here.
 | `images` | opening one image file safely, probing its header, hashing its bytes |
 | `listing` | the supported layouts (class folders, train/val folders, CSV) → (path, label, split) |
 | `uploads` | zips and browser uploads, unpacked within `Limits` |
-| `dataset` | `Dataset`, `load_dataset`, the split, `Corrections` made on the page |
+| `duplicates` | copies of one picture (same bytes, or re-saved/resized), for the split and the health check |
+| `dataset` | `Dataset`, `load_dataset`, the split (copies kept on one side), `Corrections` made on the page |
 """
 
 from .dataset import SPLITS, Corrections, Dataset, load_dataset

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .duplicates import fingerprints, split_groups
 from .errors import DataError
 from .images import MAX_IMAGE_PIXELS, _probe_all
 from .listing import _list_csv, _list_folder
@@ -124,8 +125,8 @@ class Dataset:
                 out.append(f"Class '{c}' has no training images: add images to train/{c}.")
         if len(self.split("val")) == 0:
             out.append(
-                "There are no validation images: give each class at least 2 images "
-                "or add a val/ folder."
+                "There are no validation images: give each class at least 2 different images "
+                "(copies of one picture stay on one side of the split) or add a val/ folder."
             )
         return out
 
@@ -266,15 +267,33 @@ def _build(
 
 
 def _assign_splits(samples: pd.DataFrame, val_fraction: float, seed: int) -> pd.DataFrame:
-    """Keep a given split; otherwise a stratified train/val split with a fixed seed."""
+    """Keep a given split; otherwise a stratified train/val split with a fixed seed that keeps
+    copies of one picture (exact or near duplicates) together on one side."""
     samples = samples.sort_values(["label", "path"]).reset_index(drop=True)
     if samples["split"].isin(["val"]).any():
         samples["split"] = samples["split"].fillna("train")
         return samples
     samples["split"] = samples["split"].fillna("train")
-    for label, idx in samples[samples["split"] == "train"].groupby("label").groups.items():
+    pool = samples[samples["split"] == "train"]
+    group = dict(zip(pool.index, split_groups(fingerprints(pool["path"].tolist()))))
+    members: dict[int, list[int]] = {}
+    for i, g in group.items():
+        members.setdefault(g, []).append(i)
+    wanted = {  # validation images per class; every class keeps one to train on
+        label: min(n - 1, max(1, round(n * val_fraction))) if n > 1 else 0
+        for label, n in pool["label"].value_counts().items()
+    }
+    decided: set[int] = set()
+    for label, idx in pool.groupby("label").groups.items():
         idx = list(idx)
-        n_val = min(len(idx) - 1, max(1, round(len(idx) * val_fraction))) if len(idx) > 1 else 0
         random.Random(f"{seed}:{label}").shuffle(idx)
-        samples.loc[idx[:n_val], "split"] = "val"
+        for i in idx:
+            if group[i] in decided:
+                continue
+            decided.add(group[i])
+            together = samples.loc[members[group[i]], "label"].value_counts()
+            if all(wanted[lab] >= n for lab, n in together.items()):
+                samples.loc[members[group[i]], "split"] = "val"
+                for lab, n in together.items():
+                    wanted[lab] -= n
     return samples

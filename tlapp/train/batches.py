@@ -168,7 +168,8 @@ class BatchFeed:
 
 def prefetch(items: Iterable, depth: int = 3) -> Iterator:
     """Yield from `items`, computed ahead in a background thread (torch ops release the GIL).
-    Leaving the loop early (a Stop) ends the thread too."""
+    Leaving the loop early (a Stop) ends the thread too, and waits for it: a process that exits
+    while the thread is inside a torch op aborts ("terminate called without an active exception")."""
     done = object()
     buffer: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
@@ -191,7 +192,8 @@ def prefetch(items: Iterable, depth: int = 3) -> Iterator:
             put(err)
         put(done)
 
-    threading.Thread(target=produce, daemon=True, name="tlapp-prefetch").start()
+    thread = threading.Thread(target=produce, daemon=True, name="tlapp-prefetch")
+    thread.start()
     try:
         while (item := buffer.get()) is not done:
             if isinstance(item, BaseException):
@@ -199,6 +201,7 @@ def prefetch(items: Iterable, depth: int = 3) -> Iterator:
             yield item
     finally:
         stop.set()
+        thread.join(timeout=30)  # within one batch's work; never forever
 
 
 def to_model_input(

@@ -1,5 +1,8 @@
 """Step 3 of the page: the training settings, Train / Stop / Resume, and the live results.
 
+`config_from_page` turns the widget values into the TrainConfig that Train starts; the
+learning-rate finder under the settings (`lr_find.py`) sweeps that same config.
+
 A gr.Timer polls the job's snapshot once a second and redraws the curves, the confusion matrix,
 the per-class table and the calibration; it stops itself when the run has ended.
 """
@@ -12,7 +15,7 @@ import gradio as gr
 import pandas as pd
 
 from ... import runs
-from ...config import make_config
+from ...config import TrainConfig, make_config
 from ...data import DataError
 from ...train import Job, resume_config
 from ...train.slots import TrainingSlots
@@ -34,6 +37,7 @@ from ..sessions import Session
 from ..settings import AppSettings
 from ..uploads import weights_choice
 from .common import HINTS, user_errors
+from .lr_find import lr_finder
 from .model import model_name
 
 
@@ -192,6 +196,8 @@ def train_step(
 ) -> dict:
     gr.Markdown("## 3 · Train", elem_classes="tl-step")
     knobs = _training_settings()
+    inputs = [session, *(model[k] for k in MODEL_INPUTS), *(knobs[k] for k in KNOB_INPUTS)]
+    lr_finder(settings, inputs, knobs["lr"])  # right below the learning-rate box it fills
     with gr.Row():
         train_btn = gr.Button("Train", variant="primary", elem_id="train-btn", scale=3)
         stop_btn = gr.Button("Stop", variant="stop", elem_id="stop-btn", interactive=False, scale=1)
@@ -200,7 +206,6 @@ def train_step(
     view = _results_panel()
     timer = gr.Timer(1.0, active=False)
     start = _start_handler(settings, slots)
-    inputs = [session, *(model[k] for k in MODEL_INPUTS), *(knobs[k] for k in KNOB_INPUTS)]
     outputs = [session, status, timer, train_btn, stop_btn]
     train_btn.click(start, inputs, outputs, api_name="train")
     stop_btn.click(stop, session, status, concurrency_limit=None, api_name="stop")
@@ -241,45 +246,38 @@ MODEL_INPUTS = ("choice", "custom", "weights", "weights_file", "weights_path", "
 KNOB_INPUTS = ("epochs", "img_size", "batch_size", "lr", "augment", "balance")
 
 
+def config_from_page(settings: AppSettings, state: Session | None, *values) -> TrainConfig:
+    """The TrainConfig that the Train button's inputs (after the session) describe."""
+    choice, custom, weights, weights_file, weights_path, freeze = values[:6]
+    epochs, img_size, batch_size, lr, augment, balance = values[6:]
+    if not state or not state.dataset:
+        raise DataError("Load your images first (step 1), or use the sample digits.")
+    state.dataset.check()
+    corrections = state.corrections()
+    return make_config(
+        data=state.dataset.root,
+        model=model_name(choice, custom),
+        weights=weights_choice(weights, weights_file, weights_path, settings),
+        freeze=int(freeze),
+        epochs=epochs,
+        img_size=img_size,
+        batch_size=batch_size,
+        lr=lr,
+        augment=augment,
+        balance_classes=balance,
+        val_fraction=state.dataset.val_fraction,  # the split the data was loaded with
+        runs_root=str(state.workdir / "runs"),
+        cache_dir=str(settings.home / "cache"),
+        corrections=str(corrections.file) if len(corrections) else "",
+    )
+
+
 def _start_handler(settings: AppSettings, slots: TrainingSlots):
     @user_errors
-    def start(
-        state: Session | None,
-        choice,
-        custom,
-        weights,
-        weights_file,
-        weights_path,
-        freeze,
-        epochs,
-        img_size,
-        batch_size,
-        lr,
-        augment,
-        balance,
-    ):
-        if not state or not state.dataset:
-            raise DataError("Load your images first (step 1), or use the sample digits.")
-        if state.job and state.job.running:
+    def start(state: Session | None, *values):
+        if state and state.job and state.job.running:
             raise DataError("A run is already training: stop it first.")
-        state.dataset.check()
-        corrections = state.corrections()
-        config = make_config(
-            data=state.dataset.root,
-            model=model_name(choice, custom),
-            weights=weights_choice(weights, weights_file, weights_path, settings),
-            freeze=int(freeze),
-            epochs=epochs,
-            img_size=img_size,
-            batch_size=batch_size,
-            lr=lr,
-            augment=augment,
-            balance_classes=balance,
-            val_fraction=state.dataset.val_fraction,  # the split the data was loaded with
-            runs_root=str(state.workdir / "runs"),
-            cache_dir=str(settings.home / "cache"),
-            corrections=str(corrections.file) if len(corrections) else "",
-        )
+        config = config_from_page(settings, state, *values)
         state.job = Job(config, state.dataset, slots=slots).start()
         return (
             state,
