@@ -1,6 +1,6 @@
 """Validation accuracy and wall time of each tlapp training recipe, side by side, in one run.
 
-    python bench/quality.py                          # every part, 3 seeds: 11 minutes on 2 cores
+    python bench/quality.py                          # every part, 3 seeds: about 13 minutes on 2 cores
     python bench/quality.py --only digits,transfer   # a subset (4 minutes)
     python bench/quality.py --quick                  # a smoke test: 1 seed, 1 epoch (4 minutes)
 
@@ -23,8 +23,8 @@ transfer and fewshot are averaged over --seeds draws (the images drawn and the c
 Every row is a fresh process with an empty embedding cache, timed from outside: its wall time
 includes start-up, imports, decoding, embedding and training. Prints the machine, a Markdown
 table (accuracy, ± the standard deviation over seeds, and mean wall time per run), the gain of
-transfer over training from scratch, and plain PASS/MISS checks: head only within one point of
-the probe, and the default recipe at least as good as head only. Progress goes to stderr.
+transfer over training from scratch, and plain PASS/MISS checks: head only at most one point
+below the probe, and the default recipe at least as good as head only. Progress goes to stderr.
 Real weights and photos: see bench/realdata.py.
 """
 
@@ -65,7 +65,7 @@ PARTS = {
     "fewshot": "ants/bees, 10 photos per class",
 }
 EPOCHS = {"digits": 5, "transfer": 10, "photos": 5, "fewshot": 10}
-SOURCE_EPOCHS = 10  # the transfer part's source run R
+SOURCE_EPOCHS = 30  # the transfer part's source run R: trained until it has converged
 
 
 # ----------------------------------------------------------------------------- child processes
@@ -339,9 +339,9 @@ def checks(results: dict) -> list[str]:
         head, default, probe = (summary(rows.get(r, [])) for r in (HEAD, DEFAULT, PROBE))
         if head and head["acc"] is not None and probe and probe["acc"] is not None:
             gap = head["acc"] - probe["acc"]
-            verdict = "PASS" if abs(gap) <= 0.01 else "MISS"
+            verdict = "PASS" if gap >= -0.01 else "MISS"
             out.append(
-                f"{verdict} {name}: head only {head['acc']:.1%} within one point of the probe "
+                f"{verdict} {name}: head only {head['acc']:.1%} reaches the probe "
                 f"{probe['acc']:.1%} ({gap * 100:+.1f} points)"
             )
         if head and head["acc"] is not None and default and default["acc"] is not None:

@@ -132,3 +132,18 @@ def poll_until(client, *words, timeout=180):
             return out
         time.sleep(0.3)
     raise AssertionError(f"the status never became {words}: {out[0]}")
+
+
+class StopAt:
+    """Presses Stop (or, as a closed page does, finish-the-epoch-and-stop) at a fixed point."""
+
+    def __init__(self, epoch: int, event: str = "after_batch", finish: bool = False):
+        self.job, self.epoch, self.finish, self.steps_after = None, epoch, finish, None
+        setattr(self, event, self.press)
+
+    def press(self, trainer):
+        if self.steps_after is not None:
+            self.steps_after += 1
+        elif trainer.epoch == self.epoch:
+            self.steps_after = 0
+            (self.job.finish_epoch_and_stop if self.finish else self.job.stop)()

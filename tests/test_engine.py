@@ -2,13 +2,13 @@
 
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pandas as pd
 import pytest
 import timm
 import torch
+from conftest import StopAt
 from safetensors.torch import load_file
 
 from tlapp import runs
@@ -122,21 +122,16 @@ def _never():
     return threading.Event()
 
 
-def test_stop_ends_the_run_within_seconds_and_keeps_the_best_model(class_folder, tmp_path):
+def test_stop_ends_the_run_within_a_batch_and_keeps_the_best_model(class_folder, tmp_path):
     config = make_config(
         data=str(class_folder), model="test_resnet", epochs=200, out=str(tmp_path / "run"), **FAST
     )
-    job = Job(config).start()
-    deadline = time.time() + 120
-    while not job.snapshot().history and time.time() < deadline:
-        time.sleep(0.05)
-    assert job.snapshot().history, "no epoch finished"
-    job.stop()
-    t0 = time.time()
-    state = job.wait(timeout=30)
-    assert time.time() - t0 < 5
+    press = StopAt(epoch=2)
+    job = press.job = Job(config, callbacks=[press])
+    state = job.start().wait(timeout=120)
     assert state.status == "stopped" and "Stopped by the user" in state.message
-    assert state.epoch < 200 and state.best_epoch >= 1
+    assert press.steps_after == 0  # not one more batch after Stop
+    assert len(state.history) == 1 and state.best_epoch == 1  # epoch 2 was left part-way
     assert (tmp_path / "run" / "model.safetensors").exists()
     assert runs.read_config(tmp_path / "run")["status"] == "stopped"
 

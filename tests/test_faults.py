@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import timm
 import torch
+from conftest import StopAt
 from safetensors.torch import load_file
 
 from tlapp import runs
@@ -131,15 +132,12 @@ def test_a_stopped_run_resumes_where_it_stopped_and_ends_where_an_unbroken_one_d
     assert whole.status == "done"
 
     config = make_config(data=str(class_folder), out=str(tmp_path / "broken"), epochs=4, **FAST)
-    job = Job(config).start()
-    deadline = time.time() + 120
-    while len(job.snapshot().history) < 2 and time.time() < deadline:
-        time.sleep(0.02)
-    job.finish_epoch_and_stop()  # as when the page is closed: finish the epoch, save, end
-    stopped = job.wait(60)
+    # as when the page is closed during epoch 2: finish the epoch, save, end
+    close = StopAt(epoch=2, finish=True)
+    job = close.job = Job(config, callbacks=[close])
+    stopped = job.start().wait(120)
     assert stopped.status == "stopped" and "page was closed" in stopped.message
-    done_epochs = len(stopped.history)
-    assert 2 <= done_epochs < 4
+    assert len(stopped.history) == 2
 
     resumed = Job(resume_config(tmp_path / "broken"), resume=True).start().wait(240)
     assert resumed.status == "done", resumed.message

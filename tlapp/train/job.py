@@ -42,8 +42,10 @@ class Job:
         dataset: Dataset | None = None,
         slots: TrainingSlots | None = None,
         resume: bool = False,
+        callbacks: list | None = None,
     ):
         self.config, self.dataset, self.slots, self.resume = config, dataset, slots, resume
+        self.callbacks = list(callbacks or [])  # more listeners to the Trainer's events
         self._state = RunState(epochs=config.epochs, message="Loading the data and the model…")
         self._lock, self._stop, self._finish = (
             threading.Lock(),
@@ -138,7 +140,7 @@ class Job:
                 self._state.run_dir = str(run_dir)
             # The run folder is complete before watchers see the run end (a download then
             # has the final config.json).
-            callbacks = [RunWriter(run_dir), LiveState(self._state, self._lock)]
+            callbacks = [RunWriter(run_dir), LiveState(self._state, self._lock), *self.callbacks]
             Trainer(
                 self.config,
                 dataset,

@@ -99,7 +99,7 @@ def show_cell(state: Session | None, value: str):
     kind = "correct" if i == j else "confused"
     return _show(
         rows,
-        f"**{len(rows)} images** of true class **{run.classes[i]}** predicted as "
+        f"**{len(rows)} image{'s' * (len(rows) != 1)}** of true class **{run.classes[i]}** predicted as "
         f"**{run.classes[j]}** ({kind}), latest epoch",
     )
 
