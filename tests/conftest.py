@@ -82,13 +82,8 @@ def serve(settings):
 
     demo = build_ui(settings)
     port = free_port()
-    demo.queue().launch(
-        server_name="127.0.0.1",
-        server_port=port,
-        prevent_thread_lock=True,
-        quiet=True,
-        **launch_kwargs(settings),
-    )
+    kwargs = {**launch_kwargs(settings), "server_name": "127.0.0.1", "server_port": port}
+    demo.queue().launch(prevent_thread_lock=True, quiet=True, **kwargs)
     return f"http://127.0.0.1:{port}/", demo
 
 

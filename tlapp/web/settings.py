@@ -1,6 +1,10 @@
 """The app's settings, read once from the environment when it starts.
 
-settings = AppSettings.from_env(server_name="127.0.0.1")
+    settings = AppSettings.from_env()   # GRADIO_SERVER_NAME/PORT/ROOT_PATH, GRADIO_SHARE, TLAPP_*
+
+Gradio's own variables name the address, port, root path and share link (the `TLAPP_HOST` and
+`TLAPP_PORT` of earlier versions are read as aliases). Whether visitors may read folders on this
+computer follows from them: only a private page (loopback, no share link, not on Spaces) may.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from pathlib import Path
 from ..data import Limits
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+TRUE = {"1", "true", "yes", "on"}
+FALSE = {"0", "false", "no", "off"}
 
 
 @dataclass(frozen=True)
@@ -21,18 +27,29 @@ class AppSettings:
     limits: Limits = Limits()  # per upload: total bytes, file count, pixels per image
     max_jobs: int = 1  # jobs training at once; the others wait in a queue
     retention_hours: float = 24.0  # session folders (uploads, runs) older than this are removed
+    host: str = "127.0.0.1"  # the address served on
+    port: int = 7860
+    root_path: str = ""  # the page's path behind a proxy, e.g. /tlapp
+    share: bool = False  # a public gradio.live link
 
     @staticmethod
-    def from_env(server_name: str = "127.0.0.1", share: bool = False) -> AppSettings:
+    def from_env() -> AppSettings:
         """Local paths only when the page is private: loopback, not shared, not on Spaces.
-        TLAPP_LOCAL_FOLDERS=1/0 overrides; TLAPP_MAX_UPLOAD_MB, TLAPP_MAX_FILES,
+        TLAPP_LOCAL_FOLDERS=1/0 overrides, except on a public page; TLAPP_MAX_UPLOAD_MB, TLAPP_MAX_FILES,
         TLAPP_MAX_PIXELS, TLAPP_MAX_JOBS and TLAPP_RETENTION_HOURS set the limits."""
         env = os.environ.get
-        private = server_name in LOOPBACK and not share and not env("SPACE_ID")
+        on_spaces = bool(env("SPACE_ID"))
+        host = env("GRADIO_SERVER_NAME") or env("TLAPP_HOST") or ("0.0.0.0" if on_spaces else "")
+        host = host or "127.0.0.1"
+        port = int(env("GRADIO_SERVER_PORT") or env("TLAPP_PORT") or 7860)
+        share = env("GRADIO_SHARE", "").strip().lower() in TRUE
         override = env("TLAPP_LOCAL_FOLDERS", "").strip().lower()
-        allow = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}.get(
-            override, private
-        )
+        if share or on_spaces:  # a public page never reads the server's folders
+            allow = False
+        elif override in TRUE | FALSE:  # e.g. a server on a lab's own network
+            allow = override in TRUE
+        else:
+            allow = host in LOOPBACK
         default = Limits()
         limits = Limits(
             max_bytes=int(float(env("TLAPP_MAX_UPLOAD_MB", default.max_bytes / 2**20)) * 2**20),
@@ -45,4 +62,8 @@ class AppSettings:
             limits,
             int(env("TLAPP_MAX_JOBS", 1)),
             float(env("TLAPP_RETENTION_HOURS", 24)),
+            host,
+            port,
+            env("GRADIO_ROOT_PATH", "").rstrip("/"),
+            share,
         )

@@ -50,7 +50,12 @@ def build_ui(settings: AppSettings) -> gr.Blocks:
 
 
 def launch_kwargs(settings: AppSettings) -> dict:
+    """Everything `Blocks.launch` needs: where to serve, and the page's look."""
     return {
+        "server_name": settings.host,
+        "server_port": settings.port,
+        "root_path": settings.root_path or None,
+        "share": settings.share,
         "theme": gr.themes.Soft(),
         "css": CSS,
         "head": PAGE_JS,

@@ -1,0 +1,112 @@
+"""The app's settings come from Gradio's own environment variables; a public page never reads
+the server's folders."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import free_port
+
+from tlapp.web import AppSettings, launch_kwargs
+
+ROOT = Path(__file__).resolve().parent.parent
+NAMES = (
+    "GRADIO_SERVER_NAME",
+    "GRADIO_SERVER_PORT",
+    "GRADIO_ROOT_PATH",
+    "GRADIO_SHARE",
+    "TLAPP_HOST",
+    "TLAPP_PORT",
+    "TLAPP_LOCAL_FOLDERS",
+    "SPACE_ID",
+)
+
+
+@pytest.fixture
+def env(monkeypatch):
+    for name in NAMES:
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_gradio_variables_name_the_address_port_root_path_and_share(env):
+    env.setenv("GRADIO_SERVER_NAME", "0.0.0.0")
+    env.setenv("GRADIO_SERVER_PORT", "7999")
+    env.setenv("GRADIO_ROOT_PATH", "/tlapp/")
+    kwargs = launch_kwargs(AppSettings.from_env())
+    assert kwargs["server_name"] == "0.0.0.0" and kwargs["server_port"] == 7999
+    assert kwargs["root_path"] == "/tlapp" and kwargs["share"] is False
+
+
+def test_the_old_names_still_work_and_gradio_s_win(env):
+    env.setenv("TLAPP_HOST", "0.0.0.0")
+    env.setenv("TLAPP_PORT", "7001")
+    settings = AppSettings.from_env()
+    assert (settings.host, settings.port) == ("0.0.0.0", 7001)
+    env.setenv("GRADIO_SERVER_PORT", "7002")
+    assert AppSettings.from_env().port == 7002
+
+
+@pytest.mark.parametrize(
+    "variables, allowed",
+    [
+        ({}, True),  # loopback, private
+        ({"GRADIO_SERVER_NAME": "0.0.0.0"}, False),
+        ({"GRADIO_SERVER_NAME": "0.0.0.0", "TLAPP_LOCAL_FOLDERS": "1"}, True),  # a lab's network
+        ({"TLAPP_LOCAL_FOLDERS": "0"}, False),
+        ({"GRADIO_SHARE": "True"}, False),  # a public gradio.live link
+        ({"GRADIO_SHARE": "1", "TLAPP_LOCAL_FOLDERS": "1"}, False),  # never, whatever it says
+        ({"SPACE_ID": "someone/tlapp", "TLAPP_LOCAL_FOLDERS": "yes"}, False),
+    ],
+)
+def test_a_public_page_never_reads_the_server_s_folders(env, variables, allowed):
+    for name, value in variables.items():
+        env.setenv(name, value)
+    settings = AppSettings.from_env()
+    assert settings.allow_local_paths is allowed
+    assert launch_kwargs(settings)["share"] is (variables.get("GRADIO_SHARE") in ("True", "1"))
+
+
+def test_app_py_serves_on_the_port_and_root_path_it_is_given(tmp_path):
+    port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if k not in NAMES},
+        "GRADIO_SERVER_PORT": str(port),
+        "GRADIO_ROOT_PATH": "/tlapp",
+        "TLAPP_HOME": str(tmp_path / "home"),
+        "GRADIO_ANALYTICS_ENABLED": "False",
+    }
+    app = subprocess.Popen(
+        [sys.executable, "app.py"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        config = wait_for_config(f"http://127.0.0.1:{port}/config", app)
+        assert config["root"].endswith("/tlapp")
+        assert any(c.get("props", {}).get("elem_id") == "train-btn" for c in config["components"])
+    finally:
+        app.terminate()
+        app.wait(30)
+
+
+def wait_for_config(url: str, app: subprocess.Popen) -> dict:
+    """The page's config once the server answers; fails if the process ends first."""
+    deadline = time.monotonic() + 180  # a generous bound on start-up, not a measurement
+    while time.monotonic() < deadline:
+        if app.poll() is not None:
+            pytest.fail(f"app.py ended with {app.returncode}:\n{app.stdout.read()}")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return json.loads(response.read())
+        except OSError:
+            time.sleep(0.5)
+    pytest.fail("app.py did not answer within 180 s")
