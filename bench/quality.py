@@ -71,12 +71,15 @@ SOURCE_EPOCHS = 30  # the transfer part's source run R: trained until it has con
 # ----------------------------------------------------------------------------- child processes
 def train_child(spec: dict) -> dict:
     """One tlapp run through its Job; the accuracy of the kept (best) epoch."""
+    from tlapp import runs
     from tlapp.config import make_config
     from tlapp.train import Job
 
     state = Job(make_config(**spec)).start().wait()
-    config = Path(spec["out"]) / "config.json"
-    info = json.loads(config.read_text()) if config.exists() else {}
+    try:
+        info = runs.read_config(spec["out"])
+    except runs.RunError:
+        info = {}
     saved = state.best_epoch is not None and state.status != "failed"
     return {
         "acc": state.best_accuracy if saved else None,

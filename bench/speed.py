@@ -157,6 +157,7 @@ def tlapp_run(
     cache_dir: str,
     out: str,
 ) -> dict:
+    from tlapp import runs
     from tlapp.config import make_config
     from tlapp.train import Job
 
@@ -176,7 +177,7 @@ def tlapp_run(
     wall = time.perf_counter() - start
     if state.status != "done":
         raise SystemExit(f"tlapp run failed: {state.message}")
-    info = json.loads((Path(out) / "config.json").read_text())
+    info = runs.read_config(out)
     return {
         "wall_s": wall,
         "train_images": info["dataset"]["images"]["train"] * epochs,

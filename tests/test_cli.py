@@ -1,11 +1,12 @@
 """`tlapp check / train / lr-find / predict` end to end, as a user would run them."""
 
-import json
 import subprocess
 import sys
 
 import pandas as pd
 from conftest import write_classes
+
+from tlapp import runs
 
 
 def tlapp(*args, cwd=None):
@@ -64,7 +65,8 @@ def test_train_then_predict(class_folder, tmp_path):
     )
     assert out.returncode == 0, out.stderr
     assert "Done. Best model" in out.stdout
-    assert {"config.json", "model.safetensors", "metrics.csv"} <= {p.name for p in run.iterdir()}
+    files = {p.name for p in run.iterdir()}
+    assert {"run.json", "config.json", "model.safetensors", "metrics.csv"} <= files
     assert pd.read_csv(run / "metrics.csv")["epoch"].tolist() == [0]  # head only: the fitted head
     csv = tmp_path / "predictions.csv"
     pred = tlapp(
@@ -123,7 +125,7 @@ def test_lr_find_suggests_a_rate_and_train_takes_the_recipe(class_folder, tmp_pa
         run,
     )
     assert out.returncode == 0, out.stderr
-    config = json.loads((run / "config.json").read_text())["config"]
+    config = runs.read_config(run)["config"]
     assert config["recipe"] == "one-phase" and config["layer_decay"] == 0.5
     out = tlapp("lr-find", class_folder, *common, "--freeze", "all")
     assert out.returncode == 2 and "without a learning rate" in out.stderr

@@ -37,6 +37,7 @@ def test_a_short_run_learns_and_writes_a_complete_run_folder(class_folder, tmp_p
     assert state.best_accuracy >= 0.8  # chance is 1/3
     run = tmp_path / "run"
     assert {p.name for p in run.iterdir()} >= {
+        "run.json",
         "config.json",
         "model.safetensors",
         "metrics.csv",

@@ -1,7 +1,6 @@
 """Transfer that keeps what pretraining learned: a neutral new head, a converged head-only fit,
 and a two-phase recipe whose result is never worse than its first phase."""
 
-import json
 import math
 import threading
 
@@ -12,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
+from tlapp import runs
 from tlapp.config import make_config
 from tlapp.data import load_dataset
 from tlapp.models import CATALOG, build_model
@@ -89,7 +89,7 @@ def test_head_only_is_one_fitted_head_and_ignores_epochs(class_folder, tmp_path)
     assert state.status == "done" and state.best_epoch == 0
     metrics = pd.read_csv(tmp_path / "run" / "metrics.csv")
     assert metrics["epoch"].tolist() == [0] and metrics["phase"].tolist() == ["head"]
-    info = json.loads((tmp_path / "run" / "config.json").read_text())
+    info = runs.read_config(tmp_path / "run")
     assert "L-BFGS" in info["head_fit"] and "phase one is the whole run" in " ".join(info["recipe"])
 
 
@@ -135,7 +135,7 @@ def test_a_test_split_is_scored_once_at_the_end_apart_from_validation(split_fold
     state = run(split_folder, tmp_path, epochs=1)
     assert state.status == "done" and state.test["images"] == 6
     assert 0 <= state.test["accuracy"] <= 1 and state.test["epoch"] == state.best_epoch
-    info = json.loads((tmp_path / "run" / "config.json").read_text())
+    info = runs.read_config(tmp_path / "run")
     assert info["test"] == state.test
     from tlapp.views import status_markdown
 

@@ -110,17 +110,35 @@ def build_model(
     return model, record
 
 
+# A run folder's files, as tlapp.runs names them (RECORD, CONFIG, WEIGHTS); spelled here too
+# because models imports nothing from runs.
+RUN_RECORD, TIMM_CONFIG, RUN_WEIGHTS = "run.json", "config.json", "model.safetensors"
+
+
+def run_record(path: Path) -> dict | None:
+    """The app's record of a run folder: run.json, or config.json in a folder written before
+    config.json became timm's (it then has the app's keys, such as "arch"); None otherwise."""
+    if not path.is_dir():
+        return None
+    record = path / RUN_RECORD
+    if record.is_file():
+        return json.loads(record.read_text(encoding="utf-8"))
+    legacy = path / TIMM_CONFIG
+    if legacy.is_file():
+        info = json.loads(legacy.read_text(encoding="utf-8"))
+        if isinstance(info, dict) and "arch" in info and "architecture" not in info:
+            return info
+    return None
+
+
 def run_classes(path: Path) -> list[str] | None:
     """The class names of an earlier run folder, or None for anything else."""
-    config = path / "config.json"
-    if not (path.is_dir() and config.exists()):
-        return None
-    return json.loads(config.read_text()).get("classes")
+    return (run_record(path) or {}).get("classes")
 
 
 def load_head(model: torch.nn.Module, run_dir: Path) -> None:
     head = set(classifier_keys(model))
-    state = read_state_dict(run_dir / "model.safetensors")
+    state = read_state_dict(run_dir / RUN_WEIGHTS)
     model.load_state_dict({k: v for k, v in state.items() if k in head}, strict=False)
 
 
@@ -242,10 +260,10 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 def load_backbone_weights(model: torch.nn.Module, path: Path) -> str:
     """Load everything but the classifier from a weights file or a run folder."""
     if path.is_dir():
-        config_file, weights_file = path / "config.json", path / "model.safetensors"
+        weights_file = path / RUN_WEIGHTS
         if not weights_file.exists():
-            raise ModelError(f"'{path}' is not a run folder: it has no model.safetensors.")
-        arch = json.loads(config_file.read_text()).get("arch") if config_file.exists() else None
+            raise ModelError(f"'{path}' is not a run folder: it has no {RUN_WEIGHTS}.")
+        arch = (run_record(path) or {}).get("arch")
         if arch and arch != model.pretrained_cfg.get("architecture"):
             raise ModelError(
                 f"The run in '{path.name}' trained '{arch}', not "

@@ -5,8 +5,8 @@
     predictor.table(paths)                       # a row per image, a probability column per class
     picture, method = predictor.explain("photo.jpg")   # the image with a heat map on it
 
-It uses timm's own evaluation transform from the run's config.json, so it sees images exactly
-as any timm user loading `model.safetensors` would.
+It uses timm's own evaluation transform with the preprocessing the run recorded (run.json; timm's
+config.json holds the same), so it sees images exactly as any timm user loading the folder would.
 """
 
 from __future__ import annotations

@@ -1,7 +1,10 @@
 """The run folder: everything needed to reproduce a run or take its model away.
 
     runs/20261124-101500-resnet18/
-        config.json            the whole TrainConfig, class names, timm architecture, weights used
+        run.json               the app's record: the whole TrainConfig, class names, timm
+                               architecture, weights used, status, test score
+        config.json            timm's own config (architecture, label_names, preprocessing), so
+                               timm.create_model("local-dir:<run folder>", pretrained=True) loads it
         model.safetensors      best weights, the timm model's own state dict (timm key names)
         checkpoint/            the last finished epoch (weights, optimizer, scheduler): for --resume
         metrics.csv            one row per epoch: epoch, train_loss, val_loss, val_accuracy, ...
@@ -32,7 +35,9 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-CONFIG, WEIGHTS, METRICS = "config.json", "model.safetensors", "metrics.csv"
+# The app's record, timm's config (older run folders kept the record in config.json) and weights;
+# models.py spells the same names, as it imports nothing from here.
+RECORD, CONFIG, WEIGHTS, METRICS = "run.json", "config.json", "model.safetensors", "metrics.csv"
 CONFUSION, PER_CLASS = "confusion_matrix.csv", "per_class.csv"
 PREDICTIONS = "val_predictions.csv"
 CHECKPOINT, LAST_WEIGHTS, TRAINER_STATE = "checkpoint", "last.safetensors", "trainer_state.pt"
@@ -111,10 +116,40 @@ def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
 
 
 def read_config(run_dir: str | os.PathLike) -> dict:
-    path = Path(run_dir) / CONFIG
-    if not path.is_file():
-        raise RunError(f"'{run_dir}' is not a run folder: it has no {CONFIG}.")
-    return json.loads(path.read_text(encoding="utf-8"))
+    """The app's record of a run: run.json, or config.json in a folder written before timm's."""
+    from .models import run_record  # models imports nothing from here; keep it one-way
+
+    info = run_record(Path(run_dir))
+    if info is None:
+        raise RunError(f"'{run_dir}' is not a run folder: it has no {RECORD}.")
+    return info
+
+
+def write_config(run_dir: str | os.PathLike, info: dict) -> None:
+    """Write the app's record of a run (run.json)."""
+    write_json(Path(run_dir) / RECORD, info)
+
+
+def write_timm_config(
+    run_dir: str | os.PathLike,
+    model: torch.nn.Module,
+    classes: list[str],
+    model_args: dict | None,
+    data_config: dict,
+) -> None:
+    """timm's config.json, so that the folder loads with `local-dir:` as a hub model would."""
+    from timm.models._hub import save_config_for_hf
+
+    atomic_write(
+        Path(run_dir) / CONFIG,
+        lambda tmp: save_config_for_hf(
+            model,
+            tmp,
+            model_config={"label_names": list(classes)},
+            model_args=model_args or None,
+            data_config=data_config,
+        ),
+    )
 
 
 def load_run(run_dir: str | os.PathLike, device: str = "cpu") -> tuple[torch.nn.Module, dict]:

@@ -1,5 +1,6 @@
 """Callbacks of the loop: `LiveState` keeps the snapshot watchers read, `RunWriter` writes the
-run folder (config.json at once, metrics every epoch, weights when best, a checkpoint)."""
+run folder (run.json and timm's config.json at once, metrics every epoch, weights when best, a
+checkpoint)."""
 
 from __future__ import annotations
 
@@ -106,15 +107,29 @@ def finish_message(t: Trainer) -> str:
     return f"{t.stop_message} {kept}"
 
 
+# The preprocessing the run trained and evaluated with, as timm's config.json records it.
+TIMM_DATA_KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
+
+
 class RunWriter:
-    """Writes the run folder: config.json at once, metrics every epoch, weights when best."""
+    """Writes the run folder: run.json and timm's config.json at once, metrics every epoch,
+    weights when best."""
 
     def __init__(self, run_dir: Path):
         self.run_dir, self.rows = run_dir, []
 
     def before_fit(self, t: Trainer) -> None:
         self.info = run_info(t)
-        runs.write_json(self.run_dir / runs.CONFIG, self.info)
+        runs.write_config(self.run_dir, self.info)
+        # timm's config describes the model, not its weights: written once, the folder loads
+        # with timm.create_model("local-dir:...") as soon as an epoch saves model.safetensors.
+        runs.write_timm_config(
+            self.run_dir,
+            t.model,
+            t.dataset.classes,
+            self.info["model_kwargs"],
+            {k: t.data_cfg[k] for k in TIMM_DATA_KEYS if k in t.data_cfg},
+        )
 
     def after_epoch(self, t: Trainer) -> None:
         self.rows.append(t.result["row"])
@@ -146,7 +161,7 @@ class RunWriter:
             test=t.test_result,
             finished=time.strftime("%Y-%m-%dT%H:%M:%S"),
         )
-        runs.write_json(self.run_dir / runs.CONFIG, self.info)
+        runs.write_config(self.run_dir, self.info)
 
 
 def describe_recipe(t: Trainer) -> list[str]:
@@ -191,7 +206,7 @@ def describe_recipe(t: Trainer) -> list[str]:
 
 
 def run_info(t: Trainer) -> dict:
-    """The content of config.json: the configuration and what it resolved to."""
+    """The content of run.json: the configuration and what it resolved to."""
     cfg = t.data_cfg
     return {
         "arch": t.config.model,

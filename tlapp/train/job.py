@@ -139,7 +139,7 @@ class Job:
             with self._lock:
                 self._state.run_dir = str(run_dir)
             # The run folder is complete before watchers see the run end (a download then
-            # has the final config.json).
+            # has the final run.json).
             callbacks = [RunWriter(run_dir), LiveState(self._state, self._lock), *self.callbacks]
             Trainer(
                 self.config,
@@ -175,11 +175,11 @@ class Job:
         with self._lock:
             self._state.status, self._state.message, self._state.eta_s = "failed", message, None
             run_dir = self._state.run_dir
-        if run_dir and (Path(run_dir) / runs.CONFIG).exists():
+        if run_dir:
             with contextlib.suppress(Exception):  # the message above is what matters
                 info = runs.read_config(run_dir)
                 info.update(status="failed", message=message)
-                runs.write_json(Path(run_dir) / runs.CONFIG, info)
+                runs.write_config(run_dir, info)
 
 
 def disk_message(err: OSError) -> str:
