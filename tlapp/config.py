@@ -1,7 +1,7 @@
 """The training configuration: one frozen dataclass, built and checked in one function.
 
     config = make_config(data="photos/", model="resnet18", freeze=3, epochs=5)
-    asdict(config)     # what the run folder's config.json records
+    asdict(config)     # what the run folder's run.json records
 
 Light on purpose (no torch, no timm): the CLI and the page build configs before anything heavy
 is imported.
@@ -17,7 +17,7 @@ RECIPES = ("two-phase", "one-phase")
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything a run needs to be reproduced; saved as `config.json` in the run folder."""
+    """Everything a run needs to be reproduced; saved in the run folder's `run.json`."""
 
     data: str
     model: str = DEFAULT_MODEL

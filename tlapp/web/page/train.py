@@ -296,7 +296,7 @@ def _resume_handler(slots: TrainingSlots):
         if not state or not state.job or state.job.running:
             raise DataError("There is no stopped run to resume.")
         run_dir = state.job.snapshot().run_dir
-        # The run's own data and corrections, as its config.json records them, not what is
+        # The run's own data and corrections, as its run.json records them, not what is
         # loaded on the page now.
         state.job = Job(resume_config(run_dir), slots=slots, resume=True).start()
         return (
