@@ -4,6 +4,7 @@
     tlapp train DATA --model resnet18 --freeze 3 --epochs 5 --out runs/mine
     tlapp lr-find DATA --model resnet18 --freeze 2     # suggest a fine-tuning learning rate
     tlapp predict RUN_DIR photo.jpg more/ --csv predictions.csv
+    tlapp export RUN_DIR --format onnx --int8         # model.onnx, checked against PyTorch
 
 DATA is a folder of class subfolders, a train/val folder, a .zip of either, or a CSV of path,label.
 """
@@ -66,7 +67,25 @@ def parser() -> argparse.ArgumentParser:
     predict.add_argument("run_dir")
     predict.add_argument("images", nargs="+", help="image files or folders")
     predict.add_argument("--csv", default="", help="write one row per image to this CSV file")
+    predict.add_argument(
+        "--onnx", action="store_true", help="classify with ONNX Runtime (the run's model.onnx)"
+    )
     predict.set_defaults(func=cmd_predict)
+
+    export = command("export", help="write the model as ONNX, checked against PyTorch")
+    export.add_argument("run_dir")
+    export.add_argument("--format", default="onnx", choices=["onnx"], help="the file format")
+    export.add_argument(
+        "--int8", action="store_true", help="also write model.int8.onnx (dynamic quantization)"
+    )
+    export.add_argument(
+        "--check-images",
+        nargs="+",
+        default=None,
+        metavar="IMAGE",
+        help="image files or folders to check with when the run's validation images are gone",
+    )
+    export.set_defaults(func=cmd_export)
     return p
 
 
@@ -281,9 +300,25 @@ def cmd_predict(args) -> int:
     from .data import image_files
     from .predict import Predictor
 
-    table = Predictor(args.run_dir).table(image_files(args.images))
+    if args.onnx:
+        from .export import OnnxPredictor
+
+        predictor = OnnxPredictor(args.run_dir)
+    else:
+        predictor = Predictor(args.run_dir)
+    table = predictor.table(image_files(args.images))
     if args.csv:
         table.to_csv(args.csv, index=False)
     top = table[["path", "prediction", "confidence", "error"]]
     print(top.to_string(index=False))
     return 0 if len(table) and (table["error"] == "").all() else 1
+
+
+def cmd_export(args) -> int:
+    from .export import export_onnx
+
+    report = export_onnx(args.run_dir, check_images=args.check_images, quantize=args.int8)
+    for written in filter(None, (report, report.int8)):
+        print(written.describe())
+        print(written.path)
+    return 0

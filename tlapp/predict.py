@@ -24,27 +24,33 @@ from .data import ImageError, open_image
 from .explain import heat_map, overlay
 
 
+def eval_transform(data_config: dict):
+    """timm's evaluation transform for the preprocessing a run recorded (its data config)."""
+    cfg = {k: tuple(v) if isinstance(v, list) else v for k, v in data_config.items()}
+    return create_transform(**cfg, is_training=False)
+
+
 class Predictor:
     """A trained run folder, ready to classify images."""
 
     def __init__(self, run_dir: str | Path, device: str = "cpu"):
         self.model, self.info = runs.load_run(run_dir, device)
         self.device, self.classes = torch.device(device), self.info["classes"]
-        cfg = {
-            k: tuple(v) if isinstance(v, list) else v for k, v in self.info["data_config"].items()
-        }
-        self.transform = create_transform(**cfg, is_training=False)
+        self.transform = eval_transform(self.info["data_config"])
 
-    @torch.inference_mode()
-    def probabilities(self, images: list) -> np.ndarray:
-        """Class probabilities, one row per image (a path or a PIL image)."""
-        batch = torch.stack(
+    def batch(self, images: list) -> torch.Tensor:
+        """The images (paths or PIL images) preprocessed as the model expects, as one NCHW batch."""
+        return torch.stack(
             [
                 self.transform(open_image(im) if isinstance(im, (str, Path)) else im.convert("RGB"))
                 for im in images
             ]
         )
-        return self.model(batch.to(self.device)).float().softmax(1).cpu().numpy()
+
+    @torch.inference_mode()
+    def probabilities(self, images: list) -> np.ndarray:
+        """Class probabilities, one row per image (a path or a PIL image)."""
+        return self.model(self.batch(images).to(self.device)).float().softmax(1).cpu().numpy()
 
     def explain(self, image, class_name: str | None = None) -> tuple[Image.Image, str]:
         """The image with a heat map for `class_name` (default: the top prediction), and the
