@@ -140,9 +140,10 @@ def test_decoded_centre_view_matches_timms_evaluation_transform(tmp_path, suffix
     images = DecodedImages.build([str(path)], side, cfg["interpolation"])
     feed = BatchFeed(images, np.zeros(1), 96, 1, augment=False, shuffle=False, seed=0)
     ours = feed.view(0, augmented=False).float() / 255
-    timms = create_transform(**{**cfg, "mean": (0, 0, 0), "std": (1, 1, 1)}, is_training=False)(
-        Image.open(path).convert("RGB")
-    )
+    transform = create_transform(**{**cfg, "mean": (0, 0, 0), "std": (1, 1, 1)}, is_training=False)
+    timms = transform(Image.open(path).convert("RGB"))
+    assert side == transform.transforms[0].size  # the very resize timm makes before cropping
+    assert cache_side(32, 0.95) == 33  # timm rounds down: 33.7 -> 33
     assert ours.shape == timms.shape == (3, 96, 96)
     assert (ours - timms).abs().mean() < tolerance
 

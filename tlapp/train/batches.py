@@ -15,6 +15,7 @@ and become float on the device.
 
 from __future__ import annotations
 
+import math
 import os
 import queue
 import threading
@@ -39,8 +40,10 @@ RESAMPLE = {
 
 
 def cache_side(img_size: int, crop_pct: float | None) -> int:
-    """The shorter side images are kept at: timm's eval resize before its centre crop."""
-    return max(img_size, int(round(img_size / (crop_pct or 1.0))))
+    """The shorter side images are kept at: timm's eval resize before its centre crop, with
+    timm's rounding (down), so that validation sees what the predictor and timm see. (Rounding
+    to nearest instead cost 8 points on 32-pixel digits, where one pixel is 3% of the scale.)"""
+    return max(img_size, math.floor(img_size / (crop_pct or 1.0)))
 
 
 def decode(path: str, side: int, interpolation: str = "bicubic") -> torch.Tensor:
