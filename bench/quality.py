@@ -1,6 +1,6 @@
 """Validation accuracy and wall time of each tlapp training recipe, side by side, in one run.
 
-    python bench/quality.py                          # every part, 3 seeds: about 13 minutes on 2 cores
+    python bench/quality.py                          # every part, 3 seeds: about 11 minutes on 2 cores
     python bench/quality.py --only digits,transfer   # a subset (4 minutes)
     python bench/quality.py --quick                  # a smoke test: 1 seed, 1 epoch (4 minutes)
 
@@ -11,7 +11,7 @@ Rows (recipes):
   linear probe (scikit-learn)  LogisticRegression(max_iter=5000) on plain centre-crop embeddings
                                of the same model and weights: the reference for head only
 Columns (parts, --only):
-  digits    the sample digits (assets/digits: 500 images, 10 classes, 20% split off for
+  digits    the sample digits (tlapp/sample/digits: 500 images, 10 classes, 20% split off for
             validation), resnet18 from random weights (the model hub is offline), 64 px, 5 epochs
   transfer  resnet18 at 32 px trained on digits 0-4 (default recipe, random start) into run R,
             then digits 5-9 with 10 training images per class (validation: all the others),
@@ -46,7 +46,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-DIGITS = ROOT / "assets" / "digits"
+DIGITS = ROOT / "tlapp" / "sample" / "digits"
 LITE0 = "tf_efficientnet_lite0"
 LITE0_FILE = "/work/shared/weights/tf_efficientnet_lite0.safetensors"
 
@@ -415,7 +415,7 @@ def footnotes(results: dict, args) -> str:
     source = accuracy(results.get("transfer", {}).get("source R"))
     notes = {
         "digits": (
-            f"digits: assets/digits, resnet18 from random weights (the model hub is offline, so "
+            f"digits: tlapp/sample/digits, resnet18 from random weights (the model hub is offline, so "
             f"there are no pretrained weights), 64 px, {e['digits']}, 20% validation (seed 0). "
             "The probe uses the same random backbone (same seed) with BatchNorm statistics "
             "estimated on the training images, as tlapp does for random weights."

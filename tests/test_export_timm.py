@@ -32,14 +32,6 @@ def images(folder, n=6):
     return sorted(folder.rglob("*.png"))[:n]
 
 
-def test_file_names_agree():
-    assert (models.RUN_RECORD, models.TIMM_CONFIG, models.RUN_WEIGHTS) == (
-        runs.RECORD,
-        runs.CONFIG,
-        runs.WEIGHTS,
-    )
-
-
 @pytest.mark.parametrize("name", ["test_resnet", "test_vit"])
 def test_timm_loads_the_run_folder_as_the_app_does(class_folder, tmp_path, name):
     run = train(class_folder, tmp_path / "run", model=name, epochs=1)

@@ -12,9 +12,10 @@ a previous run folder. Nothing here unpickles arbitrary objects (`weights_only=T
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
-import socket
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -62,7 +63,12 @@ def catalog_choices() -> list[tuple[str, str]]:
 def check_name(name: str) -> str:
     name = (name or "").strip()
     if not name or not timm.is_model(name):
-        close = timm.list_models(f"*{name}*")[:5] if name else []
+        close = (
+            difflib.get_close_matches(name, timm.list_models(), n=5)
+            or timm.list_models(f"*{name}*")[:5]
+            if name
+            else []
+        )
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise ModelError(f"'{name}' is not a timm model name.{hint}")
     return name
@@ -110,8 +116,7 @@ def build_model(
     return model, record
 
 
-# A run folder's files, as tlapp.runs names them (RECORD, CONFIG, WEIGHTS); spelled here too
-# because models imports nothing from runs.
+# A run folder's files (tlapp.runs takes its names from here: models imports nothing from runs).
 RUN_RECORD, TIMM_CONFIG, RUN_WEIGHTS = "run.json", "config.json", "model.safetensors"
 
 
@@ -185,8 +190,8 @@ def neutral_head(model: torch.nn.Module) -> None:
 def create_pretrained(name: str, **kwargs) -> tuple[torch.nn.Module, Weights]:
     """Default pretrained weights: from the local hub cache if there, else from the hub.
 
-    The hub is tried only when it answers a connection at once; offline, huggingface_hub would
-    otherwise spend most of a minute retrying before giving up."""
+    The hub (or the mirror HF_ENDPOINT names) is tried only when it answers within seconds;
+    offline, huggingface_hub would otherwise spend most of a minute retrying before giving up."""
     cfg = timm.models.get_pretrained_cfg(name)
     hub_id = cfg.hf_hub_id if cfg else None
     cached = _cached_weights(hub_id) if hub_id else None
@@ -195,7 +200,7 @@ def create_pretrained(name: str, **kwargs) -> tuple[torch.nn.Module, Weights]:
             name, pretrained=True, pretrained_cfg_overlay={"file": cached}, **kwargs
         )
         return model, Weights("pretrained", hub_id, f"pretrained ({hub_id}, from the local cache)")
-    if hub_id and not _hub_reachable():
+    if hub_id and not _hub_reachable(hub_id):
         raise ModelError("offline, and the weights are not in the local hub cache")
     model = timm.create_model(name, pretrained=True, **kwargs)
     return model, Weights("pretrained", hub_id or name, f"pretrained ({hub_id or name})")
@@ -211,14 +216,31 @@ def _cached_weights(hub_id: str) -> str | None:
     return None
 
 
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+def _hub_reachable(hub_id: str, timeout: float = 3.0) -> bool:
+    """Whether the hub answers a HEAD for the repo's weights within `timeout` seconds, asked
+    as huggingface_hub asks: its endpoint (HF_ENDPOINT), its HTTP session (proxies from
+    HTTPS_PROXY and the like, a client set with `set_client_factory`) and its offline mode
+    (HF_HUB_OFFLINE: no request at all). Any answer but a server error counts: a missing or
+    gated repo is then reported by the download itself. The request runs in a thread that is
+    waited for at most `timeout` + 1 seconds, so a name lookup that hangs cannot hold it up."""
+    from huggingface_hub import constants, get_session, hf_hub_url
+
+    if constants.is_offline_mode():
         return False
-    try:
-        with socket.create_connection(("huggingface.co", 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
+    url = hf_hub_url(hub_id, "model.safetensors")
+    answers: list[int] = []
+
+    def ask() -> None:
+        try:
+            response = get_session().head(url, timeout=timeout, follow_redirects=False)
+            answers.append(response.status_code)
+        except Exception:  # no connection, a refusing proxy, a timeout: all unreachable
+            pass
+
+    asking = threading.Thread(target=ask, daemon=True, name="tlapp-hub-check")
+    asking.start()
+    asking.join(timeout + 1)
+    return bool(answers) and answers[0] < 500
 
 
 def size_kwargs(name: str, img_size: int | None) -> dict:

@@ -35,9 +35,14 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-# The app's record, timm's config (older run folders kept the record in config.json) and weights;
-# models.py spells the same names, as it imports nothing from here.
-RECORD, CONFIG, WEIGHTS, METRICS = "run.json", "config.json", "model.safetensors", "metrics.csv"
+# The app's record, timm's config (older run folders kept the record in config.json) and the
+# weights: named in models, which reads run folders too and imports nothing from here.
+from .models import RUN_RECORD as RECORD
+from .models import RUN_WEIGHTS as WEIGHTS
+from .models import TIMM_CONFIG as CONFIG
+from .models import read_state_dict, run_record
+
+METRICS = "metrics.csv"
 CONFUSION, PER_CLASS = "confusion_matrix.csv", "per_class.csv"
 PREDICTIONS = "val_predictions.csv"
 CHECKPOINT, LAST_WEIGHTS, TRAINER_STATE = "checkpoint", "last.safetensors", "trainer_state.pt"
@@ -117,7 +122,6 @@ def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
 
 def read_config(run_dir: str | os.PathLike) -> dict:
     """The app's record of a run: run.json, or config.json in a folder written before timm's."""
-    from .models import run_record  # models imports nothing from here; keep it one-way
 
     info = run_record(Path(run_dir))
     if info is None:
@@ -154,7 +158,6 @@ def write_timm_config(
 
 def load_run(run_dir: str | os.PathLike, device: str = "cpu") -> tuple[torch.nn.Module, dict]:
     """Rebuild the trained model of a run folder, in eval mode, and return it with its config."""
-    from .models import read_state_dict  # models imports nothing from here; keep it one-way
 
     info = read_config(run_dir)
     weights = Path(run_dir) / WEIGHTS
