@@ -24,6 +24,8 @@ NAMES = (
     "TLAPP_PORT",
     "TLAPP_LOCAL_FOLDERS",
     "SPACE_ID",
+    "SPACES_ZERO_GPU",
+    "TLAPP_MAX_JOBS",
 )
 
 
@@ -110,3 +112,26 @@ def wait_for_config(url: str, app: subprocess.Popen) -> dict:
         except OSError:
             time.sleep(0.5)
     pytest.fail("app.py did not answer within 180 s")
+
+
+def test_a_zero_gpu_space_trains_on_the_cpu_and_says_why(env, class_folder, tmp_path):
+    from dataclasses import replace
+
+    from tlapp.data import load_dataset
+    from tlapp.web.page import machine_notice
+    from tlapp.web.page.train import config_from_page
+    from tlapp.web.sessions import Session
+
+    env.setenv("SPACES_ZERO_GPU", "true")
+    env.setenv("TLAPP_MAX_JOBS", "3")
+    settings = replace(AppSettings.from_env(), home=tmp_path / "home")
+    assert settings.zero_gpu and settings.max_jobs == 3
+    notice = machine_notice(settings)
+    assert "3 runs at a time" in notice and "ZeroGPU" in notice and "on the CPU" in notice
+    session = Session.new(settings)
+    session.use(load_dataset(class_folder))
+    values = ("resnet18", "", "none", None, "", 0, 1, 48, 4, 0.001, False, False)
+    assert config_from_page(settings, session, *values).device == "cpu"
+    plain = replace(settings, zero_gpu=False)
+    assert config_from_page(plain, session, *values).device == "auto"
+    assert "ZeroGPU" not in machine_notice(plain)

@@ -5,6 +5,7 @@
     tlapp lr-find DATA --model resnet18 --freeze 2     # suggest a fine-tuning learning rate
     tlapp predict RUN_DIR photo.jpg more/ --csv predictions.csv
     tlapp export RUN_DIR --format onnx --int8         # model.onnx, checked against PyTorch
+    tlapp push RUN_DIR user/name                      # the Hugging Face Hub, private, with a card
 
 DATA is a folder of class subfolders, a train/val folder, a .zip of either, or a CSV of path,label.
 """
@@ -86,6 +87,19 @@ def parser() -> argparse.ArgumentParser:
         help="image files or folders to check with when the run's validation images are gone",
     )
     export.set_defaults(func=cmd_export)
+
+    push = command("push", help="publish the run to the Hugging Face Hub, with a model card")
+    push.add_argument("run_dir")
+    push.add_argument("repo_id", help="the model repository: name or user/name")
+    push.add_argument("--public", action="store_true", help="make a new repository public")
+    push.add_argument(
+        "--token-env",
+        default="",
+        metavar="NAME",
+        help="read the token from this environment variable (default: HF_TOKEN, else the "
+        "login stored by `hf auth login`)",
+    )
+    push.set_defaults(func=cmd_push)
     return p
 
 
@@ -321,4 +335,19 @@ def cmd_export(args) -> int:
     for written in filter(None, (report, report.int8)):
         print(written.describe())
         print(written.path)
+    return 0
+
+
+def cmd_push(args) -> int:
+    from os import environ
+
+    from .hub import push_to_hub
+
+    token = None
+    if args.token_env:
+        token = environ.get(args.token_env, "").strip()
+        if not token:
+            raise ValueError(f"The environment variable {args.token_env} holds no token.")
+    url = push_to_hub(args.run_dir, args.repo_id, token=token, private=not args.public)
+    print(url)
     return 0

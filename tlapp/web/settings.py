@@ -31,6 +31,9 @@ class AppSettings:
     port: int = 7860
     root_path: str = ""  # the page's path behind a proxy, e.g. /tlapp
     share: bool = False  # a public gradio.live link
+    zero_gpu: bool = (
+        False  # a ZeroGPU Space: a GPU only inside one request, so training uses the CPU
+    )
 
     @staticmethod
     def from_env() -> AppSettings:
@@ -66,4 +69,5 @@ class AppSettings:
             port,
             env("GRADIO_ROOT_PATH", "").rstrip("/"),
             share,
+            env("SPACES_ZERO_GPU", "").strip().lower() in TRUE | {"t"},
         )

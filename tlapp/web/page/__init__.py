@@ -30,8 +30,9 @@ def build_ui(settings: AppSettings) -> gr.Blocks:
         gr.Markdown(
             "# tlapp — train an image classifier\n"
             "Give it a folder of images sorted into one subfolder per class, pick a model, "
-            "press **Train**, and watch it learn. Your images stay on this machine."
+            "press **Train**, and watch it learn. Your images stay on this machine.",
         )
+        gr.Markdown(machine_notice(settings), elem_id="machine-notice")
         data = data_step(settings, session)
         model = model_step(settings, session)
         train = train_step(settings, session, data, model, slots)
@@ -47,6 +48,22 @@ def build_ui(settings: AppSettings) -> gr.Blocks:
         demo.load(open_session, None, session, api_visibility="private")
         demo.unload(close_session)
     return demo
+
+
+def machine_notice(settings: AppSettings) -> str:
+    """One line on how this machine shares its training (set by whoever runs the app)."""
+    jobs = settings.max_jobs
+    line = (
+        f"This machine trains {jobs} run{'s' * (jobs != 1)} at a time (`TLAPP_MAX_JOBS`); "
+        "other runs wait in line and show their place and an estimate."
+    )
+    if settings.zero_gpu:
+        line += (
+            " This Space runs on ZeroGPU, which lends a GPU only for the length of one request, "
+            "while training runs in the background for minutes: it trains on the CPU here. For "
+            "GPU training, choose dedicated GPU hardware in the Space's settings."
+        )
+    return line
 
 
 def launch_kwargs(settings: AppSettings) -> dict:

@@ -269,6 +269,7 @@ def config_from_page(settings: AppSettings, state: Session | None, *values) -> T
         runs_root=str(state.workdir / "runs"),
         cache_dir=str(settings.home / "cache"),
         corrections=str(corrections.file) if len(corrections) else "",
+        device="cpu" if settings.zero_gpu else "auto",
     )
 
 

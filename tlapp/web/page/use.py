@@ -1,4 +1,5 @@
-"""Step 5 of the page: classify one image (top 5 and a heat map) or many (a CSV)."""
+"""Step 5 of the page: classify one image (top 5 and a heat map) or many (a CSV), and take the
+model away: an ONNX export, the code that loads it, and publishing to the Hugging Face Hub."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pandas as pd
 
 from ...data import DataError, extract_zip, image_files
 from ...predict import Predictor
+from ...train.state import RunState
 from ..sessions import Session
 from ..settings import AppSettings
 from .common import user_errors
@@ -34,6 +36,135 @@ def use_step(settings: AppSettings, session: gr.State) -> None:
     ui["batch"].upload(
         predict_many, [session, ui["batch"]], [ui["table"], ui["csv"]], api_name="predict_many"
     )
+    take_away(settings, session)
+
+
+def take_away(settings: AppSettings, session: gr.State) -> None:
+    """The accordion under step 5: export to ONNX, the usage code, publish to the hub."""
+    ui = _take_away_layout(settings)
+
+    @user_errors
+    def export(state: Session | None):
+        from ...export import export_onnx
+
+        run = saved_run(state)
+        report = export_onnx(run.run_dir)
+        button = gr.DownloadButton(
+            value=str(report.path),
+            visible=True,
+            label=f"Download {report.path.name} ({report.size_bytes / 1e6:.1f} MB)",
+        )
+        return button, report.describe(), code_for(run.run_dir)
+
+    @user_errors
+    def snippet(state: Session | None):
+        return code_for(saved_run(state).run_dir)
+
+    def snippet_if_any(state: Session | None):  # opening the accordion: no error, a comment
+        try:
+            return code_for(saved_run(state).run_dir)
+        except (DataError, ValueError) as err:
+            return f"# {err}"
+
+    @user_errors
+    def publish(state: Session | None, repo_id: str, token: str, private: bool):
+        from ...hub import push_to_hub
+
+        run = saved_run(state)
+        url = push_to_hub(
+            run.run_dir,
+            repo_id,
+            token=token or None,
+            private=bool(private),
+            stored_token=settings.allow_local_paths,  # a public page never uses the server's
+        )
+        kind = "private" if private else "public"
+        return (
+            f"Published to [{url}]({url}) ({kind} if it is new; a repository that was there "
+            "already keeps its own setting)."
+        )
+
+    ui["export"].click(
+        export,
+        session,
+        [ui["onnx_file"], ui["export_report"], ui["snippet"]],
+        api_name="export_onnx",
+    )
+    ui["show_snippet"].click(snippet, session, ui["snippet"], api_name="usage_snippet")
+    ui["accordion"].expand(snippet_if_any, session, ui["snippet"], api_visibility="private")
+    ui["publish"].click(
+        publish,
+        [session, ui["repo"], ui["token"], ui["private"]],
+        ui["published"],
+        api_name="push_to_hub",
+    )
+
+
+def _take_away_layout(settings: AppSettings) -> dict:
+    token_info = (
+        "Needs write access (huggingface.co/settings/tokens). Used for this upload only, never "
+        "saved or logged."
+    )
+    if settings.allow_local_paths:
+        token_info += " Empty: HF_TOKEN in the environment, or the login of `hf auth login`."
+    with gr.Accordion("Take the model away", open=False, elem_id="take-away") as accordion:
+        gr.Markdown(
+            "**ONNX**: a single file for ONNX Runtime (phones, servers, other languages), "
+            "checked against the trained model on your validation images before it is kept."
+        )
+        with gr.Row():
+            export = gr.Button("Export to ONNX", elem_id="export-onnx")
+            onnx_file = gr.DownloadButton(
+                "Download model.onnx", visible=False, elem_id="export-onnx-download"
+            )
+        export_report = gr.Markdown(elem_id="export-onnx-report")
+        with gr.Row():
+            show_snippet = gr.Button(
+                "Show the code for this run", size="sm", elem_id="usage-snippet-button"
+            )
+        snippet = gr.Code(
+            language="python",
+            label="Use it in Python (replace photo.jpg with your image)",
+            interactive=False,
+            elem_id="usage-snippet",
+        )
+        gr.Markdown(
+            "**Publish to the Hugging Face Hub**: the model, timm's config, the training record "
+            "and the scores, with a model card. Your images and their file names stay here."
+        )
+        with gr.Row():
+            repo = gr.Textbox(
+                label="Repository (name or user/name)",
+                placeholder="my-name/my-classifier",
+                elem_id="hub-repo",
+            )
+            token = gr.Textbox(
+                label="Hugging Face token",
+                type="password",
+                info=token_info,
+                elem_id="hub-token",
+            )
+        with gr.Row():
+            private = gr.Checkbox(
+                value=True,
+                label="Private repository (only you can see it)",
+                elem_id="hub-private",
+            )
+            publish = gr.Button("Publish to the Hub", elem_id="hub-push")
+        published = gr.Markdown(elem_id="hub-result")
+    return {
+        "accordion": accordion,
+        "export": export,
+        "onnx_file": onnx_file,
+        "export_report": export_report,
+        "show_snippet": show_snippet,
+        "snippet": snippet,
+        "repo": repo,
+        "token": token,
+        "private": private,
+        "publish": publish,
+        "published": published,
+    }
 
 
 def _layout() -> dict:
@@ -85,6 +216,27 @@ def trained(state: Session | None) -> Predictor:
     if not run or not run.has_model:
         raise DataError("Train a model first: predictions use the best epoch of your run.")
     return state.predictor(run.run_dir)
+
+
+def saved_run(state: Session | None) -> RunState:
+    """The session's run, once it has ended with a saved model; else a sentence saying why not."""
+    if state and state.busy:
+        raise DataError("A run is training: take the model away when it has ended.")
+    run = state.job.snapshot() if state and state.job else None
+    if not run or not run.has_model:
+        raise DataError("Train a model first: there is no saved model to take away yet.")
+    return run
+
+
+def code_for(run_dir: str) -> str:
+    """The timm code that loads the run, and the ONNX Runtime code once it has been exported."""
+    from ...hub import onnx_snippet, usage_snippet
+
+    code = usage_snippet(run_dir)
+    onnx = onnx_snippet(run_dir)
+    if onnx:
+        code += "\n\n# Or with ONNX Runtime, from the exported model.onnx:\n" + onnx
+    return code
 
 
 @user_errors
