@@ -6,6 +6,8 @@ import re
 
 import numpy as np
 import pytest
+import timm
+import torch
 from conftest import colour_image, poll_until, serve, start_training, write_classes, zip_folder
 from gradio_client import Client, handle_file
 from PIL import Image
@@ -13,7 +15,7 @@ from PIL import Image
 from tlapp import metrics
 from tlapp.config import make_config
 from tlapp.data import Corrections, load_dataset
-from tlapp.explain import heat_map
+from tlapp.explain import grad_cam, heat_map
 from tlapp.health import check_health
 from tlapp.predict import Predictor
 from tlapp.train import Job
@@ -129,6 +131,61 @@ def test_the_heat_map_peaks_on_the_patch_that_decides_the_class(
     assert hits >= 6, hits
     overlay, _ = predictor.explain(patch_image(rng, (2, 2)))
     assert overlay.size == (320, 320)  # a 64-px input, shown larger
+
+
+@pytest.mark.parametrize(
+    "name, kwargs, size",
+    [
+        ("test_resnet", {}, (64, 96)),  # channels first
+        ("test_mambaout", {}, (64, 96)),  # channels last: timm's output_fmt is NHWC
+        # a Swin with one block a stage: forward_features gives [1, 7, 7, C] at 224 pixels
+        (
+            "swin_tiny_patch4_window7_224",
+            dict(depths=(1, 1, 1, 1), embed_dim=32, num_heads=(1, 2, 4, 8)),
+            (224, 224),
+        ),
+    ],
+)
+def test_grad_cam_maps_the_image_whatever_the_channel_order(name, kwargs, size):
+    """Rows and columns of the image (at the feature map's stride of 32), never rows x channels."""
+    torch.manual_seed(0)
+    model = timm.create_model(name, pretrained=False, num_classes=3, **kwargs)
+    heat, method = heat_map(model, torch.randn(3, *size), 1)
+    assert method == "Grad-CAM"
+    assert heat.shape == (size[0] // 32, size[1] // 32)
+
+
+class ChannelsFirst(torch.nn.Module):
+    """A channels-last timm model that hands out its features channels first."""
+
+    output_fmt = "NCHW"
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward_features(self, x):
+        return self.inner.forward_features(x).permute(0, 3, 1, 2)
+
+    def forward_head(self, x, pre_logits=False):
+        return self.inner.forward_head(x.permute(0, 2, 3, 1), pre_logits=pre_logits)
+
+    def forward(self, x):
+        return self.forward_head(self.forward_features(x))
+
+
+def test_grad_cam_is_the_same_map_in_either_channel_order():
+    """The same network gives the same map whether its features come channels last (as timm
+    says, or as guessed when it does not say) or channels first."""
+    torch.manual_seed(0)
+    model = timm.create_model("test_mambaout", pretrained=False, num_classes=3).eval()
+    pixels = torch.randn(3, 64, 96)
+    last = grad_cam(model, pixels, 2)
+    first = grad_cam(ChannelsFirst(model), pixels, 2)
+    assert last.shape == first.shape == (2, 3) and last.max() > 0
+    np.testing.assert_allclose(last, first, rtol=1e-4, atol=1e-6)
+    del model.output_fmt  # a model that does not say: the feature count on the last axis tells
+    np.testing.assert_allclose(grad_cam(model, pixels, 2), last, rtol=1e-4, atol=1e-6)
 
 
 def test_duplicates_and_leakage_are_found(tmp_path):

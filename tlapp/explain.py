@@ -4,7 +4,9 @@
     picture = overlay(image, heat)                        # the image with the map blended on
 
 CNNs get Grad-CAM (Selvaraju et al. 2017): the last feature map (`forward_features`, shaped
-[B, C, H, W]) weighted by how much each channel raises the class's score. Models whose
+[B, C, H, W]) weighted by how much each channel raises the class's score. Models that keep
+channels last (timm's `output_fmt == "NHWC"`: Swin, MambaOut and the like) return [B, H, W, C];
+their maps are turned to [B, C, H, W] first, so the heat map is always spatial. Models whose
 features are tokens (vision transformers) get occlusion sensitivity instead: how much the class's
 probability drops when each cell of a grid is greyed out. It needs only forward passes, so it
 works for any architecture; Grad-CAM on a transformer's tokens proved unreliable (the head reads
@@ -31,7 +33,7 @@ def heat_map(
 
 
 def grad_cam(model: torch.nn.Module, pixels: torch.Tensor, class_index: int) -> np.ndarray:
-    """Grad-CAM on the last feature map of a CNN."""
+    """Grad-CAM on the last feature map, channels first or last; [h, w] at its resolution."""
     x = pixels[None].clone().requires_grad_(True)  # gradients flow even when every layer is frozen
     with torch.enable_grad():
         features = model.forward_features(x)
@@ -39,9 +41,25 @@ def grad_cam(model: torch.nn.Module, pixels: torch.Tensor, class_index: int) -> 
         score = model.forward_head(features)[0, class_index]
         model.zero_grad(set_to_none=True)
         score.backward()
-    weights = features.grad[0].mean(dim=(1, 2))
-    cam = torch.relu((weights[:, None, None] * features.detach()[0]).sum(0))
+    grads, maps = features.grad[0], features.detach()[0]
+    if channel_order(model, features) == "NHWC":
+        grads, maps = grads.permute(2, 0, 1), maps.permute(2, 0, 1)
+    weights = grads.mean(dim=(1, 2))
+    cam = torch.relu((weights[:, None, None] * maps).sum(0))
     return cam.float().cpu().numpy()
+
+
+def channel_order(model: torch.nn.Module, features: torch.Tensor) -> str:
+    """'NCHW' or 'NHWC' for a 4-d feature map. timm says which (`model.output_fmt`, a string or
+    a `timm.layers.Format`); a model that does not is taken as channels-last when only the last
+    dimension has its feature count."""
+    fmt = getattr(model, "output_fmt", None)
+    fmt = str(getattr(fmt, "value", fmt) or "")
+    if fmt in ("NCHW", "NHWC"):
+        return fmt
+    channels = getattr(model, "num_features", None)
+    last_only = features.shape[-1] == channels and features.shape[1] != channels
+    return "NHWC" if channels and last_only else "NCHW"
 
 
 @torch.inference_mode()
