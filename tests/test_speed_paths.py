@@ -7,13 +7,14 @@ import pytest
 import torch
 from conftest import colour_image
 from PIL import Image
-from timm.data import create_transform
 
 from tlapp.config import make_config
 from tlapp.data import load_dataset
+from tlapp.geometry import eval_geometry
 from tlapp.models import build_model
+from tlapp.predict import eval_transform
 from tlapp.train import Trainer
-from tlapp.train.batches import BatchFeed, DecodedImages, cache_side, prefetch
+from tlapp.train.batches import BatchFeed, DecodedImages, prefetch, to_model_input
 from tlapp.train.features import embedding_key, gather_features
 from tlapp.train.recipes import data_config
 
@@ -129,29 +130,60 @@ def test_weights_file_changes_the_cache_key(class_folder, tmp_path):
     assert len(keys) == 2
 
 
+@pytest.mark.parametrize("crop_mode", ["center", "squash", "border"])
 @pytest.mark.parametrize("suffix, tolerance", [(".png", 0.002), (".jpg", 0.03)])
-def test_decoded_centre_view_matches_timms_evaluation_transform(tmp_path, suffix, tolerance):
-    """Equal up to resampling; JPEGs decode in draft mode at a reduced scale, so a little more."""
+def test_decoded_centre_view_matches_timms_evaluation_transform(
+    tmp_path, suffix, tolerance, crop_mode
+):
+    """The view validation and the embedding cache take is the predictor's (timm's transform)
+    in every crop mode: equal up to resampling; JPEGs decode in draft mode at a reduced scale,
+    so a little more. A wide picture: center crops its sides, squash narrows it, border pads it."""
     path = tmp_path / f"photo{suffix}"
     colour_image((120, 80, 200), size=300).resize((400, 300)).save(path)
     model, _ = build_model("test_resnet", 3, "none")
-    cfg = data_config(model, 96)
-    side = cache_side(96, cfg["crop_pct"])
-    images = DecodedImages.build([str(path)], side, cfg["interpolation"])
+    cfg = {**data_config(model, 96), "crop_mode": crop_mode}
+    geometry = eval_geometry(cfg)
+    images = DecodedImages.build([str(path)], geometry)
     feed = BatchFeed(images, np.zeros(1), 96, 1, augment=False, shuffle=False, seed=0)
-    ours = feed.view(0, augmented=False).float() / 255
-    transform = create_transform(**{**cfg, "mean": (0, 0, 0), "std": (1, 1, 1)}, is_training=False)
-    timms = transform(Image.open(path).convert("RGB"))
-    assert side == transform.transforms[0].size  # the very resize timm makes before cropping
-    assert cache_side(32, 0.95) == 33  # timm rounds down: 33.7 -> 33
+    view = feed.view(0, augmented=False)
+    ours = to_model_input(view[None], cfg["mean"], cfg["std"], torch.device("cpu"))[0]
+    transform = eval_transform(cfg)  # the predictor's
+    picture = Image.open(path).convert("RGB")
+    timms = transform(picture)
+    resized = transform.transforms[0](picture)  # the very resize timm makes before cropping
+    assert tuple(images[0].shape[1:]) == (resized.height, resized.width)
     assert ours.shape == timms.shape == (3, 96, 96)
-    assert (ours - timms).abs().mean() < tolerance
+    std = torch.tensor(cfg["std"]).view(3, 1, 1)
+    assert ((ours - timms) * std).abs().mean() < tolerance  # in units of the pixel range
+    # The predictor's overlay shows the same pixels.
+    shown = torch.from_numpy(np.array(geometry.view(picture))).permute(2, 0, 1)
+    assert (shown.float() - view.float()).abs().mean() / 255 < tolerance
+    if crop_mode == "border":  # padded above and below with the mean colour
+        assert view[:, 0, 48].tolist() == [round(255 * m) for m in cfg["mean"]]
+
+
+def test_the_evaluation_resize_rounds_as_timm_does():
+    assert eval_geometry({"input_size": (3, 32, 32), "crop_pct": 0.95}).scale == 33  # 33.7 -> 33
+    # crop_pct above 1 shrinks the picture into a padded square, as timm's does
+    small = eval_geometry({"input_size": (3, 32, 32), "crop_pct": 1.25})
+    padded = small.crop(torch.ones(3, 25, 30, dtype=torch.uint8))
+    assert small.scale == 25 and padded.shape == (3, 32, 32) and padded[:, 0, 0].sum() == 0
+
+
+def test_the_crop_mode_is_part_of_the_cache_key(class_folder, tmp_path):
+    t = trainer(class_folder, tmp_path, model="test_resnet", freeze="all")
+    keys = set()
+    for mode in ("center", "squash", "border"):
+        t.data_cfg["crop_mode"] = mode
+        keys.add(embedding_key(t))
+    assert len(keys) == 3
 
 
 def test_images_beyond_the_memory_budget_are_decoded_on_demand(class_folder):
     paths = sorted(str(p) for p in class_folder.rglob("*.png"))[:6]
-    kept = DecodedImages.build(paths, 48)
-    budget = DecodedImages.build(paths, 48, budget_bytes=kept.pixels[0].numel() * 2)
+    geometry = eval_geometry({"input_size": (3, 48, 48), "crop_pct": 1.0})
+    kept = DecodedImages.build(paths, geometry)
+    budget = DecodedImages.build(paths, geometry, budget_bytes=kept.pixels[0].numel() * 2)
     assert (
         sum(t is None for t in budget.pixels) == 4 and budget.bytes_in_memory < kept.bytes_in_memory
     )

@@ -22,6 +22,7 @@ from timm.data import create_transform
 from . import runs
 from .data import ImageError, open_image
 from .explain import heat_map, overlay
+from .geometry import eval_geometry
 
 
 def eval_transform(data_config: dict):
@@ -69,14 +70,9 @@ class Predictor:
         return overlay(crop, heat), method
 
     def display_crop(self, picture: Image.Image) -> Image.Image:
-        """The part of the picture the model sees (resize + centre crop), for overlays."""
-        size = self.info["data_config"]["input_size"][-1]
-        crop = self.info["data_config"].get("crop_pct") or 1.0
-        side = int(size / crop)
-        w, h = picture.size
-        scaled = picture.resize((side, int(side * h / w)) if w <= h else (int(side * w / h), side))
-        left, top = (scaled.width - size) // 2, (scaled.height - size) // 2
-        return scaled.crop((left, top, left + size, top + size))
+        """The part of the picture the model sees (timm's resize and crop for the run's crop
+        mode: center, squash or border), for overlays."""
+        return eval_geometry(self.info["data_config"]).view(picture)
 
     def table(self, paths: list, batch_size: int = 32) -> pd.DataFrame:
         """One row per image: the prediction, its confidence and one probability column per

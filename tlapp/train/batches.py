@@ -1,21 +1,20 @@
 """Batches for the training loop: decode each image once, augment tensors, normalise on the device.
 
-    images = DecodedImages.build(paths, side=256, interpolation="bicubic", budget_bytes=4 << 30)
+    images = DecodedImages.build(paths, eval_geometry(data_cfg), budget_bytes=4 << 30)
     feed = BatchFeed(images, targets, img_size=224, batch_size=32, augment=True, seed=0)
     for pixels, targets in feed.batches(epoch=1):        # uint8 NCHW on the CPU, int64
         x = to_model_input(pixels, mean, std, device)     # float, normalised, on the device
 
-Every image is decoded once per dataset (JPEG draft mode for large photos) and resized so its
-shorter side is `side` = image size / crop_pct, exactly what timm's evaluation transform does
-before its centre crop; it is kept as uint8 within a memory budget, and decoded again on demand
-for images beyond it. Evaluation takes the centre crop; training takes a random resized crop,
-a flip and a mild colour jitter of the cached tensor. Batches travel as uint8 (4x less to copy)
+Every image is decoded once per dataset (JPEG draft mode for large photos) and resized exactly
+as timm's evaluation transform resizes it before its crop, for the model's crop mode (center,
+squash or border: `tlapp.geometry`); it is kept as uint8 within a memory budget, and decoded
+again on demand for images beyond it. Evaluation takes timm's crop (or pad) of it; training takes
+a random resized crop, a flip and a mild colour jitter of the cached tensor. Batches travel as uint8 (4x less to copy)
 and become float on the device.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import queue
 import threading
@@ -29,34 +28,22 @@ from PIL import Image
 from torchvision.transforms import v2
 
 from ..data import ImageError, open_image
+from ..geometry import EvalGeometry
 
 DEFAULT_BUDGET_BYTES = 4 << 30  # decoded pixels kept in memory; fits a 16 GB machine with room
-RESAMPLE = {
-    "bilinear": Image.BILINEAR,
-    "bicubic": Image.BICUBIC,
-    "nearest": Image.NEAREST,
-    "lanczos": Image.LANCZOS,
-}
 
 
-def cache_side(img_size: int, crop_pct: float | None) -> int:
-    """The shorter side images are kept at: timm's eval resize before its centre crop, with
-    timm's rounding (down), so that validation sees what the predictor and timm see. (Rounding
-    to nearest instead cost 8 points on 32-pixel digits, where one pixel is 3% of the scale.)"""
-    return max(img_size, math.floor(img_size / (crop_pct or 1.0)))
-
-
-def decode(path: str, side: int, interpolation: str = "bicubic") -> torch.Tensor:
-    """One image as uint8 CHW with its shorter side resized to `side`; a grey square if the
-    file can no longer be read (it was checked when the dataset was scanned)."""
+def decode(path: str, geometry: EvalGeometry) -> torch.Tensor:
+    """One image as uint8 CHW, resized as timm's evaluation transform resizes it before its
+    crop (with timm's rounding: rounding differently cost 8 points on 32-pixel digits, where one
+    pixel is 3% of the scale); a grey square if the file can no longer be read (it was checked
+    when the dataset was scanned)."""
+    side = geometry.scale
     try:
         image = open_image(path, draft_size=side)
     except (ImageError, OSError):
         image = Image.new("RGB", (side, side), (128, 128, 128))
-    w, h = image.size  # the long side is truncated as torchvision's Resize does, to match timm
-    size = (side, int(side * h / w)) if w <= h else (int(side * w / h), side)
-    if size != image.size:
-        image = image.resize(size, RESAMPLE.get(interpolation, Image.BICUBIC))
+    image = geometry.resize(image)
     return torch.from_numpy(np.array(image)).permute(2, 0, 1).contiguous()
 
 
@@ -66,14 +53,12 @@ class DecodedImages:
 
     paths: list[str]
     pixels: list[torch.Tensor | None]
-    side: int
-    interpolation: str
+    geometry: EvalGeometry  # how they were resized, and how their evaluation view is cropped
 
     @staticmethod
     def build(
         paths: list[str],
-        side: int,
-        interpolation: str = "bicubic",
+        geometry: EvalGeometry,
         budget_bytes: int = DEFAULT_BUDGET_BYTES,
         progress: Callable[[int, int], None] | None = None,
     ) -> DecodedImages:
@@ -81,22 +66,20 @@ class DecodedImages:
         used = 0
         workers = max(2, min(8, os.cpu_count() or 2))
         with ThreadPoolExecutor(workers) as pool:  # Pillow releases the GIL while decoding
-            for i, tensor in enumerate(pool.map(lambda p: decode(p, side, interpolation), paths)):
+            for i, tensor in enumerate(pool.map(lambda p: decode(p, geometry), paths)):
                 keep = used + tensor.numel() <= budget_bytes
                 used += tensor.numel() if keep else 0
                 pixels.append(tensor if keep else None)
                 if progress and (i % 64 == 0 or i == len(paths) - 1):
                     progress(i + 1, len(paths))
-        return DecodedImages(list(paths), pixels, side, interpolation)
+        return DecodedImages(list(paths), pixels, geometry)
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> torch.Tensor:
         cached = self.pixels[i]
-        return (
-            cached if cached is not None else decode(self.paths[i], self.side, self.interpolation)
-        )
+        return cached if cached is not None else decode(self.paths[i], self.geometry)
 
     @property
     def bytes_in_memory(self) -> int:
@@ -120,8 +103,8 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
 
 
 class BatchFeed:
-    """uint8 batches from DecodedImages: shuffled and augmented for training, centre crops for
-    evaluation, produced by a background thread while the model computes."""
+    """uint8 batches from DecodedImages: shuffled and augmented for training, timm's evaluation
+    crop for evaluation, produced by a background thread while the model computes."""
 
     def __init__(
         self,
@@ -142,7 +125,7 @@ class BatchFeed:
             seed,
             pin,
         )
-        self.center = v2.CenterCrop(img_size)
+        self.center = images.geometry.crop  # timm's crop (or pad) for the model's crop mode
         self.augment = light_augmentation(img_size) if augment else None
 
     def __len__(self) -> int:

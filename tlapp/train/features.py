@@ -16,8 +16,8 @@ named by the hash of the file's bytes: a changed file gets a new name and is com
 key covers the model, its weights, the image size, the preprocessing, the precision and the view
 policy, so any change there starts a fresh cache.
 
-View policy: the plain evaluation view (centre crop) of every image; augmentation is for the
-fine-tuning phase.
+View policy: the plain evaluation view of every image (timm's resize and crop for the model's
+crop mode, as the predictor takes it); augmentation is for the fine-tuning phase.
 """
 
 from __future__ import annotations
@@ -37,8 +37,9 @@ from safetensors.torch import save_file
 
 from .. import runs
 from ..data import file_hash, file_hashes
+from ..geometry import eval_geometry
 from ..runs import atomic_write
-from .batches import BatchFeed, DecodedImages, ImageSource, cache_side, to_model_input
+from .batches import BatchFeed, DecodedImages, ImageSource, to_model_input
 
 if TYPE_CHECKING:
     from .loop import Trainer
@@ -46,7 +47,7 @@ if TYPE_CHECKING:
 # Phase one embeds the plain view of each image only: on every dataset of bench/quality.py the
 # head fitted on plain views matched or beat one fitted with augmented views as extra rows, at a
 # third of the embedding cost. `embed` and the head fit still take several views per image.
-POLICY = "the plain centre-crop view of each image"
+POLICY = "the plain evaluation view of each image"
 
 
 def default_cache_dir() -> Path:
@@ -128,12 +129,10 @@ class Features:
 
 
 def image_feed(t: Trainer, split: str, paths: list[str], targets, train: bool) -> BatchFeed:
-    """Images decoded once at the size the evaluation transform resizes to, batched."""
-    side = cache_side(t.config.img_size, t.data_cfg.get("crop_pct"))
+    """Images decoded once as the evaluation transform resizes them (its crop mode), batched."""
     images = DecodedImages.build(
         paths,
-        side,
-        t.data_cfg.get("interpolation", "bicubic"),
+        eval_geometry(t.data_cfg, t.config.img_size),
         int(t.config.memory_budget_gb * (1 << 30) * (0.8 if train else 0.2)),
         progress=lambda done, total: t.report(f"Decoding {split} images", done, total),
     )
@@ -168,7 +167,8 @@ def weights_identity(t: Trainer) -> str:
 
 def embedding_key(t: Trainer, train_hashes: list[str] | None = None) -> str:
     """Everything embeddings depend on; with recalibrated BatchNorm, the training images too."""
-    cfg = {k: t.data_cfg[k] for k in ("mean", "std", "interpolation", "crop_pct")}
+    keys = ("mean", "std", "interpolation", "crop_pct", "crop_mode")
+    cfg = {k: t.data_cfg.get(k) for k in keys}
     return cache_key(
         batchnorm_from=cache_key(images=sorted(train_hashes)) if train_hashes else "weights",
         model=t.config.model,
