@@ -39,8 +39,8 @@ class TrainConfig:
     seed: int = 0
     out: str = ""  # run folder; empty: a new folder under runs_root
     runs_root: str = "runs"
-    device: str = "auto"  # auto | cpu | cuda
-    precision: str = "auto"  # auto (bf16 where the hardware has it) | bf16 | fp32
+    device: str = "auto"  # auto (cuda, else mps, else cpu) | cpu | cuda | mps
+    precision: str = "auto"  # auto (bf16 if native, else fp16 on a GPU) | bf16 | fp16 | fp32
     feature_cache: bool = True  # keep the frozen backbone's embeddings on disk, reuse them
     cache_dir: str = ""  # embedding cache; empty: $TLAPP_CACHE or ~/.cache/tlapp
     memory_budget_gb: float = 4.0  # decoded images kept in memory; the rest decoded on demand
@@ -86,8 +86,11 @@ def _check_ranges(c: TrainConfig) -> None:
         (0 < c.lr < 1, "Learning rate must be between 0 and 1 (try 0.001)."),
         (0 < c.val_fraction < 1, "The validation fraction must be between 0 and 1 (try 0.2)."),
         (0 <= c.label_smoothing < 1, "Label smoothing must be between 0 and 1."),
-        (c.device in ("auto", "cpu", "cuda"), "Device must be auto, cpu or cuda."),
-        (c.precision in ("auto", "bf16", "fp32"), "Precision must be auto, bf16 or fp32."),
+        (c.device in ("auto", "cpu", "cuda", "mps"), "Device must be auto, cpu, cuda or mps."),
+        (
+            c.precision in ("auto", "bf16", "fp16", "fp32"),
+            "Precision must be auto, bf16, fp16 or fp32.",
+        ),
         (c.memory_budget_gb >= 0, "The memory budget cannot be negative."),
         (c.recipe in RECIPES, f"Recipe must be one of {', '.join(RECIPES)}."),
         (c.patience >= 0, "Patience cannot be negative (0: never stop early)."),

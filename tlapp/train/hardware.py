@@ -7,10 +7,27 @@ from pathlib import Path
 import torch
 
 
+def mps_available() -> bool:
+    """An Apple-silicon GPU through Metal (MPS)."""
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
 def pick_device(choice: str = "auto") -> torch.device:
+    """`auto`: a CUDA GPU, else an Apple GPU (MPS), else the CPU; a GPU named but missing is an
+    error rather than a silent CPU run."""
     if choice == "cuda" and not torch.cuda.is_available():
         raise ValueError("No CUDA GPU is available here: choose device 'cpu' or 'auto'.")
-    return torch.device("cuda" if choice != "cpu" and torch.cuda.is_available() else "cpu")
+    if choice == "mps" and not mps_available():
+        raise ValueError(
+            "No Apple GPU (MPS) is available here: it needs an Apple-silicon Mac with a PyTorch "
+            "built for Metal. Choose device 'cpu' or 'auto'."
+        )
+    if choice in ("cpu", "cuda", "mps"):
+        return torch.device(choice)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("mps" if mps_available() else "cpu")
 
 
 def cpu_supports_bf16() -> bool:
@@ -31,12 +48,54 @@ def is_out_of_memory(err: BaseException) -> bool:
     )
 
 
-def resolve_precision(choice: str, device: torch.device) -> str:
-    if choice != "auto":
-        return choice
+def bf16_supported(device: torch.device) -> bool:
+    """bf16 that the hardware runs natively: CUDA capability 8.0 or later (Ampere on), Metal on
+    macOS 14 or later, CPUs with bf16 instructions. (PyTorch emulates bf16 on older GPUs such as
+    the T4, slower than fp16.)"""
     if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "bf16" if cpu_supports_bf16() else "fp32"
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    if device.type == "mps":
+        return torch.backends.mps.is_macos_or_newer(14, 0)
+    return cpu_supports_bf16()
+
+
+def resolve_precision(choice: str, device: torch.device) -> str:
+    """fp32, bf16 or fp16 (mixed precision: autocast, with a GradScaler for fp16).
+
+    auto: bf16 where the device runs it natively; fp16 on GPUs without it (CUDA before Ampere,
+    Apple GPUs), fp32 on CPUs without it. Asked for explicitly, bf16 on an Apple GPU without it
+    and fp16 on the CPU are errors."""
+    if choice == "auto":
+        if bf16_supported(device):
+            return "bf16"
+        return "fp16" if device.type in ("cuda", "mps") else "fp32"
+    if choice == "bf16" and device.type == "mps" and not bf16_supported(device):
+        raise ValueError("This Apple GPU has no bf16 (it needs macOS 14): choose fp16 or fp32.")
+    if choice == "fp16" and device.type == "cpu":
+        raise ValueError("fp16 is for GPUs: on the CPU choose bf16 or fp32 (or auto).")
+    return choice
+
+
+def autocast_context(device: torch.device, precision: str) -> torch.autocast:
+    """The autocast context of a precision: bf16 or fp16 matmuls and convolutions, or off."""
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    if dtype is None:
+        return torch.autocast(device.type, enabled=False)
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def grad_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler:
+    """fp16 gradients underflow without loss scaling: a GradScaler for fp16, a pass-through
+    (disabled) one otherwise, so one training step serves every precision."""
+    return torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+
+
+def empty_cache(device: torch.device) -> None:
+    """Give the GPU allocator's cached blocks back (after running out of memory)."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    elif device.type == "mps":
+        torch.mps.empty_cache()
 
 
 def tune_backends(device: torch.device) -> None:

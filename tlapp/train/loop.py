@@ -25,7 +25,15 @@ from ..data import Dataset
 from ..models import read_state_dict, set_train_mode
 from .batches import BatchFeed, ImageSource
 from .features import gather_features, image_feed, image_source
-from .hardware import is_out_of_memory, pick_device, resolve_precision, tune_backends
+from .hardware import (
+    autocast_context,
+    empty_cache,
+    grad_scaler,
+    is_out_of_memory,
+    pick_device,
+    resolve_precision,
+    tune_backends,
+)
 from .head import fit_linear_head, fittable, set_linear_head
 from .recipes import class_weights, make_optimizer, make_scheduler, setup_model
 from .state import StopTraining
@@ -70,6 +78,7 @@ class Trainer:
         self.best_state, self.test_result = None, None  # the kept model; its test-split score
         self.cuda = self.device.type == "cuda"
         self.precision = resolve_precision(config.precision, self.device)
+        self.scaler = grad_scaler(self.device, self.precision)  # enabled for fp16 only
         self.channels_last = self.cuda or self.precision == "bf16"
         self.model.to(
             self.device,
@@ -98,9 +107,26 @@ class Trainer:
 
     @property
     def autocast(self):
-        return torch.autocast(
-            self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"
-        )
+        return autocast_context(self.device, self.precision)
+
+    def update(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """One optimiser step on a batch with the loss the run trains on (class weights, label
+        smoothing); returns the loss, unread. Training and the learning-rate finder both step
+        here. In fp16 the loss is scaled for the backward pass and a step whose gradients
+        overflowed is skipped (the GradScaler); in other precisions the scaler passes through."""
+        with self.autocast:
+            logits = self.source.forward(self.net, inputs)
+            loss = F.cross_entropy(
+                logits.float(),
+                targets,
+                weight=self.class_weights,
+                label_smoothing=self.config.label_smoothing,
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return loss
 
     def emit(self, event: str) -> None:
         for callback in self.callbacks:
@@ -223,8 +249,7 @@ class Trainer:
                 if not is_out_of_memory(err):
                     raise
                 self.optimizer.zero_grad(set_to_none=True)
-                if self.cuda:
-                    torch.cuda.empty_cache()
+                empty_cache(self.device)
                 if self.batch_size == 1:
                     raise StopTraining(
                         "failed",
@@ -259,6 +284,7 @@ class Trainer:
             "epoch": self.epoch,
             "batch_size": self.batch_size,
             "best": [self.best_epoch, self.best_accuracy, self.best_loss],
+            "scaler": self.scaler.state_dict(),  # empty unless fp16
         }
 
     def load_checkpoint(self, run_dir: Path) -> None:
@@ -272,6 +298,8 @@ class Trainer:
             self.set_batch_size(state["batch_size"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler") and self.scaler.is_enabled():
+            self.scaler.load_state_dict(state["scaler"])
         self.best_epoch, self.best_accuracy, self.best_loss = state["best"]
         self.start_epoch = state["epoch"] + 1
         self.history = runs.read_metrics(run_dir)[: state["epoch"]]
@@ -287,17 +315,7 @@ class Trainer:
             self.step = step
             if self.stop_event.is_set():
                 raise StopTraining("stopped", "Stopped by the user.")
-            with self.autocast:
-                logits = self.source.forward(self.net, inputs)
-                loss = F.cross_entropy(
-                    logits.float(),
-                    targets,
-                    weight=self.class_weights,
-                    label_smoothing=self.config.label_smoothing,
-                )
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
+            loss = self.update(inputs, targets)
             self.scheduler.step_update(updates + step)
             self.pending.append((loss.detach(), len(targets)))
             if step % sync_every == 0 or step == self.steps_per_epoch:

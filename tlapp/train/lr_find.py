@@ -29,7 +29,6 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
 from ..config import TrainConfig
 from ..data import Dataset, load_dataset
@@ -140,7 +139,9 @@ def sweep(
             lr = start_lr * (end_lr / start_lr) ** (i / num_it)  # fastai's SchedExp
             for group, scale in zip(groups, scales):
                 group["lr"] = lr * scale
-            average = BETA * average + (1 - BETA) * _train_step(trainer, inputs, targets)
+            # The run's own step (its loss, and fp16's GradScaler); the loss is read every step:
+            # the sweep stops as soon as it runs away.
+            average = BETA * average + (1 - BETA) * trainer.update(inputs, targets).item()
             smoothed = average / (1 - BETA ** (i + 1))
             trainer.report("Finding a learning rate", i + 1, num_it)
             if not math.isfinite(smoothed):
@@ -182,22 +183,6 @@ def _batches(trainer: Trainer, num_it: int) -> Iterator:
         if given == before:
             raise ValueError("There are no training images to find a learning rate on.")
         epoch += 1
-
-
-def _train_step(trainer: Trainer, inputs, targets) -> float:
-    """One update with the loss the run trains on (class weights, label smoothing)."""
-    with trainer.autocast:
-        logits = trainer.source.forward(trainer.net, inputs)
-        loss = F.cross_entropy(
-            logits.float(),
-            targets,
-            weight=trainer.class_weights,
-            label_smoothing=trainer.config.label_smoothing,
-        )
-    trainer.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    trainer.optimizer.step()
-    return loss.item()  # read every step: the sweep stops as soon as the loss runs away
 
 
 def suggest(lrs: list[float], losses: list[float], num_it: int) -> float:
