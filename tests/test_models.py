@@ -1,6 +1,11 @@
 """Backbones: the catalogue, weight resolution and freezing by timm's own stages."""
 
+import importlib
 import json
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import timm
@@ -97,6 +102,78 @@ def test_offline_auto_falls_back_loudly_and_strict_pretrained_fails():
     assert note.startswith("RANDOM INITIALISATION") and "could not be had" in note
     with pytest.raises(ModelError, match="could not be loaded"):
         build_model("test_resnet", 3, "pretrained")
+
+
+@pytest.fixture
+def hub_settings(monkeypatch):
+    """huggingface_hub's settings read again from the environment, as a user who sets HF_ENDPOINT
+    (a mirror) and no HF_HUB_OFFLINE has them; the tests' own settings come back afterwards."""
+    from huggingface_hub import constants
+
+    def use(endpoint: str) -> None:
+        monkeypatch.setenv("HF_ENDPOINT", endpoint)
+        monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+        importlib.reload(constants)
+
+    yield use
+    monkeypatch.undo()
+    importlib.reload(constants)
+
+
+class _Mirror(BaseHTTPRequestHandler):
+    asked: list[str] = []
+
+    def do_HEAD(self):
+        self.asked.append(self.path)
+        self.send_response(302)  # as the hub answers for weights: a redirect to its CDN
+        self.send_header("Location", "http://cdn.invalid/weights")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_the_hub_check_asks_the_endpoint_huggingface_hub_is_set_to(hub_settings):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Mirror)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    _Mirror.asked = []
+    try:
+        hub_settings(f"http://127.0.0.1:{server.server_port}")
+        assert models._hub_reachable("timm/test_resnet.r160_in1k")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert _Mirror.asked == ["/timm/test_resnet.r160_in1k/resolve/main/model.safetensors"]
+
+
+def test_the_hub_check_is_quick_when_nothing_answers(hub_settings):
+    with socket.socket() as closed:  # a port nobody listens on: refused at once
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    hub_settings(f"http://127.0.0.1:{port}")
+    start = time.monotonic()
+    assert not models._hub_reachable("timm/test_resnet.r160_in1k")
+    model, weights = build_model("test_resnet", 3, "auto")  # falls back to random weights
+    assert weights.fell_back and time.monotonic() - start < 5
+
+    with socket.socket() as silent:  # accepts connections, never answers: the timeout ends it
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        hub_settings(f"http://127.0.0.1:{silent.getsockname()[1]}")
+        start = time.monotonic()
+        assert not models._hub_reachable("timm/test_resnet.r160_in1k", timeout=0.5)
+        assert time.monotonic() - start < 2
+
+
+def test_offline_mode_asks_nothing(monkeypatch):
+    """HF_HUB_OFFLINE (set for every test) means no request at all."""
+    import huggingface_hub
+
+    def no_session():
+        raise AssertionError("the hub was asked while offline")
+
+    monkeypatch.setattr(huggingface_hub, "get_session", no_session)
+    assert not models._hub_reachable("timm/test_resnet.r160_in1k")
 
 
 def _donor(tmp_path):
