@@ -13,6 +13,7 @@ from dataclasses import dataclass, fields
 
 DEFAULT_MODEL = "resnet18"
 RECIPES = ("two-phase", "one-phase")
+HEADS = ("logistic", "prototypes")
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,8 @@ class TrainConfig:
     recipe: str = "two-phase"  # two-phase: fit the head on frozen features, then fine-tune;
     #                            one-phase: train head and unfrozen stages together from the start
     layer_decay: float = 0.7  # fine-tuning: each stage nearer the input learns this much slower
+    head: str = "logistic"  # phase one's head: logistic regression, or the nearest class mean
+    #                         of normalised embeddings (prototypes: no training at all)
     patience: int = 0  # two-phase: stop fine-tuning after this many epochs without a better one
     weight_decay: float = 0.05
     warmup_epochs: int = 1
@@ -93,6 +96,7 @@ def _check_ranges(c: TrainConfig) -> None:
         ),
         (c.memory_budget_gb >= 0, "The memory budget cannot be negative."),
         (c.recipe in RECIPES, f"Recipe must be one of {', '.join(RECIPES)}."),
+        (c.head in HEADS, f"Head must be one of {', '.join(HEADS)}."),
         (c.patience >= 0, "Patience cannot be negative (0: never stop early)."),
         (0 < c.layer_decay <= 1, "Layer decay must be above 0 and at most 1 (1: no decay)."),
     ]

@@ -20,6 +20,17 @@ from .loop import Trainer
 from .state import RunState
 
 
+class Progress:
+    """Passes the Trainer's progress on as `progress(what, done, total)` (for a CLI bar or a
+    page's progress), for work that is not a run: a learning-rate sweep, embeddings."""
+
+    def __init__(self, progress):
+        self.progress = progress
+
+    def on_progress(self, trainer: Trainer) -> None:
+        self.progress(*trainer.progress)
+
+
 class LiveState:
     """Keeps the RunState that watchers read up to date, under the Job's lock."""
 

@@ -34,7 +34,7 @@ from .hardware import (
     resolve_precision,
     tune_backends,
 )
-from .head import fit_linear_head, fittable, set_linear_head
+from .head import fit_linear_head, fit_prototypes, fittable, set_linear_head
 from .recipes import class_weights, make_optimizer, make_scheduler, setup_model
 from .state import StopTraining
 
@@ -210,9 +210,11 @@ class Trainer:
         self.features = gather_features(self, self.source)
         f = self.features
         weights = self.class_weights.cpu() if self.class_weights is not None else None
-        fit = fit_linear_head(
-            f.train, f.train_targets, len(self.dataset.classes), weights, self.config.seed
-        )
+        classes = len(self.dataset.classes)
+        if self.config.head == "prototypes":
+            fit = fit_prototypes(f.train, f.train_targets, classes)
+        else:
+            fit = fit_linear_head(f.train, f.train_targets, classes, weights, self.config.seed)
         set_linear_head(self.model.get_classifier(), fit)
         self.head_fit = fit
         self.val_logits = F.linear(f.val.float(), fit.weight, fit.bias)

@@ -33,6 +33,7 @@ import torch
 from ..config import TrainConfig
 from ..data import Dataset, load_dataset
 from ..models import set_train_mode
+from .callbacks import Progress
 from .hardware import is_out_of_memory
 from .loop import Trainer
 
@@ -80,7 +81,7 @@ def find_lr(
             config.data, config.val_fraction, config.seed, corrections=corrections
         )
     dataset.check()
-    callbacks = [_Progress(progress)] if progress else []
+    callbacks = [Progress(progress)] if progress else []
     with tempfile.TemporaryDirectory(prefix="tlapp-lr-find-") as tmp:
         trainer = Trainer(config, dataset, Path(tmp), callbacks, stop_event or threading.Event())
         if trainer.head_only:
@@ -98,16 +99,6 @@ def find_lr(
     # No full stop: callers set it in a sentence of their own, often in brackets.
     how = f"valley: the middle of the longest stretch where the loss kept falling, {what}"
     return LRFinding(lrs, losses, suggest(lrs, losses, num_it), how)
-
-
-class _Progress:
-    """A Trainer callback passing its progress on as `progress(what, done, total)`."""
-
-    def __init__(self, progress: Callable[[str, int, int], None]):
-        self.progress = progress
-
-    def on_progress(self, trainer: Trainer) -> None:
-        self.progress(*trainer.progress)
 
 
 def _sweep_fitting_memory(trainer: Trainer, start_lr, end_lr, num_it):
