@@ -1,5 +1,6 @@
 """The Gradio app driven through gradio_client: load data, train, poll to the end, predict."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -100,3 +101,25 @@ def test_the_page_finds_a_learning_rate_and_uses_it_in_one_click(app, class_fold
     frozen = (*widgets[:5], 5, *widgets[6:])  # test_resnet: 5 stages frozen is head only
     with pytest.raises(Exception, match="without a learning rate"):
         client.predict(*frozen, api_name="/lr_find")
+
+
+def test_instant_baseline_and_kfold_from_the_page(app, class_folder, tmp_path):
+    client = Client(app[0], verbose=False)
+    archive = zip_folder(class_folder, tmp_path / "colours.zip")
+    client.predict(handle_file(str(archive)), 0.2, api_name="/load_upload")
+    widgets = ("resnet18", "test_resnet", "none", None, "", 0, 3, 48, 8, 0.001, False, False)
+    said, table = client.predict(*widgets, api_name="/kfold")
+    assert "over 5 folds of 36 labelled images" in said
+    assert "fewer than 30 images in some class" in said  # 36 images: a small validation set
+    assert [row[0] for row in table["data"]] == ["blue", "green", "red"]
+    client.predict(*widgets, api_name="/baseline")
+    out = poll_until(client, "Finished", "Stopped", "Failed", "Diverged")
+    assert out[0].startswith("**Finished**"), out[0]
+    run = sorted((app[1].home / "sessions").glob("*/runs/*"))[-1]
+    record = json.loads((run / "run.json").read_text())
+    assert record["config"]["head"] == "prototypes" and record["config"]["freeze"] == "all"
+    assert "Prototypes" in record["head_fit"]
+    label, _ = client.predict(
+        handle_file(str(next((class_folder / "red").iterdir()))), api_name="/predict"
+    )
+    assert label["label"] in {"blue", "green", "red"}

@@ -10,6 +10,7 @@ the per-class table and the calibration; it stops itself when the run has ended.
 from __future__ import annotations
 
 import functools
+from dataclasses import replace
 
 import gradio as gr
 import pandas as pd
@@ -38,6 +39,7 @@ from ..settings import AppSettings
 from ..uploads import weights_choice
 from .common import HINTS, user_errors
 from .lr_find import lr_finder
+from .methods import cross_validation
 from .model import model_name
 
 
@@ -200,14 +202,19 @@ def train_step(
     lr_finder(settings, inputs, knobs["lr"])  # right below the learning-rate box it fills
     with gr.Row():
         train_btn = gr.Button("Train", variant="primary", elem_id="train-btn", scale=3)
+        baseline_btn = gr.Button("Instant baseline (no training)", elem_id="baseline-btn", scale=1)
         stop_btn = gr.Button("Stop", variant="stop", elem_id="stop-btn", interactive=False, scale=1)
         resume_btn = gr.Button("Resume the run", elem_id="resume-btn", visible=False, scale=1)
     status = gr.Markdown("Load data, pick a model, then press **Train**.", elem_id="status")
     view = _results_panel()
+    cross_validation(settings, inputs)
     timer = gr.Timer(1.0, active=False)
     start = _start_handler(settings, slots)
     outputs = [session, status, timer, train_btn, stop_btn]
     train_btn.click(start, inputs, outputs, api_name="train")
+    # Prototypes: the nearest class mean of the frozen embeddings, a model in seconds.
+    baseline = _start_handler(settings, slots, head="prototypes", freeze="all")
+    baseline_btn.click(baseline, inputs, outputs, api_name="baseline")
     stop_btn.click(stop, session, status, concurrency_limit=None, api_name="stop")
     resume_btn.click(_resume_handler(slots), session, [*outputs, resume_btn], api_name="resume")
     polled = [
@@ -273,12 +280,14 @@ def config_from_page(settings: AppSettings, state: Session | None, *values) -> T
     )
 
 
-def _start_handler(settings: AppSettings, slots: TrainingSlots):
+def _start_handler(settings: AppSettings, slots: TrainingSlots, **overrides):
+    """Train's handler; `overrides` change the page's settings (the instant baseline's)."""
+
     @user_errors
     def start(state: Session | None, *values):
         if state and state.job and state.job.running:
             raise DataError("A run is already training: stop it first.")
-        config = config_from_page(settings, state, *values)
+        config = replace(config_from_page(settings, state, *values), **overrides)
         state.job = Job(config, state.dataset, slots=slots).start()
         return (
             state,

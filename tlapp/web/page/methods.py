@@ -1,0 +1,66 @@
+"""Under the live results: how sure is this accuracy? (k-fold cross-validation of the head)."""
+
+from __future__ import annotations
+
+import gradio as gr
+import pandas as pd
+
+from ...data import DataError
+from ...methods import cross_validate
+from ...methods.kfold import SMALL, small_validation
+from ..sessions import Session
+from ..settings import AppSettings
+from .common import user_errors
+
+
+def cross_validation(settings: AppSettings, train_inputs: list) -> None:
+    """`train_inputs` are the Train button's (session first): the same model and weights."""
+    with gr.Accordion("How sure is this accuracy? (k-fold cross-validation)", open=False):
+        gr.Markdown(
+            f"With fewer than {SMALL} validation images per class, one image moves the accuracy "
+            "by whole points. This fits the head on frozen features five times, each time "
+            "holding out a different fifth of your labelled images, and reports the mean and "
+            "the spread. It takes seconds once the embeddings exist."
+        )
+        run = gr.Button("Estimate with 5 folds", elem_id="kfold-btn")
+        said = gr.Markdown(elem_id="kfold-result")
+        table = gr.Dataframe(
+            value=pd.DataFrame(columns=["class", "recall", "± across folds"]),
+            interactive=False,
+            label="Recall per class across the folds",
+            elem_id="kfold-table",
+        )
+    run.click(_estimator(settings), train_inputs, [said, table], api_name="kfold")
+
+
+def _estimator(settings: AppSettings):
+    @user_errors
+    def estimate(state: Session | None, *values, progress=gr.Progress()):
+        from .train import config_from_page  # the page's settings, as Train reads them
+
+        if state and state.job and state.job.running:
+            raise DataError("A run is training: estimate when it has ended.")
+        config = config_from_page(settings, state, *values)
+        cv = cross_validate(config, state.dataset, 5, lambda *p: progress(p[1:], desc=p[0]))
+        return f"**{cv.describe()}** {_why(state)}", _recall_table(cv)
+
+    return estimate
+
+
+def _why(state: Session) -> str:
+    if small_validation(state.dataset):
+        return (
+            f"Your validation set has fewer than {SMALL} images in some class, so this "
+            "estimate says more than the single split."
+        )
+    return "Your validation set is large enough that the single split is already a fair guide."
+
+
+def _recall_table(cv) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "class": cv.per_class["class"],
+            "recall": cv.per_class["recall_mean"].round(3),
+            "± across folds": cv.per_class["recall_std"].round(3),
+        }
+    )
