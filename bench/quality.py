@@ -5,6 +5,7 @@
     python bench/quality.py --quick                  # a smoke test: 1 seed, 1 epoch (4 minutes)
 
 Rows (recipes):
+  prototypes (no training)     --freeze all --head prototypes: the nearest normalised class mean
   head only                    --freeze all: the head fitted on the frozen backbone's embeddings
   two-phase (default)          the defaults: the head first, then fine-tuning, best epoch kept
   full fine-tune, one phase    --recipe one-phase --freeze 0: everything trains from the start
@@ -50,6 +51,7 @@ DIGITS = ROOT / "tlapp" / "sample" / "digits"
 LITE0 = "tf_efficientnet_lite0"
 LITE0_FILE = "/work/shared/weights/tf_efficientnet_lite0.safetensors"
 
+PROTOTYPES = "prototypes (no training)"
 HEAD, DEFAULT, ONE_PHASE, PROBE = (
     "head only",
     "two-phase (default)",
@@ -57,7 +59,7 @@ HEAD, DEFAULT, ONE_PHASE, PROBE = (
     "linear probe (scikit-learn)",
 )
 SCRATCH = "two-phase from scratch (transfer baseline)"
-ROWS = (HEAD, DEFAULT, ONE_PHASE, PROBE, SCRATCH)
+ROWS = (PROTOTYPES, HEAD, DEFAULT, ONE_PHASE, PROBE, SCRATCH)
 PARTS = {
     "digits": "digits, random init",
     "transfer": "digits 0-4 → 5-9, 10 per class",
@@ -214,6 +216,9 @@ class Bench:
         args = (data, common["model"], probe_weights, common["img_size"], common.get("seed", 0))
         common["weights"] = str(weights)
         return {
+            PROTOTYPES: self.train(
+                f"{label}: {PROTOTYPES}", data, freeze="all", head="prototypes", **common
+            ),
             HEAD: self.train(f"{label}: {HEAD}", data, freeze="all", **common),
             DEFAULT: self.train(f"{label}: {DEFAULT}", data, **common),
             ONE_PHASE: self.train(
@@ -265,7 +270,7 @@ def part_transfer(bench: Bench, epochs: int, seeds: int, source_epochs: int) -> 
     )
     if r["acc"] is None:
         return {}
-    rows = {name: [] for name in (HEAD, DEFAULT, ONE_PHASE, PROBE, SCRATCH)}
+    rows = {name: [] for name in ROWS}
     for seed in range(seeds):
         target = draw(DIGITS, bench.work / f"digits-5-9-{seed}", 10, seed, list("56789"))
         label = f"transfer seed {seed}"
@@ -287,7 +292,7 @@ def part_photos(bench: Bench, photos: Path, weights: Path, epochs: int) -> dict:
 
 
 def part_fewshot(bench: Bench, photos: Path, weights: Path, epochs: int, seeds: int) -> dict:
-    rows = {name: [] for name in (HEAD, DEFAULT, ONE_PHASE, PROBE)}
+    rows = {name: [] for name in ROWS if name != SCRATCH}
     for seed in range(seeds):
         data = draw(photos, bench.work / f"photos-10-{seed}", 10, seed)
         common = dict(model=LITE0, img_size=224, epochs=epochs, seed=seed)
