@@ -3,6 +3,7 @@ a crash and a resume, a queue of jobs, a weights file that tries to run code."""
 
 import errno
 import pickle
+import threading
 import time
 
 import pandas as pd
@@ -169,7 +170,9 @@ def test_jobs_wait_their_turn_and_a_stop_leaves_the_queue(class_folder, tmp_path
         make_config(data=str(class_folder), out=str(tmp_path / "c"), epochs=1, **FAST), slots=slots
     ).start()
     deadline = time.time() + 30
-    while second.snapshot().status != "queued" and time.time() < deadline:
+    while time.time() < deadline and {second.snapshot().status, third.snapshot().status} != {
+        "queued"
+    }:
         time.sleep(0.02)
     assert "place 1 in the queue" in second.snapshot().message
     assert "place 2 in the queue" in third.snapshot().message
@@ -181,6 +184,52 @@ def test_jobs_wait_their_turn_and_a_stop_leaves_the_queue(class_folder, tmp_path
     assert first.wait(30).status == "stopped"
     assert second.wait(240).status == "done"  # it started by itself
     assert not (tmp_path / "c").exists()
+
+
+class Hold:
+    """Keeps a run inside its first fine-tuning epoch until `release` is set."""
+
+    def __init__(self):
+        self.inside, self.release = threading.Event(), threading.Event()
+
+    def before_epoch(self, trainer):
+        if trainer.epoch == 1:
+            self.inside.set()
+            assert self.release.wait(120), "never released"
+
+
+def test_head_only_jobs_do_not_wait_behind_a_long_fine_tune(class_folder, tmp_path):
+    slots = TrainingSlots(capacity=1)
+    hold = Hold()
+    long = Job(
+        make_config(data=str(class_folder), out=str(tmp_path / "long"), epochs=50, **FAST),
+        slots=slots,
+        callbacks=[hold],
+    ).start()
+    assert hold.inside.wait(120)  # the fine-tune holds the only slot
+    short = [
+        Job(
+            make_config(data=str(class_folder), out=str(tmp_path / f"s{i}"), freeze="all", **FAST),
+            slots=slots,
+        ).start()
+        for i in range(2)
+    ]
+    waiting = Job(
+        make_config(data=str(class_folder), out=str(tmp_path / "second-long"), epochs=1, **FAST),
+        slots=slots,
+    ).start()
+    try:
+        for job in short:  # both finish while the long one is still in its first epoch
+            assert job.wait(120).status == "done", job.snapshot().message
+        assert long.snapshot().status == "training" and not hold.release.is_set()
+        assert waiting.snapshot().status == "queued"  # the long line still waits its turn
+        assert "place 1 in the queue" in waiting.snapshot().message
+    finally:
+        hold.release.set()
+        long.stop()
+        waiting.stop()
+        long.wait(60)
+        waiting.wait(60)
 
 
 class Exploit:

@@ -72,6 +72,11 @@ class Job:
             self._stop.set()
 
     @property
+    def short(self) -> bool:
+        """Head only (or prototypes): seconds of work, so it takes the slots' express line."""
+        return str(self.config.freeze) == "all"
+
+    @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 

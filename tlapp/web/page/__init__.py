@@ -55,7 +55,8 @@ def machine_notice(settings: AppSettings) -> str:
     jobs = settings.max_jobs
     line = (
         f"This machine trains {jobs} run{'s' * (jobs != 1)} at a time (`TLAPP_MAX_JOBS`); "
-        "other runs wait in line and show their place and an estimate."
+        "other runs wait in line and show their place and an estimate. Head-only runs and the "
+        "instant baseline take seconds and have a line of their own, never behind a fine-tune."
     )
     if settings.zero_gpu:
         line += (
