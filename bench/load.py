@@ -1,0 +1,239 @@
+"""A workshop's worth of visitors at once against one `python app.py`.
+
+    python bench/load.py --visitors 30           # starts app.py itself, prints a table
+    python bench/load.py --visitors 30 --url http://127.0.0.1:7860/   # against a running app
+
+Each simulated visitor (gradio_client, its own session) uploads a small dataset of its own
+(generated pictures; class names unique to the visitor), trains head only (resnet18 at 64 px
+from random weights, as the hub is offline here), polls until the run ends, classifies one of
+its images and downloads its run folder. All start together. Reported: how many finished, p50
+and p95 of the time from upload to downloaded run, how fast the page answers a fresh visitor
+during the load, the app's peak memory (VmHWM from /proc) and the disk it used.
+
+Isolation is checked, not assumed: every visitor's prediction and downloaded run must name only
+its own classes, and its session folder must hold only its own runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+COLOURS = {"red": (200, 40, 40), "green": (40, 170, 60), "blue": (40, 60, 200)}
+
+
+def visitor_zip(index: int, dest: Path, per_class: int = 12) -> Path:
+    """A zip of three class folders whose names carry the visitor's number."""
+    rng = np.random.default_rng(index)
+    path = dest / f"visitor-{index}.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, rgb in COLOURS.items():
+            for j in range(per_class):
+                pixels = np.clip(rng.normal(rgb, 30, size=(48, 48, 3)), 0, 255).astype(np.uint8)
+                buffer = io.BytesIO()
+                Image.fromarray(pixels).save(buffer, "PNG")
+                zf.writestr(f"v{index}-{name}/{j:02d}.png", buffer.getvalue())
+    return path
+
+
+def visit(url: str, index: int, work: Path, model: str = "", timeout: float = 1800) -> dict:
+    """One visitor's whole session; returns its timings and what it saw. `model`: a timm name
+    typed into the page's custom box (default: the list's resnet18)."""
+    from gradio_client import Client, handle_file
+
+    client = Client(url, verbose=False)
+    archive = visitor_zip(index, work)
+    classes = {f"v{index}-{name}" for name in COLOURS}
+    start = time.perf_counter()
+    client.predict(handle_file(str(archive)), 0.2, api_name="/load_upload")
+    widgets = ("resnet18", model, "none", None, "", 5, 1, 64, 32, 0.001, False, False)
+    client.predict(*widgets, api_name="/train")  # all 5 stages frozen: head only
+    deadline = time.monotonic() + timeout
+    while True:
+        out = client.predict(api_name="/poll")
+        status = str(out[0])
+        if status.startswith(("**Finished**", "**Stopped**", "**Failed**", "**Diverged**")):
+            break
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"visitor {index}: still '{status[:80]}'")
+        time.sleep(1.0)
+    trained = time.perf_counter()
+    with zipfile.ZipFile(archive) as zf:
+        first = zf.namelist()[0]
+        image = work / f"visitor-{index}-probe.png"
+        image.write_bytes(zf.read(first))
+    label, _ = client.predict(handle_file(str(image)), api_name="/predict")
+    download = out[7].get("value") if isinstance(out[7], dict) else out[7]
+    record = run_record(download)
+    done = time.perf_counter()
+    return {
+        "visitor": index,
+        "status": status.split("**")[1] if "**" in status else status,
+        "seconds": done - start,
+        "train_seconds": trained - start,
+        "own_prediction": label["label"] in classes,
+        "own_run": set(record.get("classes", [])) == classes,
+    }
+
+
+def run_record(download) -> dict:
+    """run.json from the downloaded run zip (the client saved it locally)."""
+    path = download if isinstance(download, str) else (download or {}).get("path")
+    if not path or not Path(path).exists():
+        return {}
+    with zipfile.ZipFile(path) as zf:
+        name = next((n for n in zf.namelist() if n.endswith("run.json")), None)
+        return json.loads(zf.read(name)) if name else {}
+
+
+class PageProbe(threading.Thread):
+    """A fresh visitor's view of the page every two seconds: how long GET / takes."""
+
+    def __init__(self, url: str):
+        super().__init__(daemon=True)
+        self.url, self.times, self.done = url, [], threading.Event()
+
+    def run(self):
+        while not self.done.is_set():
+            start = time.perf_counter()
+            try:
+                with urllib.request.urlopen(self.url, timeout=60) as response:
+                    response.read()
+                self.times.append(time.perf_counter() - start)
+            except OSError:
+                self.times.append(float("inf"))
+            self.done.wait(2.0)
+
+
+def start_app(home: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "GRADIO_SERVER_PORT": str(port),
+        "TLAPP_HOME": str(home),
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        "HF_HUB_OFFLINE": "1",
+    }
+    app = subprocess.Popen(
+        [sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=sys.stderr
+    )
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=5).read()
+            return app, url
+        except OSError:
+            time.sleep(0.5)
+    app.kill()
+    raise SystemExit("app.py did not answer within 180 s")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def peak_rss_gb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**20
+    except OSError:
+        return None
+    return None
+
+
+def disk_gb(path: Path) -> float:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**30
+
+
+def load(url: str, visitors: int, work: Path) -> tuple[list[dict], list[str], PageProbe]:
+    probe = PageProbe(url)
+    probe.start()
+    results, errors = [], []
+    with ThreadPoolExecutor(visitors) as pool:
+        futures = [pool.submit(visit, url, i, work) for i in range(visitors)]
+        for future in futures:
+            try:
+                results.append(future.result())
+            except Exception as err:  # a visitor that failed is counted, not hidden
+                errors.append(f"{type(err).__name__}: {err}")
+    probe.done.set()
+    probe.join()
+    return results, errors, probe
+
+
+def report(results, errors, probe, visitors, peak, disk, cores) -> str:
+    finished = [r for r in results if r["status"] == "Finished"]
+    times = sorted(r["seconds"] for r in finished)
+    page = [t for t in probe.times if t != float("inf")]
+
+    def pct(values, q):
+        return f"{np.percentile(values, q):.1f} s" if values else "—"
+
+    rows = [
+        ("visitors finished", f"{len(finished)} of {visitors}"),
+        ("upload → downloaded run, p50", pct(times, 50)),
+        ("upload → downloaded run, p95", pct(times, 95)),
+        ("upload → trained, p50", pct(sorted(r["train_seconds"] for r in finished), 50)),
+        (
+            "page for a fresh visitor, median / max",
+            f"{statistics.median(page):.2f} s / {max(page):.2f} s" if page else "—",
+        ),
+        ("page requests failed", str(len(probe.times) - len(page))),
+        ("app peak memory (VmHWM)", f"{peak:.2f} GB" if peak else "not measured"),
+        ("disk used (TLAPP_HOME)", f"{disk:.2f} GB" if disk is not None else "not measured"),
+        (
+            "saw only their own classes",
+            f"{sum(r['own_prediction'] and r['own_run'] for r in results)} of {len(results)}",
+        ),
+    ]
+    lines = [f"{visitors} visitors, {cores} CPU cores", "", "| measure | value |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in rows]
+    lines += [f"- failed: {e}" for e in errors]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--visitors", type=int, default=30)
+    p.add_argument("--url", default="", help="an app already running (default: start app.py)")
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory(prefix="tlapp-load-") as tmp:
+        work, home = Path(tmp) / "visitors", Path(tmp) / "home"
+        work.mkdir()
+        app, url = (None, args.url) if args.url else start_app(home)
+        try:
+            results, errors, probe = load(url, args.visitors, work)
+            peak = peak_rss_gb(app.pid) if app else None
+            disk = disk_gb(home) if app else None
+        finally:
+            if app:
+                app.terminate()
+                app.wait(30)
+    cores = len(os.sched_getaffinity(0))
+    print(report(results, errors, probe, args.visitors, peak, disk, cores))
+
+
+if __name__ == "__main__":
+    main()
