@@ -1,4 +1,4 @@
-"""Start the tlapp page: `python app.py` serves it on http://127.0.0.1:7860.
+"""Start the tlapp page: `python app.py` (or `tlapp app`) serves it on http://127.0.0.1:7860.
 
 Also the Hugging Face Spaces entry point. Environment: Gradio's GRADIO_SERVER_NAME (default
 127.0.0.1; 0.0.0.0 on Spaces), GRADIO_SERVER_PORT (7860), GRADIO_ROOT_PATH and GRADIO_SHARE;
@@ -7,8 +7,7 @@ on this computer; on by default only when private, never on a public page). The 
 the rest.
 """
 
-from tlapp.web import AppSettings, build_ui, launch_kwargs
+from tlapp.web import serve
 
 if __name__ == "__main__":
-    settings = AppSettings.from_env()
-    build_ui(settings).queue(default_concurrency_limit=4).launch(**launch_kwargs(settings))
+    serve()  # the same as `tlapp app`

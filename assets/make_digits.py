@@ -1,6 +1,7 @@
-"""Write scikit-learn's handwritten digits as PNG files: assets/digits/<digit>/<n>.png.
+"""Write scikit-learn's handwritten digits as PNG files: tlapp/sample/digits/<digit>/<n>.png.
 
-The bundled sample dataset. Run once from the repository root (needs scikit-learn):
+The bundled sample dataset, shipped in the package (every install has it). Run once from the
+repository root (needs scikit-learn):
 
     python assets/make_digits.py
 
@@ -18,7 +19,7 @@ PER_CLASS = 50
 SIZE = 64
 
 
-def main(out: Path = Path(__file__).parent / "digits") -> None:
+def main(out: Path = Path(__file__).resolve().parents[1] / "tlapp" / "sample" / "digits") -> None:
     digits = load_digits()
     counts = {d: 0 for d in range(10)}
     for image, label in zip(digits.images, digits.target):

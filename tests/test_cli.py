@@ -1,12 +1,22 @@
-"""`tlapp check / train / lr-find / predict` end to end, as a user would run them."""
+"""`tlapp check / train / lr-find / predict / app` end to end, as a user would run them."""
 
+import importlib.util
+import json
+import os
+import re
 import subprocess
 import sys
+from dataclasses import fields
+from importlib.metadata import version
+from pathlib import Path
 
 import pandas as pd
 from conftest import write_classes
 
 from tlapp import runs
+from tlapp.config import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def tlapp(*args, cwd=None):
@@ -96,8 +106,11 @@ def test_train_then_predict(class_folder, tmp_path):
 
 
 def test_bad_settings_get_a_clear_error(class_folder):
-    out = tlapp("train", class_folder, "--model", "no_such_net", "--epochs", 1)
-    assert out.returncode == 1 and "not a timm model name" in out.stderr
+    out = tlapp("train", class_folder, "--model", "resnet1", "--epochs", 1)
+    assert out.returncode == 2 and "not a timm model name" in out.stderr
+    assert "Did you mean resnet18" in out.stderr  # the closest name first
+    out = tlapp("lr-find", class_folder, "--model", "resnet1")
+    assert out.returncode == 2 and "resnet18" in out.stderr
     out = tlapp("train", class_folder, "--epochs", 0)
     assert out.returncode == 2 and "Epochs must be at least 1" in out.stderr
 
@@ -129,3 +142,94 @@ def test_lr_find_suggests_a_rate_and_train_takes_the_recipe(class_folder, tmp_pa
     assert config["recipe"] == "one-phase" and config["layer_decay"] == 0.5
     out = tlapp("lr-find", class_folder, *common, "--freeze", "all")
     assert out.returncode == 2 and "without a learning rate" in out.stderr
+
+
+def test_version_and_help_show_every_setting_with_its_default():
+    out = tlapp("--version")
+    assert out.returncode == 0 and out.stdout.strip() == f"tlapp {version('tlapp')}"
+    text = tlapp("train", "--help").stdout
+    options = text[text.index("settings (TrainConfig") :]
+    entries = {}
+    for entry in re.split(r"\n  (?=--)", options)[1:]:  # one per flag
+        entries[entry.split()[0].rstrip(",")] = " ".join(entry.split())
+    for field in fields(TrainConfig):
+        if field.name == "data":  # the positional DATA
+            continue
+        flag = "--" + field.name.replace("_", "-")
+        assert flag in entries, flag
+        if field.default != "":
+            assert f"(default: {field.default})" in entries[flag], entries[flag]
+    assert "--augment, --no-augment" in text
+
+
+def test_json_records_resume_to_more_epochs_and_top_k(class_folder, tmp_path):
+    check = tlapp("check", class_folder, "--json")
+    assert check.returncode == 0, check.stderr
+    record = json.loads(check.stdout)
+    assert record["ready"] and record["classes"] == ["blue", "green", "red"]
+    assert sum(record["counts"]["train"].values()) + sum(record["counts"]["val"].values()) == 36
+    assert record["counts"]["total"] == {"blue": 12, "green": 12, "red": 12}
+    assert record["skipped"] == [] and record["problems"] == [] and record["health"] == []
+    assert "ready to train" in check.stderr
+    missing = tlapp("check", tmp_path / "nope", "--json")
+    assert missing.returncode == 2 and "does not exist" in json.loads(missing.stdout)["error"]
+
+    run = tmp_path / "run"
+    common = ("--model", "test_resnet", "--weights", "none", "--img-size", 48, "--batch-size", 4)
+    out = tlapp(
+        "train",
+        class_folder,
+        *common,
+        "--epochs",
+        1,
+        "--recipe",
+        "one-phase",
+        "--out",
+        run,
+        "--json",
+    )
+    assert out.returncode == 0, out.stderr
+    record = json.loads(out.stdout)
+    assert record["status"] == "done" and record["message"].startswith("Done. Best model")
+    assert record["run_dir"] == str(run) and record["best_epoch"] == 1
+    assert 0 <= record["best_val_accuracy"] <= 1 and "test" in record
+
+    # --resume --epochs N: N epochs in total, more than the run has done
+    again = tlapp("train", "--resume", run, "--epochs", 1)
+    assert again.returncode == 2 and "already trained 1 epoch," in again.stderr
+    again = tlapp("train", "--resume", run)
+    assert again.returncode == 2 and "give --epochs N" in again.stderr
+    again = tlapp("train", class_folder, "--resume", run, "--lr", 0.1)
+    assert again.returncode == 2 and "leave out DATA, --lr" in again.stderr
+    longer = tlapp("train", "--resume", run, "--epochs", 2, "--json")
+    assert longer.returncode == 0, longer.stderr
+    assert json.loads(longer.stdout)["status"] == "done"
+    assert pd.read_csv(run / "metrics.csv")["epoch"].tolist() == [1, 2]
+    assert runs.read_config(run)["config"]["epochs"] == 2
+
+    pred = tlapp("predict", run, class_folder / "red", "--top-k", 2, "--device", "cpu", "--json")
+    assert pred.returncode == 0, pred.stderr
+    predictions = json.loads(pred.stdout)["predictions"]
+    assert len(predictions) == 12
+    for row in predictions:
+        assert [c["class"] for c in row["top_k"]][:1] == [row["prediction"]]
+        assert len(row["top_k"]) == 2 and row["error"] == ""
+        assert row["top_k"][0]["probability"] >= row["top_k"][1]["probability"]
+    human = tlapp("predict", run, class_folder / "red" / "red_00.png", "--top-k", 2)
+    assert human.returncode == 0 and "top 2" in human.stdout
+
+
+def test_app_command_serves_what_app_py_serves(monkeypatch):
+    out = tlapp("app", "--help")
+    assert out.returncode == 0 and "--port" in out.stdout
+    from tlapp import cli, web
+
+    spec = importlib.util.spec_from_file_location("app_entry", ROOT / "app.py")
+    app = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(app)
+    assert app.serve is web.serve  # one function behind `python app.py` and `tlapp app`
+    for name in ("GRADIO_SERVER_NAME", "GRADIO_SERVER_PORT", "GRADIO_SHARE"):
+        monkeypatch.delenv(name, raising=False)
+    served = []
+    monkeypatch.setattr(web, "serve", lambda: served.append(os.environ["GRADIO_SERVER_PORT"]))
+    assert cli.main(["app", "--port", "7999"]) == 0 and served == ["7999"]

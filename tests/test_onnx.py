@@ -20,7 +20,7 @@ from tlapp.export import OnnxPredictor, export_onnx
 from tlapp.predict import Predictor
 from tlapp.train import Job
 
-DIGITS = Path(__file__).resolve().parents[1] / "assets" / "digits"
+DIGITS = Path(__file__).resolve().parents[1] / "tlapp" / "sample" / "digits"
 VAL = 6  # validation images of the colour runs: 2 of each class's 12
 FAST = dict(recipe="one-phase", weights="none", img_size=48, epochs=1, batch_size=8, lr=3e-3)
 

@@ -2,22 +2,38 @@
 
     tlapp check DATA                      # the per-class table; exit 1 if it cannot be trained
     tlapp train DATA --model resnet18 --freeze 3 --epochs 5 --out runs/mine
+    tlapp train --resume runs/mine --epochs 10         # extend a run to 10 epochs in total
     tlapp lr-find DATA --model resnet18 --freeze 2     # suggest a fine-tuning learning rate
-    tlapp predict RUN_DIR photo.jpg more/ --csv predictions.csv
+    tlapp predict RUN_DIR photo.jpg more/ --csv predictions.csv --top-k 3
     tlapp export RUN_DIR --format onnx --int8         # model.onnx, checked against PyTorch
     tlapp push RUN_DIR user/name                      # the Hugging Face Hub, private, with a card
+    tlapp app                                          # the page, as `python app.py` serves it
 
 DATA is a folder of class subfolders, a train/val folder, a .zip of either, or a CSV of path,label.
+Every TrainConfig setting is a `train` flag (`tlapp train --help` lists them with their defaults).
+`--json` (check, train, predict) prints one JSON record on stdout; the rest goes to stderr.
+
+Exit codes:
+
+    0    success
+    1    the data cannot be trained, training failed, or an image could not be read (predict)
+    2    bad arguments or settings (an unknown model, a missing folder, a value out of range)
+    130  interrupted with Ctrl-C (a training run keeps its best model so far)
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import json
+import math
+import os
 import sys
 import time
+from dataclasses import fields
 
-from .config import DEFAULT_MODEL, make_config
+from . import __version__
+from .config import RECIPES, TrainConfig, make_config
 
 # The engine (torch, timm, pandas) is imported inside each command, after the arguments are
 # parsed: `--help` and argument errors answer at once.
@@ -29,38 +45,54 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except ValueError as err:  # DataError, ModelError, RunError: a sentence for the user
         print(f"error: {err}", file=sys.stderr)
+        if getattr(args, "json", False):
+            print_json({"error": str(err)})
         return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("tlapp")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return __version__
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tlapp", description="Transfer learning on images with timm.", formatter_class=_Help
     )
+    p.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = p.add_subparsers(dest="command", required=True)
     command = functools.partial(sub.add_parser, formatter_class=_Help)
 
     check = command("check", help="scan a dataset and say whether it can be trained")
-    _data_args(check)
+    _data_arg(check)
+    _settings_args(check, DATA_SETTINGS)
+    _json_arg(check)
     check.set_defaults(func=cmd_check)
 
     train = command("train", help="train a classifier and write a run folder")
-    _data_args(train, optional=True)  # optional: --resume needs none
+    _data_arg(train, optional=True)  # optional: --resume needs none
     train.add_argument(
         "--resume",
         default="",
         metavar="RUN_DIR",
-        help="continue a stopped or crashed run from its last finished epoch",
+        help="continue a stopped or crashed run from its last finished epoch; with --epochs N, "
+        "extend a finished run to N epochs in total",
     )
-    _model_args(train)
-    train.add_argument("--epochs", type=int, default=5, help="fine-tuning epochs (phase two)")
-    train.add_argument("--lr", type=float, default=1e-3, help="fine-tuning learning rate")
-    train.add_argument("--out", default="", help="run folder; empty: a new one under --runs-root")
-    train.add_argument("--runs-root", default="runs", help="where new run folders go")
+    _json_arg(train)
+    _settings_args(train, [f.name for f in fields(TrainConfig) if f.name != "data"])
     train.set_defaults(func=cmd_train)
 
     find = command("lr-find", help="suggest a fine-tuning learning rate (as fastai's lr_find)")
-    _data_args(find)
-    _model_args(find)
+    _data_arg(find)
+    _settings_args(find, DATA_SETTINGS + MODEL_SETTINGS)
     _sweep_args(find)
     find.set_defaults(func=cmd_lr_find)
 
@@ -71,7 +103,27 @@ def parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "--onnx", action="store_true", help="classify with ONNX Runtime (the run's model.onnx)"
     )
+    predict.add_argument(
+        "--device",
+        default="auto",
+        choices=["auto", "cpu", "cuda", "mps"],
+        help="where to classify; auto: a CUDA GPU, else Apple's MPS, else the CPU",
+    )
+    predict.add_argument(
+        "--top-k", type=_positive, default=1, metavar="K", help="the K most likely classes"
+    )
+    _json_arg(predict)
     predict.set_defaults(func=cmd_predict)
+
+    app = command("app", help="serve the page in a browser (the same as `python app.py`)")
+    app.add_argument(
+        "--host",
+        help="the address to serve on, 0.0.0.0 for every interface "
+        "(default: $GRADIO_SERVER_NAME, else 127.0.0.1)",
+    )
+    app.add_argument("--port", type=int, help="the port (default: $GRADIO_SERVER_PORT, else 7860)")
+    app.add_argument("--share", action="store_true", help="also make a public gradio.live link")
+    app.set_defaults(func=cmd_app)
 
     export = command("export", help="write the model as ONNX, checked against PyTorch")
     export.add_argument("run_dir")
@@ -112,38 +164,117 @@ class _Help(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-def _model_args(p: argparse.ArgumentParser) -> None:
-    """What a run trains and how: shared by `train` and `lr-find`."""
-    p.add_argument("--model", default=DEFAULT_MODEL, help="any timm model name")
+# Help for each TrainConfig setting; its flag, type and default come from the dataclass itself.
+SETTINGS_HELP = {
+    "model": "any timm model name",
+    "weights": "auto | pretrained | none | a .safetensors/.pth file | a run folder",
+    "freeze": "stages frozen from the input: 0 trains everything, 'all' only the head",
+    "epochs": "fine-tuning epochs (phase two); with --resume, the total to extend the run to",
+    "img_size": "images are resized to this square",
+    "batch_size": "images per training step",
+    "lr": "fine-tuning learning rate (of the layers next to the head)",
+    "recipe": "two-phase: fit the head on frozen features, then fine-tune; "
+    "one-phase: train everything together from the start",
+    "layer_decay": "two-phase fine-tuning: each layer nearer the input learns this much slower",
+    "patience": "two-phase: stop fine-tuning after this many epochs without a better one "
+    "(0: never stop early)",
+    "weight_decay": "AdamW's weight decay",
+    "warmup_epochs": "epochs of learning-rate warm-up",
+    "label_smoothing": "label smoothing of the loss",
+    "augment": "light augmentation: random resized crop, horizontal flip, mild colour jitter",
+    "val_fraction": "share of each class held out for validation when there is no val/ folder",
+    "seed": "for the split and the training order",
+    "out": "run folder; empty: a new one under --runs-root",
+    "runs_root": "where new run folders go",
+    "device": "where to train: auto (a CUDA GPU, else an Apple GPU, else the CPU), cpu, cuda or mps",
+    "precision": "auto (bf16 where the hardware runs it, else fp16 on a GPU and fp32 on a CPU), "
+    "bf16, fp16 or fp32",
+    "feature_cache": "keep the frozen backbone's embeddings on disk and reuse them",
+    "cache_dir": "the embedding cache; empty: $TLAPP_CACHE or ~/.cache/tlapp",
+    "memory_budget_gb": "GB of decoded images kept in memory; the rest are decoded on demand",
+    "compile": "torch.compile the model on CUDA: slower start, faster long runs",
+    "balance_classes": "weight the loss so that rare classes count as much as common ones",
+    "corrections": "a corrections file made on the page (relabelled and left-out images)",
+}
+CHOICES = {"recipe": RECIPES}  # the others are checked by make_config, as the page's are
+DATA_SETTINGS = ["val_fraction", "seed"]
+MODEL_SETTINGS = [
+    *("model", "weights", "freeze", "img_size", "batch_size"),
+    *("recipe", "layer_decay", "augment", "device"),
+]
+# What `train --resume` may change; the rest is the run's own.
+RESUMABLE = [
+    *("epochs", "patience", "device", "precision"),
+    *("feature_cache", "cache_dir", "memory_budget_gb", "compile"),
+]
+
+
+def _settings_args(p: argparse.ArgumentParser, names: list[str]) -> None:
+    """A flag for each TrainConfig setting named. The flag's value stays None unless given:
+    make_config then uses the dataclass's default (shown in --help), and --resume can tell
+    which settings were asked for."""
+    group = p.add_argument_group("settings (TrainConfig; a run keeps them in its run.json)")
+    declared = {f.name: f for f in fields(TrainConfig)}
+    for name in names:
+        default, kind = declared[name].default, declared[name].type
+        shown = f" (default: {default})" if default != "" else ""
+        extra = {"choices": CHOICES[name]} if name in CHOICES else {}
+        if kind == "bool":
+            extra["action"] = argparse.BooleanOptionalAction
+        else:
+            extra["type"] = {"int": int, "float": float, "int | str": _int_or_str}.get(kind, str)
+        flag = "--" + name.replace("_", "-")
+        text = SETTINGS_HELP.get(name, name.replace("_", " "))
+        group.add_argument(flag, dest=name, help=text + shown, **extra)
+
+
+def _given(args, names) -> dict:
+    """The settings named on the command line."""
+    return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+
+
+def _int_or_str(value: str) -> int | str:
+    return int(value) if value.strip().isdigit() else value
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {number}")
+    return number
+
+
+def _data_arg(p: argparse.ArgumentParser, optional: bool = False) -> None:
     p.add_argument(
-        "--weights",
-        default="auto",
-        help="auto | pretrained | none | a .safetensors/.pth file | a run folder",
+        "data",
+        help="folder, train/val folder, .zip or CSV of path,label",
+        **({"nargs": "?", "default": ""} if optional else {}),
     )
+
+
+def _json_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--freeze",
-        default="0",
-        help="stages frozen from the input: 0 trains everything, 'all' only the head",
+        "--json",
+        action="store_true",
+        help="print one JSON record on stdout (everything else goes to stderr)",
     )
-    p.add_argument("--img-size", type=int, default=224, help="images are resized to this square")
-    p.add_argument("--batch-size", type=int, default=32, help="images per training step")
-    p.add_argument(
-        "--recipe",
-        default="two-phase",
-        choices=["two-phase", "one-phase"],
-        help="two-phase: fit the head on frozen features, then fine-tune; "
-        "one-phase: train everything together from the start",
-    )
-    p.add_argument(
-        "--layer-decay",
-        type=float,
-        default=0.7,
-        help="two-phase fine-tuning: each layer nearer the input learns this much slower",
-    )
-    p.add_argument("--no-augment", action="store_true", help="turn off light augmentation")
-    p.add_argument(
-        "--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to train"
-    )
+
+
+def print_json(record) -> None:
+    """One JSON document on stdout: numpy numbers as plain ones, NaN and infinities as null."""
+
+    def plain(value):
+        if isinstance(value, dict):
+            return {str(k): plain(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        if hasattr(value, "item"):  # numpy scalars
+            value = value.item()
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        return value
+
+    print(json.dumps(plain(record), allow_nan=False))
 
 
 def _sweep_args(p: argparse.ArgumentParser) -> None:
@@ -154,84 +285,123 @@ def _sweep_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--end-lr", type=float, default=10.0, help="the rate it would reach at the end")
 
 
-def _config(args, **extra):
-    """The TrainConfig the command-line options describe."""
-    return make_config(
-        data=args.data,
-        model=args.model,
-        freeze=args.freeze,
-        img_size=args.img_size,
-        batch_size=args.batch_size,
-        recipe=args.recipe,
-        layer_decay=args.layer_decay,
-        weights=args.weights,
-        augment=not args.no_augment,
-        val_fraction=args.val_fraction,
-        seed=args.seed,
-        device=args.device,
-        **extra,
-    )
-
-
-def _data_args(p: argparse.ArgumentParser, optional: bool = False) -> None:
-    p.add_argument(
-        "data",
-        help="folder, train/val folder, .zip or CSV of path,label",
-        **({"nargs": "?", "default": ""} if optional else {}),
-    )
-    p.add_argument(
-        "--val-fraction",
-        type=float,
-        default=0.2,
-        help="share of each class held out for validation when there is no val/ folder",
-    )
-    p.add_argument("--seed", type=int, default=0, help="for the split and the training order")
-
-
 def cmd_check(args) -> int:
     from .data import load_dataset
     from .health import check_health
 
-    dataset = load_dataset(args.data, args.val_fraction, args.seed)
-    print(dataset.report().to_string(index=False))
+    config = make_config(data=args.data, **_given(args, DATA_SETTINGS))
+    dataset = load_dataset(config.data, config.val_fraction, config.seed)
+    say = functools.partial(print, file=sys.stderr if args.json else sys.stdout)
+    say(dataset.report().to_string(index=False))
     if len(dataset.skipped):
-        print(f"\nSkipped {len(dataset.skipped)} files:")
-        print(dataset.skipped.to_string(index=False))
-    print("\n" + dataset.summary())
+        say(f"\nSkipped {len(dataset.skipped)} files:")
+        say(dataset.skipped.to_string(index=False))
+    say("\n" + dataset.summary())
     for warning in dataset.warnings():
-        print(f"note: {warning}")
+        say(f"note: {warning}")
     findings = check_health(dataset)
     for row in findings.itertuples():
-        print(f"health: {row.finding}: {row.detail} ({len(row.paths)} images, e.g. {row.paths[0]})")
+        say(f"health: {row.finding}: {row.detail} ({len(row.paths)} images, e.g. {row.paths[0]})")
     problems = dataset.problems()
+    if args.json:
+        counts = dataset.report().set_index("class").drop(index="(all classes)")
+        print_json(
+            {
+                "ready": not problems,
+                "classes": dataset.classes,
+                "layout": dataset.layout,
+                "images": len(dataset.samples),
+                "counts": {split: counts[split].to_dict() for split in counts.columns},
+                "skipped": dataset.skipped.to_dict("records"),
+                "problems": problems,
+                "warnings": dataset.warnings(),
+                "health": findings.to_dict("records"),
+            }
+        )
     if problems:
         print(f"cannot train: {problems[0]}", file=sys.stderr)
         return 1
-    print("ready to train")
+    say("ready to train")
     return 0
 
 
 def cmd_train(args) -> int:
-    from .data import DataError
-    from .train import Job, resume_config
+    from .data import DataError, load_dataset
+    from .models import preview_freeze
+    from .train import Job
 
+    given = _given(args, [f.name for f in fields(TrainConfig) if f.name != "data"])
     if args.resume:
-        job = Job(resume_config(args.resume), resume=True).start()
-        return report(follow(job))
-    if not args.data:
+        config = resumed_config(args.resume, args.data, given)
+    elif args.data:
+        config = make_config(data=args.data, **given)
+    else:
         raise DataError("Give the data to train on (a folder, .zip or CSV), or --resume RUN_DIR.")
-    config = _config(args, epochs=args.epochs, lr=args.lr, out=args.out, runs_root=args.runs_root)
-    return report(follow(Job(config).start()))
+    preview_freeze(config.model, config.freeze)  # a wrong model name or depth: exit 2, at once
+    dataset = load_dataset(
+        config.data, config.val_fraction, config.seed, corrections=config.corrections or None
+    )
+    job = Job(config, dataset, resume=bool(args.resume)).start()
+    return report(follow(job), args.json)
 
 
-def report(state) -> int:
+def resumed_config(run_dir: str, data: str, given: dict) -> TrainConfig:
+    """The run's own configuration, with what may change on resuming: --epochs N extends a run
+    to N epochs in total."""
+    from . import runs
+    from .train import resume_config
+
+    kept = [n for n in given if n not in RESUMABLE]
+    if data or kept:
+        named = ["DATA"] * bool(data) + ["--" + n.replace("_", "-") for n in kept]
+        raise ValueError(
+            f"A resumed run keeps its own data and settings: leave out {', '.join(named)} "
+            f"(only {', '.join('--' + n.replace('_', '-') for n in RESUMABLE)} may change)."
+        )
+    info = runs.read_config(run_dir)
+    done = max((int(row["epoch"]) for row in runs.read_metrics(run_dir)), default=0)
+    planned, epochs = info["config"]["epochs"], given.get("epochs")
+    freeze = info.get("freeze") or {}
+    if epochs is not None and freeze and freeze.get("depth") == freeze.get("stages"):
+        raise ValueError(
+            f"'{run_dir}' trains only the head (every stage is frozen): it has no epochs to "
+            "extend. Train a new run with a smaller --freeze."
+        )
+    if epochs is not None and epochs <= done:
+        raise ValueError(
+            f"'{run_dir}' has already trained {done} epoch{'s' * (done != 1)}, and --epochs "
+            f"is the total: give more than {done} to extend it."
+        )
+    if epochs is None and info.get("status") == "done" and done >= planned:
+        raise ValueError(
+            f"'{run_dir}' has finished its {planned} epochs: give --epochs N (more than "
+            f"{done}) to train it longer."
+        )
+    return resume_config(run_dir, **given)
+
+
+def report(state, as_json: bool = False) -> int:
     import pandas as pd
 
+    say = functools.partial(print, file=sys.stderr if as_json else sys.stdout)
     for note in state.notes:
-        print(note)
-    print(state.message, file=sys.stderr if state.status == "failed" else sys.stdout)
+        say(note)
+    print(state.message, file=sys.stderr if state.status == "failed" or as_json else sys.stdout)
     if state.history:
-        print(pd.DataFrame(state.history).round(4).to_string(index=False))
+        say(pd.DataFrame(state.history).round(4).to_string(index=False))
+    if as_json:
+        print_json(
+            {
+                "status": state.status,
+                "message": state.message,
+                "run_dir": state.run_dir,
+                "best_epoch": state.best_epoch,
+                "best_val_accuracy": state.best_accuracy if state.has_model else None,
+                "test": state.test,
+                "history": state.history,
+                "notes": state.notes,
+            }
+        )
     return {"done": 0, "stopped": 130}.get(state.status, 1)
 
 
@@ -270,8 +440,14 @@ def show_progress(bar, state) -> None:
 def cmd_lr_find(args) -> int:
     from tqdm import tqdm
 
+    from .data import load_dataset
     from .train.lr_find import find_lr
 
+    config = make_config(data=args.data, **_given(args, DATA_SETTINGS + MODEL_SETTINGS))
+    dataset = load_dataset(config.data, config.val_fraction, config.seed)
+    if dataset.problems():
+        print(f"cannot train: {dataset.problems()[0]}", file=sys.stderr)
+        return 1
     bar = tqdm(total=0, leave=False)
 
     def progress(what: str, done: int, total: int) -> None:
@@ -283,7 +459,7 @@ def cmd_lr_find(args) -> int:
 
     sweep = {"start_lr": args.start_lr, "end_lr": args.end_lr, "num_it": args.num_it}
     try:
-        finding = find_lr(_config(args), progress=progress, **sweep)
+        finding = find_lr(config, dataset, progress=progress, **sweep)
     except KeyboardInterrupt:
         print("\nstopped: no learning rate was found", file=sys.stderr)
         return 130
@@ -311,21 +487,75 @@ def sweep_table(finding, rows: int = 10) -> str:
 
 
 def cmd_predict(args) -> int:
+    import numpy as np
+
     from .data import image_files
-    from .predict import Predictor
 
     if args.onnx:
         from .export import OnnxPredictor
 
-        predictor = OnnxPredictor(args.run_dir)
+        if args.device not in ("auto", "cpu"):
+            raise ValueError("ONNX Runtime classifies on the CPU here: leave out --device.")
+        predictor, device = OnnxPredictor(args.run_dir), "cpu"
     else:
-        predictor = Predictor(args.run_dir)
+        from .predict import Predictor
+
+        device = inference_device(args.device)
+        predictor = Predictor(args.run_dir, device)
     table = predictor.table(image_files(args.images))
     if args.csv:
         table.to_csv(args.csv, index=False)
-    top = table[["path", "prediction", "confidence", "error"]]
-    print(top.to_string(index=False))
+    classes = predictor.classes
+    probs = table[[f"p({c})" for c in classes]].to_numpy(dtype=float)
+    k = min(args.top_k, len(classes))
+    top = [
+        [] if error else [(classes[i], float(p[i])) for i in np.argsort(-p)[:k]]
+        for p, error in zip(probs, table["error"])
+    ]
+    shown = table[["path", "prediction", "confidence", "error"]]
+    if k > 1:
+        shown.insert(3, f"top {k}", [", ".join(f"{c} {p:.3f}" for c, p in t) for t in top])
+    print(shown.to_string(index=False), file=sys.stderr if args.json else sys.stdout)
+    if args.json:
+        rows = table[["path", "prediction", "confidence", "error"]].to_dict("records")
+        print_json(
+            {
+                "run_dir": str(args.run_dir),
+                "device": device,
+                "predictions": [
+                    {**row, "top_k": [{"class": c, "probability": p} for c, p in t]}
+                    for row, t in zip(rows, top)
+                ],
+            }
+        )
     return 0 if len(table) and (table["error"] == "").all() else 1
+
+
+def inference_device(choice: str) -> str:
+    """auto: a CUDA GPU, else Apple's MPS, else the CPU; a device asked for must be there."""
+    import torch
+
+    there = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if choice == "auto":
+        return next((name for name, ok in there.items() if ok), "cpu")
+    if choice != "cpu" and not there[choice]:
+        raise ValueError(f"There is no {choice.upper()} device here: use --device cpu or auto.")
+    return choice
+
+
+def cmd_app(args) -> int:
+    """Serve the page until Ctrl-C; the options are passed on as Gradio's own variables."""
+    for name, value in (
+        ("GRADIO_SERVER_NAME", args.host),
+        ("GRADIO_SERVER_PORT", args.port),
+        ("GRADIO_SHARE", "1" if args.share else None),
+    ):
+        if value is not None:
+            os.environ[name] = str(value)
+    from .web import serve
+
+    serve()
+    return 0
 
 
 def cmd_export(args) -> int:

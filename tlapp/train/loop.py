@@ -299,12 +299,15 @@ class Trainer:
         if state["batch_size"] != self.batch_size:
             self.set_batch_size(state["batch_size"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        # A run extended to more epochs keeps the new schedule over all of them (as timm's
+        # train.py does): it is set from the update count, so it goes on from where it is.
+        if state["scheduler"].get("t_initial") == self.scheduler.t_initial:
+            self.scheduler.load_state_dict(state["scheduler"])
         if state.get("scaler") and self.scaler.is_enabled():
             self.scaler.load_state_dict(state["scaler"])
         self.best_epoch, self.best_accuracy, self.best_loss = state["best"]
         self.start_epoch = state["epoch"] + 1
-        self.history = runs.read_metrics(run_dir)[: state["epoch"]]
+        self.history = [r for r in runs.read_metrics(run_dir) if r["epoch"] <= state["epoch"]]
         self.emit("on_resume")
 
     def train_epoch(self) -> None:

@@ -11,4 +11,11 @@
 from .page import build_ui, launch_kwargs
 from .settings import AppSettings
 
-__all__ = ["AppSettings", "build_ui", "launch_kwargs"]
+__all__ = ["AppSettings", "build_ui", "launch_kwargs", "serve"]
+
+
+def serve(settings: AppSettings | None = None) -> None:
+    """Build the page and serve it until interrupted: what `python app.py` and `tlapp app` do.
+    Without settings, they come from the environment (`AppSettings.from_env`)."""
+    settings = settings or AppSettings.from_env()
+    build_ui(settings).queue(default_concurrency_limit=4).launch(**launch_kwargs(settings))

@@ -16,7 +16,7 @@ from ..data import DataError, Dataset, assemble_upload, load_dataset
 from .sessions import Session
 from .settings import AppSettings
 
-SAMPLE_DATA = Path(__file__).resolve().parents[2] / "assets" / "digits"
+SAMPLE_DATA = Path(__file__).resolve().parents[1] / "sample" / "digits"  # package data
 
 
 # ----------------------------------------------------------------------------- data step
