@@ -155,7 +155,8 @@ class RunWriter:
             runs.write_csv(self.run_dir / runs.CONFUSION, cm, index=True)
             runs.write_csv(self.run_dir / runs.PER_CLASS, t.result["per_class"])
             runs.write_csv(self.run_dir / runs.PREDICTIONS, t.result["predictions"])
-        runs.save_checkpoint(self.run_dir, t.model, t.checkpoint_state())
+        if not t.head_only:  # a head-only run is one fit of seconds: nothing to resume
+            runs.save_checkpoint(self.run_dir, t.model, t.checkpoint_state())
 
     def on_resume(self, t: Trainer) -> None:
         self.rows = [dict(row) for row in t.history]
