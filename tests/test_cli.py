@@ -233,3 +233,26 @@ def test_app_command_serves_what_app_py_serves(monkeypatch):
     served = []
     monkeypatch.setattr(web, "serve", lambda: served.append(os.environ["GRADIO_SERVER_PORT"]))
     assert cli.main(["app", "--port", "7999"]) == 0 and served == ["7999"]
+
+
+def test_compare_lists_every_run_with_its_method_accuracy_time_and_size(class_folder, tmp_path):
+    common = ("--model", "test_resnet", "--weights", "none", "--img-size", 48, "--batch-size", 4)
+    for name, extra in (
+        ("head", ("--freeze", "all")),
+        ("proto", ("--freeze", "all", "--head", "prototypes")),
+        ("tuned", ("--epochs", 1, "--recipe", "one-phase")),
+    ):
+        out = tlapp("train", class_folder, *common, *extra, "--out", tmp_path / "runs" / name)
+        assert out.returncode == 0, out.stderr
+    out = tlapp("compare", tmp_path / "runs", "--json")
+    assert out.returncode == 0, out.stderr
+    rows = {r["run"]: r for r in json.loads(out.stdout)["runs"]}
+    assert set(rows) == {"head", "proto", "tuned"}
+    assert rows["proto"]["method"] == "prototypes (no training)"
+    assert rows["head"]["method"] == "head only"
+    assert rows["tuned"]["method"] == "one-phase fine-tune"
+    for row in rows.values():
+        assert 0 <= row["val_accuracy"] <= 1 and row["size_mb"] > 0 and row["seconds"] >= 0
+    accuracies = [r["val_accuracy"] for r in json.loads(out.stdout)["runs"]]
+    assert accuracies == sorted(accuracies, reverse=True)
+    assert tlapp("compare", tmp_path / "nothing-here").returncode == 2

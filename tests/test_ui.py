@@ -119,6 +119,8 @@ def test_instant_baseline_and_kfold_from_the_page(app, class_folder, tmp_path):
     record = json.loads((run / "run.json").read_text())
     assert record["config"]["head"] == "prototypes" and record["config"]["freeze"] == "all"
     assert "Prototypes" in record["head_fit"]
+    table = client.predict(api_name="/compare_runs")
+    assert [row[1] for row in table["data"]] == ["prototypes (no training)"]
     label, _ = client.predict(
         handle_file(str(next((class_folder / "red").iterdir()))), api_name="/predict"
     )

@@ -6,6 +6,7 @@
     tlapp lr-find DATA --model resnet18 --freeze 2     # suggest a fine-tuning learning rate
     tlapp predict RUN_DIR photo.jpg more/ --csv predictions.csv --top-k 3
     tlapp export RUN_DIR --format onnx --int8         # model.onnx, checked against PyTorch
+    tlapp compare runs/                                # every run: method, accuracy, time, size
     tlapp push RUN_DIR user/name                      # the Hugging Face Hub, private, with a card
     tlapp app                                          # the page, as `python app.py` serves it
 
@@ -152,6 +153,11 @@ def parser() -> argparse.ArgumentParser:
         "login stored by `hf auth login`)",
     )
     push.set_defaults(func=cmd_push)
+
+    compare = command("compare", help="compare run folders: method, accuracy, time, size")
+    compare.add_argument("runs", nargs="+", help="run folders, or folders of run folders")
+    compare.add_argument("--json", action="store_true", help="one JSON record on stdout")
+    compare.set_defaults(func=cmd_compare)
     return p
 
 
@@ -580,4 +586,28 @@ def cmd_push(args) -> int:
             raise ValueError(f"The environment variable {args.token_env} holds no token.")
     url = push_to_hub(args.run_dir, args.repo_id, token=token, private=not args.public)
     print(url)
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from pathlib import Path
+
+    from . import runs
+
+    folders = []
+    for given in map(Path, args.runs):
+        if not given.is_dir():
+            raise ValueError(f"'{given}' is not a folder.")
+        nested = sorted(p for p in given.iterdir() if p.is_dir() and runs.run_record(p))
+        folders += [given] if runs.run_record(given) else nested
+    table = runs.compare(folders)
+    if table.empty:
+        raise ValueError("No run folder with a saved model was found there.")
+    shown = table.assign(
+        val_accuracy=table["val_accuracy"].map("{:.1%}".format),
+        val_macro_f1=table["val_macro_f1"].map(lambda v: "" if v is None or v != v else f"{v:.3f}"),
+    )
+    print(shown.to_string(index=False), file=sys.stderr if args.json else sys.stdout)
+    if args.json:
+        print_json({"runs": table.to_dict("records")})
     return 0

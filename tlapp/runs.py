@@ -192,3 +192,56 @@ def zip_run(run_dir: str | os.PathLike, dest_dir: str | os.PathLike | None = Non
 
     atomic_write(dest, write)
     return dest
+
+
+# ----------------------------------------------------------------------------- comparing runs
+COMPARE_COLUMNS = ["run", "method", "model", "val_accuracy", "val_macro_f1", "seconds", "size_mb"]
+
+
+def method_of(info: dict) -> str:
+    """What a run did, in a few words: a method's own name (run.json "method") or its recipe."""
+    if info.get("method"):
+        return str(info["method"])
+    config = info.get("config", {})
+    if config.get("head") == "prototypes" and str(config.get("freeze")) == "all":
+        return "prototypes (no training)"
+    if str(config.get("freeze")) == "all" or info.get("freeze", {}).get("trainable_params") == 0:
+        return "head only"
+    depth = config.get("freeze", 0)
+    frozen = f", {depth} stages frozen" if depth else ""
+    return f"{config.get('recipe', 'two-phase')} fine-tune{frozen}"
+
+
+def compare(run_dirs: list[str | os.PathLike]) -> pd.DataFrame:
+    """One row per run folder with a saved model: method, model, validation accuracy and macro
+    F1 of the kept epoch, wall time, model file size; best accuracy first."""
+    rows = []
+    for run_dir in map(Path, run_dirs):
+        try:
+            info = read_config(run_dir)
+        except (RunError, ValueError, OSError):
+            continue  # not a run folder (or not one this version reads)
+        weights = run_dir / WEIGHTS
+        if not weights.is_file() or info.get("best_epoch") is None:
+            continue
+        best = [r for r in read_metrics(run_dir) if r.get("epoch") == info["best_epoch"]]
+        rows.append(
+            {
+                "run": run_dir.name,
+                "method": method_of(info),
+                "model": info.get("arch", ""),
+                "val_accuracy": info.get("best_val_accuracy"),
+                "val_macro_f1": best[0].get("val_macro_f1") if best else None,
+                "seconds": _seconds(info.get("started"), info.get("finished")),
+                "size_mb": round(weights.stat().st_size / 1e6, 2),
+            }
+        )
+    table = pd.DataFrame(rows, columns=COMPARE_COLUMNS)
+    return table.sort_values("val_accuracy", ascending=False, ignore_index=True)
+
+
+def _seconds(started: str | None, finished: str | None) -> float | None:
+    if not started or not finished:
+        return None
+    stamp = "%Y-%m-%dT%H:%M:%S"
+    return time.mktime(time.strptime(finished, stamp)) - time.mktime(time.strptime(started, stamp))

@@ -1,10 +1,12 @@
-"""Under the live results: how sure is this accuracy? (k-fold cross-validation of the head)."""
+"""Under the live results: how sure is this accuracy? (k-fold cross-validation of the head),
+and the visitor's runs side by side."""
 
 from __future__ import annotations
 
 import gradio as gr
 import pandas as pd
 
+from ... import runs
 from ...data import DataError
 from ...methods import cross_validate
 from ...methods.kfold import SMALL, small_validation
@@ -64,3 +66,26 @@ def _recall_table(cv) -> pd.DataFrame:
             "± across folds": cv.per_class["recall_std"].round(3),
         }
     )
+
+
+def run_comparison(session: gr.State) -> None:
+    """Every run this visitor made, side by side, so a method is picked with numbers in view."""
+    with gr.Accordion("Compare your runs", open=False):
+        show = gr.Button("Compare", elem_id="compare-btn")
+        table = gr.Dataframe(
+            value=pd.DataFrame(columns=runs.COMPARE_COLUMNS),
+            interactive=False,
+            label="Every run with a saved model: best validation accuracy first",
+            elem_id="compare-table",
+        )
+    show.click(_compare, session, table, api_name="compare_runs")
+
+
+@user_errors
+def _compare(state: Session | None):
+    folder = state.workdir / "runs" if state else None
+    found = sorted(p for p in folder.iterdir() if p.is_dir()) if folder and folder.is_dir() else []
+    table = runs.compare(found)
+    if table.empty:
+        raise DataError("No run has a saved model yet: train one (or the instant baseline) first.")
+    return table.round({"val_accuracy": 3, "val_macro_f1": 3, "seconds": 0})

@@ -39,7 +39,7 @@ from ..settings import AppSettings
 from ..uploads import weights_choice
 from .common import HINTS, user_errors
 from .lr_find import lr_finder
-from .methods import cross_validation
+from .methods import cross_validation, run_comparison
 from .model import model_name
 
 
@@ -208,6 +208,7 @@ def train_step(
     status = gr.Markdown("Load data, pick a model, then press **Train**.", elem_id="status")
     view = _results_panel()
     cross_validation(settings, inputs)
+    run_comparison(session)
     timer = gr.Timer(1.0, active=False)
     start = _start_handler(settings, slots)
     outputs = [session, status, timer, train_btn, stop_btn]
