@@ -1,15 +1,20 @@
-"""Methods beside fine-tuning: prototypes (no training) and k-fold estimates, each with its
-real effect on a constructed case."""
+"""Methods beside fine-tuning: prototypes (no training), k-fold estimates, self-training on
+unlabelled images and AdaBN for a domain shift, each with its real effect on a constructed case."""
+
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import COLORS
+from conftest import COLORS, write_classes
+from PIL import Image
 
+from tlapp import runs
 from tlapp.config import make_config
 from tlapp.data import load_dataset
-from tlapp.methods import cross_validate, cross_validate_features
+from tlapp.methods import adapt_batchnorm, cross_validate, cross_validate_features, self_train
 from tlapp.predict import Predictor
 from tlapp.train import Job
 from tlapp.train.head import fit_prototypes
@@ -70,3 +75,102 @@ def test_kfold_on_a_dataset_reports_mean_spread_and_recall_per_class(class_folde
     assert "over 3 folds of 36 labelled images" in cv.describe()
     with pytest.raises(ValueError, match="at least 20 images in every class"):
         cross_validate(config, load_dataset(class_folder), folds=20)
+
+
+# Colours 8 levels apart: with two labelled images per class the head is unsure of some, and
+# many confident pseudo-labels of the same classes settle the boundary.
+NEAR = {"a": (128, 120, 120), "b": (120, 128, 120), "c": (120, 120, 128)}
+
+
+def test_self_training_takes_confident_pseudo_labels_and_validation_accuracy_rises(tmp_path):
+    data = tmp_path / "data"
+    write_classes(data / "train", 2, NEAR, seed=1)
+    write_classes(data / "val", 30, NEAR, seed=2)
+    unlabelled = write_classes(tmp_path / "unlabelled", 60, NEAR, seed=3)  # truth: the folder
+    copy = sorted((data / "val" / "a").iterdir())[0]
+    shutil.copy(copy, unlabelled / "copy_of_a_validation_image.png")
+    config = make_config(data=str(data), cache_dir=str(tmp_path / "cache"), **FAST)
+    dataset = load_dataset(data)
+    result = self_train(config, dataset, [unlabelled], threshold=0.9)
+
+    table = result.pseudo_labels
+    assert len(table) == 3 * 60  # the copy of a validation image is left out, and said so
+    assert list(result.skipped["reason"]) == ["the same file as a labelled image"]
+    assert not set(table["path"]) & set(dataset.samples["path"])
+    taken = table[table["taken"]]
+    assert len(taken) >= 60 and (taken["confidence"] >= 0.9).all()
+    truth = taken["path"].map(lambda p: Path(p).parent.name)
+    assert (truth == taken["label"]).mean() >= 0.9
+    assert list(result.per_class["class"]) == list(NEAR)
+    assert list(result.per_class["labelled"]) == [2, 2, 2]
+    assert result.per_class["pseudo_labelled"].sum() == result.taken == len(taken)
+    assert result.val_images == 90  # the validation split, and nothing else
+    assert result.val_accuracy_after > result.val_accuracy_before  # 93.3% -> 99.2% when written
+    assert "with 0 of" not in result.describe() and "0.9" in result.describe()
+
+
+def test_self_training_with_a_threshold_nothing_reaches_changes_nothing(class_folder, tmp_path):
+    unlabelled = write_classes(tmp_path / "unlabelled", 2, seed=9)
+    config = make_config(data=str(class_folder), cache_dir=str(tmp_path / "cache"), **FAST)
+    result = self_train(config, load_dataset(class_folder), [unlabelled], threshold=1.0)
+    assert result.taken == 0 and result.rounds == 0
+    assert result.val_accuracy_after == result.val_accuracy_before
+    with pytest.raises(ValueError, match="threshold is a probability"):
+        self_train(config, load_dataset(class_folder), [unlabelled], threshold=1.5)
+
+
+def shifted(source: Path, dest: Path) -> Path:
+    """A copy of the images darkened to 40% with a blue cast: another camera at dusk."""
+    for path in sorted(source.rglob("*.png")):
+        pixels = np.asarray(Image.open(path)).astype(float) * 0.4 + np.array([0, 0, 60])
+        (dest / path.relative_to(source)).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(dest / path.relative_to(source))
+    return dest
+
+
+def test_adabn_recovers_accuracy_lost_to_a_shift_and_saves_a_usable_run(class_folder, tmp_path):
+    run = tmp_path / "run"
+    config = make_config(
+        data=str(class_folder),
+        out=str(run),
+        recipe="one-phase",
+        epochs=4,
+        augment=False,  # no colour jitter: the model knows only the source's brightness
+        lr=3e-3,
+        **FAST,
+    )
+    assert Job(config).start().wait(240).status == "done"
+    target = shifted(write_classes(tmp_path / "target", 30, seed=5), tmp_path / "target_dusk")
+    labelled = shifted(write_classes(tmp_path / "sample", 15, seed=6), tmp_path / "sample_dusk")
+    original = (run / "model.safetensors").read_bytes()
+
+    result = adapt_batchnorm(run, [target], labelled_target=labelled)
+    assert result.layers > 0 and result.target_images == 90 and result.labelled_images == 45
+    # 33% (chance) before, 100% after when written: the shift is an affine change of the
+    # pixels, which BatchNorm statistics of the shifted images undo.
+    assert result.accuracy_before <= 0.6 and result.accuracy_after >= 0.9
+    assert result.run_dir == tmp_path / "run-adabn"
+    assert (run / "model.safetensors").read_bytes() == original  # the original is kept
+    assert not (result.run_dir / "checkpoint").exists()
+    info = runs.read_config(result.run_dir)
+    assert info["adabn"]["target_images"] == 90 and info["adabn"]["accuracy_after"] >= 0.9
+    assert "AdaBN" in info["notes"][-1]
+    predictor = Predictor(result.run_dir)  # predicts like any run
+    dusk_red = sorted((labelled / "red").iterdir())[:3]
+    assert [predictor.top_k(p)[0][0] for p in dusk_red] == ["red"] * 3
+    assert "before" in result.describe() and "after" in result.describe()
+    again = adapt_batchnorm(run, [target])  # a second adaptation gets a folder of its own
+    assert again.run_dir == tmp_path / "run-adabn-2" and again.accuracy_before is None
+
+
+def test_adabn_on_a_model_without_batchnorm_says_why(class_folder, tmp_path):
+    config = make_config(
+        data=str(class_folder),
+        out=str(tmp_path / "run"),
+        freeze="all",
+        **FAST | {"model": "test_vit"},
+    )
+    assert Job(config).start().wait(240).status == "done"
+    with pytest.raises(runs.RunError, match="no BatchNorm layers"):
+        adapt_batchnorm(tmp_path / "run", [class_folder])
+    assert not (tmp_path / "run-adabn").exists()

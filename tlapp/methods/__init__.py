@@ -5,12 +5,26 @@ and each usable from the CLI.
 |---|---|
 | `embeddings` | the frozen backbone's embeddings of every image, through the run's own cache |
 | `kfold` | how sure is this accuracy? stratified k-fold of the head fit: mean ± spread |
+| `pseudo` | do unlabelled images help? self-training on confident pseudo-labels |
+| `adabn` | a trained model on images of another kind: BatchNorm statistics re-estimated (AdaBN) |
 
 The prototype classifier (nearest class mean, no training) is a head phase one can fit:
 `TrainConfig(head="prototypes")`, in `tlapp.train.head`.
 """
 
-from .embeddings import frozen_features
+from .adabn import AdaBNResult, adapt_batchnorm
+from .embeddings import frozen_features, frozen_features_with
 from .kfold import CrossValidation, cross_validate, cross_validate_features
+from .pseudo import SelfTraining, self_train
 
-__all__ = ["CrossValidation", "cross_validate", "cross_validate_features", "frozen_features"]
+__all__ = [
+    "AdaBNResult",
+    "CrossValidation",
+    "SelfTraining",
+    "adapt_batchnorm",
+    "cross_validate",
+    "cross_validate_features",
+    "frozen_features",
+    "frozen_features_with",
+    "self_train",
+]

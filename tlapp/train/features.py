@@ -22,9 +22,11 @@ crop mode, as the predictor takes it); augmentation is for the fine-tuning phase
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -214,7 +216,39 @@ def gather_features(t: Trainer, images: ImageSource | None = None) -> Features:
     )
 
 
+def batchnorm_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The model's BatchNorm layers (1d, 2d, 3d, and timm's subclasses of them)."""
+    return [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+
+
 @torch.no_grad()
+def reestimate_batchnorm(
+    model: torch.nn.Module, batches: Iterable[torch.Tensor], autocast=None
+) -> int:
+    """Every BatchNorm layer's running statistics replaced by their cumulative average over
+    `batches` (model inputs), the rest of the model in eval mode; weights are untouched and each
+    layer's momentum is restored. Returns how many layers were re-estimated."""
+    norms = batchnorm_layers(model)
+    if not norms:
+        return 0
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over every batch
+    model.eval()
+    for m in norms:
+        m.train()
+    try:
+        with autocast or contextlib.nullcontext():
+            for x in batches:
+                model(x)
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        model.eval()
+    return len(norms)
+
+
 def recalibrate_batchnorm(t: Trainer, feed: BatchFeed) -> None:
     """BatchNorm running statistics averaged over the plain views of the training images.
 
@@ -222,9 +256,6 @@ def recalibrate_batchnorm(t: Trainer, feed: BatchFeed) -> None:
     features explode and disagree with the train-mode ones of fine-tuning. They carry nothing to
     keep, so every layer's are estimated once, before phase one; from then on frozen layers keep
     them. Pretrained and file weights are never touched."""
-    norms = [m for m in t.model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    if not norms:
-        return
 
     def batches():
         for start in range(0, len(feed.images), feed.batch_size):
@@ -235,19 +266,8 @@ def recalibrate_batchnorm(t: Trainer, feed: BatchFeed) -> None:
                 pixels, t.data_cfg["mean"], t.data_cfg["std"], t.device, t.channels_last
             )
 
-    momenta = [m.momentum for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # a cumulative average over every batch
-    t.model.eval()
-    for m in norms:
-        m.train()
-    with t.autocast:
-        for x in batches():
-            t.model(x)
-    for m, momentum in zip(norms, momenta):
-        m.momentum = momentum
-    t.model.eval()
+    if not reestimate_batchnorm(t.model, batches(), t.autocast):
+        return
     t.notes.append(
         "The backbone starts from random weights, so its BatchNorm statistics were estimated on "
         "your training images before the head was fitted."
