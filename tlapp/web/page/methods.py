@@ -73,7 +73,7 @@ def run_comparison(session: gr.State) -> None:
     with gr.Accordion("Compare your runs", open=False):
         show = gr.Button("Compare", elem_id="compare-btn")
         table = gr.Dataframe(
-            value=pd.DataFrame(columns=runs.COMPARE_COLUMNS),
+            value=pd.DataFrame(columns=[SHOWN.get(c, c) for c in runs.COMPARE_COLUMNS]),
             interactive=False,
             label="Every run with a saved model: best validation accuracy first",
             elem_id="compare-table",
@@ -88,4 +88,13 @@ def _compare(state: Session | None):
     table = runs.compare(found)
     if table.empty:
         raise DataError("No run has a saved model yet: train one (or the instant baseline) first.")
-    return table.round({"val_accuracy": 3, "val_macro_f1": 3, "seconds": 0})
+    table = table.round({"val_accuracy": 3, "val_macro_f1": 3, "seconds": 0})
+    return table.rename(columns=SHOWN)
+
+
+SHOWN = {
+    "val_accuracy": "validation accuracy",
+    "val_macro_f1": "macro F1",
+    "seconds": "seconds",
+    "size_mb": "size (MB)",
+}
