@@ -256,3 +256,48 @@ def test_compare_lists_every_run_with_its_method_accuracy_time_and_size(class_fo
     accuracies = [r["val_accuracy"] for r in json.loads(out.stdout)["runs"]]
     assert accuracies == sorted(accuracies, reverse=True)
     assert tlapp("compare", tmp_path / "nothing-here").returncode == 2
+
+
+def test_self_train_reports_pseudo_labels_per_class_and_writes_them(tmp_path):
+    near = {"a": (128, 120, 120), "b": (120, 128, 120), "c": (120, 120, 128)}
+    write_classes(tmp_path / "data" / "train", 2, near, seed=1)
+    write_classes(tmp_path / "data" / "val", 10, near, seed=2)
+    unlabelled = write_classes(tmp_path / "unlabelled", 20, near, seed=3)
+    csv = tmp_path / "pseudo.csv"
+    common = ("--model", "test_resnet", "--weights", "none", "--img-size", 48)
+    out = tlapp("self-train", tmp_path / "data", unlabelled, *common, "--csv", csv, "--json")
+    assert out.returncode == 0, out.stderr
+    record = json.loads(out.stdout)
+    assert record["threshold"] == 0.9 and record["unlabelled"] == 60 and record["val_images"] == 30
+    assert 0 < record["taken"] == sum(r["pseudo_labelled"] for r in record["per_class"])
+    assert [r["class"] for r in record["per_class"]] == ["a", "b", "c"]
+    assert record["val_accuracy_after"] >= record["val_accuracy_before"]
+    table = pd.read_csv(csv)
+    assert list(table.columns) == ["path", "label", "confidence", "taken"] and len(table) == 60
+    bad = tlapp("self-train", tmp_path / "data", unlabelled, *common, "--threshold", 2)
+    assert bad.returncode == 2 and "threshold is a probability" in bad.stderr
+
+
+def test_adabn_adapts_a_run_to_darker_images_and_saves_a_new_run(class_folder, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    run = tmp_path / "run"
+    common = ("--model", "test_resnet", "--weights", "none", "--img-size", 48, "--batch-size", 8)
+    fixed = ("--recipe", "one-phase", "--epochs", 4, "--lr", 0.003, "--no-augment")
+    out = tlapp("train", class_folder, *common, *fixed, "--out", run)
+    assert out.returncode == 0, out.stderr
+    for name, seed in (("target", 5), ("labelled", 6)):
+        for path in write_classes(tmp_path / name, 10, seed=seed).rglob("*.png"):
+            dark = np.asarray(Image.open(path)).astype(float) * 0.4 + np.array([0, 0, 60])
+            Image.fromarray(dark.astype(np.uint8)).save(path)
+    out = tlapp("adabn", run, tmp_path / "target", "--labelled", tmp_path / "labelled", "--json")
+    assert out.returncode == 0, out.stderr
+    record = json.loads(out.stdout)
+    assert record["run_dir"] == str(tmp_path / "run-adabn") and record["target_images"] == 30
+    assert record["accuracy_after"] >= record["accuracy_before"] + 0.3
+    assert runs.read_config(tmp_path / "run-adabn")["method"] == "one-phase fine-tune + AdaBN"
+    pred = tlapp("predict", tmp_path / "run-adabn", tmp_path / "labelled" / "red")
+    assert pred.returncode == 0, pred.stderr
+    missing = tlapp("adabn", tmp_path / "nowhere", tmp_path / "target")
+    assert missing.returncode == 2 and "not a run folder" in missing.stderr

@@ -7,6 +7,8 @@
     tlapp predict RUN_DIR photo.jpg more/ --csv predictions.csv --top-k 3
     tlapp export RUN_DIR --format onnx --int8         # model.onnx, checked against PyTorch
     tlapp compare runs/                                # every run: method, accuracy, time, size
+    tlapp self-train DATA unlabelled/ --threshold 0.9  # do unlabelled images help? (pseudo-labels)
+    tlapp adabn RUN_DIR target/ --labelled sample/    # adapt to new images: BatchNorm statistics
     tlapp push RUN_DIR user/name                      # the Hugging Face Hub, private, with a card
     tlapp app                                          # the page, as `python app.py` serves it
 
@@ -158,6 +160,44 @@ def parser() -> argparse.ArgumentParser:
     compare.add_argument("runs", nargs="+", help="run folders, or folders of run folders")
     compare.add_argument("--json", action="store_true", help="one JSON record on stdout")
     compare.set_defaults(func=cmd_compare)
+
+    pseudo = command(
+        "self-train",
+        help="pseudo-label unlabelled images where the head is sure, and see whether they help",
+    )
+    _data_arg(pseudo)
+    pseudo.add_argument(
+        "unlabelled", nargs="+", help="folders or files of unlabelled images of the same classes"
+    )
+    pseudo.add_argument(
+        "--threshold",
+        type=float,
+        default=0.9,
+        help="an unlabelled image is taken when the head's top probability is at least this",
+    )
+    pseudo.add_argument(
+        "--rounds", type=_positive, default=1, help="label again with the refitted head"
+    )
+    pseudo.add_argument("--csv", default="", help="write every pseudo-label to this CSV file")
+    _json_arg(pseudo)
+    _settings_args(pseudo, DATA_SETTINGS + EMBEDDING_SETTINGS)
+    pseudo.set_defaults(func=cmd_self_train)
+
+    adabn = command(
+        "adabn",
+        help="adapt a run to images of another kind (AdaBN: BatchNorm statistics re-estimated)",
+    )
+    adabn.add_argument("run_dir")
+    adabn.add_argument("target", nargs="+", help="folders or files of unlabelled target images")
+    adabn.add_argument(
+        "--labelled",
+        default="",
+        metavar="LABELLED_DIR",
+        help="labelled target images (a folder of class subfolders): accuracy before and after",
+    )
+    adabn.add_argument("--out", default="", help="the adapted run folder; empty: RUN_DIR-adabn")
+    _json_arg(adabn)
+    adabn.set_defaults(func=cmd_adabn)
     return p
 
 
@@ -207,6 +247,11 @@ DATA_SETTINGS = ["val_fraction", "seed"]
 MODEL_SETTINGS = [
     *("model", "weights", "freeze", "img_size", "batch_size"),
     *("recipe", "layer_decay", "augment", "device"),
+]
+# What a head on the frozen backbone's embeddings depends on (self-training).
+EMBEDDING_SETTINGS = [
+    *("model", "weights", "img_size", "batch_size", "head", "balance_classes"),
+    *("device", "precision", "cache_dir"),
 ]
 # What `train --resume` may change; the rest is the run's own.
 RESUMABLE = [
@@ -610,4 +655,89 @@ def cmd_compare(args) -> int:
     print(shown.to_string(index=False), file=sys.stderr if args.json else sys.stdout)
     if args.json:
         print_json({"runs": table.to_dict("records")})
+    return 0
+
+
+def stage_bar():
+    """A progress bar for work in stages (decoding, embeddings, ...), and its callback."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=0, leave=False)
+
+    def progress(what: str, done: int, total: int) -> None:
+        if bar.desc != what:
+            bar.reset(total)
+            bar.set_description_str(what)
+        bar.n = done
+        bar.refresh()
+
+    return bar, progress
+
+
+def cmd_self_train(args) -> int:
+    from .data import load_dataset
+    from .methods import self_train
+
+    config = make_config(data=args.data, **_given(args, DATA_SETTINGS + EMBEDDING_SETTINGS))
+    dataset = load_dataset(config.data, config.val_fraction, config.seed)
+    if dataset.problems():
+        print(f"cannot train: {dataset.problems()[0]}", file=sys.stderr)
+        return 1
+    bar, progress = stage_bar()
+    try:
+        result = self_train(config, dataset, args.unlabelled, args.threshold, args.rounds, progress)
+    finally:
+        bar.close()
+    if args.csv:
+        result.pseudo_labels.to_csv(args.csv, index=False)
+    say = functools.partial(print, file=sys.stderr if args.json else sys.stdout)
+    say(result.per_class.to_string(index=False))
+    for row in result.skipped.itertuples():
+        say(f"skipped {row.path}: {row.reason}")
+    say(result.describe())
+    if args.json:
+        print_json(
+            {
+                "threshold": result.threshold,
+                "rounds": result.rounds,
+                "unlabelled": len(result.pseudo_labels),
+                "taken": result.taken,
+                "val_images": result.val_images,
+                "val_accuracy_before": result.val_accuracy_before,
+                "val_accuracy_after": result.val_accuracy_after,
+                "per_class": result.per_class.to_dict("records"),
+                "skipped": result.skipped.to_dict("records"),
+            }
+        )
+    return 0
+
+
+def cmd_adabn(args) -> int:
+    from .methods import adapt_batchnorm
+
+    bar, progress = stage_bar()
+    try:
+        result = adapt_batchnorm(
+            args.run_dir, args.target, args.labelled or None, args.out or None, progress=progress
+        )
+    finally:
+        bar.close()
+    say = functools.partial(print, file=sys.stderr if args.json else sys.stdout)
+    for path, reason in result.skipped:
+        say(f"skipped {path}: {reason}")
+    say(result.describe())
+    if args.json:
+        print_json(
+            {
+                "run_dir": str(result.run_dir),
+                "from_run": str(result.source_run),
+                "batchnorm_layers": result.layers,
+                "target_images": result.target_images,
+                "labelled_images": result.labelled_images,
+                "accuracy_before": result.accuracy_before,
+                "accuracy_after": result.accuracy_after,
+            }
+        )
+    else:
+        print(result.run_dir)
     return 0

@@ -189,8 +189,10 @@ def _save(result: AdaBNResult, model: torch.nn.Module, info: dict, target, label
         "labelled_images": result.labelled_images,
         "accuracy_before": result.accuracy_before,
         "accuracy_after": result.accuracy_after,
-        "metrics_note": "metrics.csv and the tables are the original run's (source validation).",
+        "metrics_note": "metrics.csv, the tables and the test score are the original run's, "
+        "on the original images",
         "adapted": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
+    info["method"] = f"{runs.method_of(info)} + AdaBN"
     info["notes"] = [*info.get("notes", []), note]
     runs.write_config(out, info)
