@@ -1,10 +1,12 @@
 """Methods beside fine-tuning: prototypes (no training), k-fold estimates, self-training on
-unlabelled images and AdaBN for a domain shift, each with its real effect on a constructed case."""
+unlabelled images, AdaBN for a domain shift and distillation into a smaller backbone, each with
+its real effect on a constructed case."""
 
 import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -14,7 +16,13 @@ from PIL import Image
 from tlapp import runs
 from tlapp.config import make_config
 from tlapp.data import load_dataset
-from tlapp.methods import adapt_batchnorm, cross_validate, cross_validate_features, self_train
+from tlapp.methods import (
+    adapt_batchnorm,
+    cross_validate,
+    cross_validate_features,
+    distill,
+    self_train,
+)
 from tlapp.predict import Predictor
 from tlapp.train import Job
 from tlapp.train.head import fit_prototypes
@@ -174,3 +182,91 @@ def test_adabn_on_a_model_without_batchnorm_says_why(class_folder, tmp_path):
     with pytest.raises(runs.RunError, match="no BatchNorm layers"):
         adapt_batchnorm(tmp_path / "run", [class_folder])
     assert not (tmp_path / "run-adabn").exists()
+
+
+def test_distilling_a_run_into_a_smaller_backbone(class_folder, tmp_path):
+    """A resnet10t teacher (4.9M parameters) taught to test_resnet (0.37M): a smaller file, an
+    accuracy near the teacher's on these separable colours, a normal run folder, and the table."""
+    import timm
+
+    teacher = tmp_path / "teacher"
+    config = make_config(
+        data=str(class_folder),
+        model="resnet10t",
+        weights="none",
+        img_size=48,
+        batch_size=8,
+        recipe="one-phase",
+        epochs=4,
+        out=str(teacher),
+    )
+    state = Job(config).start().wait(120)
+    assert state.status == "done", state.message
+    unlabelled = write_classes(tmp_path / "unlabelled", per_class=2, seed=9)
+    shutil.copy(next((class_folder / "blue").iterdir()), unlabelled / "copy.png")  # left out
+    report = distill(
+        teacher,
+        "test_resnet",
+        out=tmp_path / "student",
+        epochs=6,
+        unlabelled_paths=[unlabelled],
+        weights="none",
+        timed_runs=5,
+    )
+    print(report.describe())
+    student = report.run
+    assert report.status == "done"
+    table = report.table.set_index("model")
+    assert list(table.index) == ["teacher", "student", "student int8"]
+    assert (student / "model.safetensors").stat().st_size < (
+        teacher / "model.safetensors"
+    ).stat().st_size
+    assert table.loc["student", "size (MB)"] < table.loc["teacher", "size (MB)"]
+    margin = 0.1  # the student within 10 points of the teacher on this separable case
+    assert table.loc["student", "val accuracy"] >= table.loc["teacher", "val accuracy"] - margin
+    int8 = table.loc["student int8"]
+    if int8["note"].startswith("refused"):  # a refusal says why and gives no numbers
+        assert pd.isna(int8["size (MB)"]) and "%" in int8["note"]
+        rows = table.loc[["teacher", "student"]]
+    else:
+        assert int8["size (MB)"] < table.loc["student", "size (MB)"]  # int8 weights: smaller
+        rows = table
+    assert (rows["size (MB)"] > 0).all() and (rows["CPU latency (ms)"] > 0).all()
+    # a normal run folder: the predictor, timm's local-dir loader, the record of how it was made
+    images = sorted((class_folder / "red").iterdir())[:3]
+    assert [Predictor(student).top_k(im)[0][0] for im in images] == ["red"] * 3
+    model = timm.create_model("local-dir:" + str(student), pretrained=True)
+    assert model.num_classes == len(COLORS) and model.pretrained_cfg["label_names"] == sorted(
+        COLORS
+    )
+    info = runs.read_config(student)
+    assert info["arch"] == "test_resnet"
+    assert info["distillation"]["temperature"] == 4.0 and info["distillation"]["alpha"] == 0.5
+    assert info["distillation"]["teacher"] == str(teacher.resolve())
+    assert info["distillation"]["unlabelled_images"] == 2 * len(COLORS)
+    assert info["distillation"]["unlabelled_left_out"] == 1
+    assert runs.method_of(info) == "distilled from resnet10t (T 4, alpha 0.5)"
+    assert len(pd.read_csv(student / "metrics.csv")) == 6
+    assert not (student / "checkpoint").exists()
+    assert "teacher" in report.describe()
+
+
+def test_the_distillation_loss_is_hintons():
+    from tlapp.methods.distill import distillation_loss
+
+    g = torch.Generator().manual_seed(0)
+    student, teacher = torch.randn(6, 4, generator=g), torch.randn(6, 4, generator=g)
+    labels = torch.tensor([0, 1, 2, 3, -1, -1])  # the last two are unlabelled
+    T = 4.0
+    kl = (
+        (
+            F.softmax(teacher / T, 1)
+            * (F.log_softmax(teacher / T, 1) - F.log_softmax(student / T, 1))
+        ).sum(1)
+        * T
+        * T
+    )
+    ce = F.cross_entropy(student[:4], labels[:4], reduction="none")
+    expected = torch.cat([0.3 * ce + 0.7 * kl[:4], kl[4:]]).mean()
+    assert torch.allclose(distillation_loss(student, teacher, labels, T, 0.3), expected)
+    assert distillation_loss(teacher, teacher, torch.full((6,), -1), T, 0.5).abs() < 1e-6
