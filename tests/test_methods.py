@@ -113,7 +113,7 @@ def test_self_training_takes_confident_pseudo_labels_and_validation_accuracy_ris
     assert list(result.per_class["labelled"]) == [2, 2, 2]
     assert result.per_class["pseudo_labelled"].sum() == result.taken == len(taken)
     assert result.val_images == 90  # the validation split, and nothing else
-    assert result.val_accuracy_after > result.val_accuracy_before  # 93.3% -> 99.2% when written
+    assert result.val_accuracy_after > result.val_accuracy_before  # 92.2% -> 100% when written
     assert "with 0 of" not in result.describe() and "0.9" in result.describe()
 
 
