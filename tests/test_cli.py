@@ -301,3 +301,23 @@ def test_adabn_adapts_a_run_to_darker_images_and_saves_a_new_run(class_folder, t
     assert pred.returncode == 0, pred.stderr
     missing = tlapp("adabn", tmp_path / "nowhere", tmp_path / "target")
     assert missing.returncode == 2 and "not a run folder" in missing.stderr
+
+
+def test_distill_prints_teacher_student_and_int8_and_writes_a_run(class_folder, tmp_path):
+    teacher, student = tmp_path / "teacher", tmp_path / "student"
+    common = ("--weights", "none", "--img-size", 48, "--batch-size", 8, "--recipe", "one-phase")
+    out = tlapp(
+        "train", class_folder, "--model", "resnet10t", *common, "--epochs", 2, "--out", teacher
+    )
+    assert out.returncode == 0, out.stderr
+    distil = ("distill", teacher, "--student", "test_resnet", "--weights", "none", "--epochs", 2)
+    out = tlapp(*distil, "--temperature", 2, "--out", student, "--json")
+    assert out.returncode == 0, out.stderr
+    record = json.loads(out.stdout)
+    assert record["run_dir"] == str(student) and record["status"] == "done"
+    assert [row["model"] for row in record["table"]] == ["teacher", "student", "student int8"]
+    assert "student int8" in out.stderr and "val accuracy" in out.stderr  # the table
+    assert runs.read_config(student)["distillation"]["temperature"] == 2.0
+    assert tlapp("predict", student, class_folder / "red").returncode == 0
+    bad = tlapp("distill", teacher, "--student", "resnet1")
+    assert bad.returncode == 2 and "is not a timm model name" in bad.stderr

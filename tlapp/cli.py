@@ -9,6 +9,7 @@
     tlapp compare runs/                                # every run: method, accuracy, time, size
     tlapp self-train DATA unlabelled/ --threshold 0.9  # do unlabelled images help? (pseudo-labels)
     tlapp adabn RUN_DIR target/ --labelled sample/    # adapt to new images: BatchNorm statistics
+    tlapp distill RUN_DIR --student test_resnet      # a smaller student, and int8: size, speed
     tlapp push RUN_DIR user/name                      # the Hugging Face Hub, private, with a card
     tlapp app                                          # the page, as `python app.py` serves it
 
@@ -198,6 +199,36 @@ def parser() -> argparse.ArgumentParser:
     adabn.add_argument("--out", default="", help="the adapted run folder; empty: RUN_DIR-adabn")
     _json_arg(adabn)
     adabn.set_defaults(func=cmd_adabn)
+
+    distil = command(
+        "distill",
+        help="teach a trained run to a smaller timm model, quantise it to int8, compare all three",
+    )
+    distil.add_argument("run_dir", help="the teacher: a finished run folder")
+    distil.add_argument("--student", required=True, metavar="MODEL", help="a timm model name")
+    distil.add_argument("--epochs", type=_positive, default=10, help="the student's epochs")
+    distil.add_argument(
+        "--temperature", type=float, default=4.0, help="softens the teacher's probabilities"
+    )
+    distil.add_argument(
+        "--alpha", type=float, default=0.5, help="the weight of the true labels (0: teacher only)"
+    )
+    distil.add_argument(
+        "--unlabelled",
+        nargs="+",
+        default=[],
+        metavar="DIR",
+        help="unlabelled images the teacher labels for the student (folders or files)",
+    )
+    distil.add_argument(
+        "--weights", default="auto", help="the student's start: auto, pretrained or none"
+    )
+    distil.add_argument(
+        "--img-size", type=_positive, default=None, help="default: the teacher's image size"
+    )
+    distil.add_argument("--out", default="", help="the student's run folder; empty: a new one")
+    _json_arg(distil)
+    distil.set_defaults(func=cmd_distill)
     return p
 
 
@@ -740,4 +771,36 @@ def cmd_adabn(args) -> int:
         )
     else:
         print(result.run_dir)
+    return 0
+
+
+def cmd_distill(args) -> int:
+    from .methods import distill
+
+    bar, progress = stage_bar()
+    try:
+        report = distill(
+            args.run_dir,
+            args.student,
+            out=args.out or None,
+            epochs=args.epochs,
+            temperature=args.temperature,
+            alpha=args.alpha,
+            unlabelled_paths=args.unlabelled,
+            img_size=args.img_size,
+            progress=progress,
+            weights=args.weights,
+        )
+    finally:
+        bar.close()
+    print(report.describe(), file=sys.stderr if args.json else sys.stdout)
+    if args.json:
+        print_json(
+            {
+                "run_dir": str(report.run),
+                "teacher": str(report.teacher),
+                "status": report.status,
+                "table": report.table.to_dict("records"),  # a refused int8 row: nulls, a note
+            }
+        )
     return 0

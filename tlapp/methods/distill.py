@@ -323,6 +323,8 @@ def distill(
         if progress:
             progress("Comparing teacher and student", 1, 1)
     message = f"The student's run folder: {run_dir}. {note}".strip()
+    if trainer.weights.fell_back:  # pretrained weights were asked for and could not be had
+        message = f"Student: {trainer.weights.note} {message}"
     if status != "done":
         message = f"{trainer.stop_message} {message}"
     return DistillReport(run_dir, teacher_dir, status, message, table)
