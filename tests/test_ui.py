@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import poll_until, serve, start_training, zip_folder
+from conftest import poll_until, serve, start_training, write_classes, zip_folder
 from gradio_client import Client, handle_file
 
 from tlapp.views import confusion_html, downsample
@@ -125,3 +125,30 @@ def test_instant_baseline_and_kfold_from_the_page(app, class_folder, tmp_path):
         handle_file(str(next((class_folder / "red").iterdir()))), api_name="/predict"
     )
     assert label["label"] in {"blue", "green", "red"}
+
+
+def test_beyond_fine_tuning_from_the_page(app, class_folder, tmp_path):
+    """Self-training, AdaBN and distillation each answer through the page's API."""
+    client = Client(app[0], verbose=False)
+    archive = zip_folder(class_folder, tmp_path / "colours.zip")
+    client.predict(handle_file(str(archive)), 0.2, api_name="/load_upload")
+    widgets = ("resnet18", "test_resnet", "none", None, "", 0, 2, 48, 8, 0.003, False, False)
+    client.predict(*widgets, api_name="/train")
+    assert poll_until(client, "Finished", "Stopped", "Failed")[0].startswith("**Finished**")
+
+    extra = write_classes(tmp_path / "more", per_class=6, seed=5)
+    unlabelled = [handle_file(str(p)) for p in sorted(extra.rglob("*.png"))]
+    said, table = client.predict(*widgets, unlabelled, 0.5, api_name="/self_train")
+    assert "validation accuracy" in said.lower()
+    assert [row[0] for row in table["data"]] == ["blue", "green", "red"]
+
+    labelled = zip_folder(extra, tmp_path / "labelled.zip")
+    said, download = client.predict(unlabelled, handle_file(str(labelled)), api_name="/adabn")
+    assert "BatchNorm statistics" in said and "before" in said
+    assert download["value"] and Path(download["value"]).exists()
+
+    table, download = client.predict("test_resnet", 1, api_name="/distill")
+    assert {"teacher", "student"} <= {str(row[0]).split()[0] for row in table["data"]}
+    assert download["value"] and Path(download["value"]).exists()
+    compared = client.predict(api_name="/compare_runs")
+    assert len(compared["data"]) >= 3  # the run, its AdaBN copy and the student

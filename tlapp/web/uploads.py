@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..data import DataError, Dataset, assemble_upload, load_dataset
+from ..data import DataError, Dataset, assemble_upload, extract_zip, image_files, load_dataset
 from .sessions import Session
 from .settings import AppSettings
 
@@ -90,3 +90,16 @@ def weights_choice(mode: str, upload: str | None, path: str, settings: AppSettin
         "Choose a weights file (.safetensors or .pth) or a previous run folder, "
         "or pick weights 'auto'."
     )
+
+
+def uploaded_images(files: list[str] | None, folder: Path, settings: AppSettings) -> list[Path]:
+    """Image files from what the browser sent: images as they are, zips unpacked into `folder`
+    within the app's limits."""
+    paths = []
+    for f in map(Path, files or []):
+        if f.suffix.lower() == ".zip":
+            extracted, _ = extract_zip(f, folder / f.stem, settings.limits)
+            paths += image_files([extracted])
+        else:
+            paths.append(f)
+    return paths

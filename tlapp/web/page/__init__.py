@@ -15,6 +15,7 @@ from ...train.slots import TrainingSlots
 from ..sessions import SessionRegistry
 from ..settings import AppSettings
 from .assets import CSS, PAGE_JS
+from .beyond import beyond_step
 from .data import data_step
 from .insight import insight_step
 from .model import model_step
@@ -38,6 +39,7 @@ def build_ui(settings: AppSettings) -> gr.Blocks:
         train = train_step(settings, session, data, model, slots)
         insight_step(session, data, train)
         use_step(settings, session)
+        beyond_step(settings, train["inputs"])
 
         def open_session(request: gr.Request):
             return registry.open(request.session_hash if request else None)

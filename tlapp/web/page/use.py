@@ -9,11 +9,12 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from ...data import DataError, extract_zip, image_files
+from ...data import DataError
 from ...predict import Predictor
 from ...train.state import RunState
 from ..sessions import Session
 from ..settings import AppSettings
+from ..uploads import uploaded_images
 from .common import user_errors
 
 
@@ -252,14 +253,7 @@ def predictions_csv(
 ) -> tuple[pd.DataFrame, Path]:
     """Predictions for uploaded images and zips of them, and the CSV they were written to."""
     predictor = trained(state)
-    folder = state.workdir / "predict" / uuid.uuid4().hex[:8]
-    paths = []
-    for f in map(Path, files):
-        if f.suffix.lower() == ".zip":
-            extracted, _ = extract_zip(f, folder / f.stem, settings.limits)
-            paths += image_files([extracted])
-        else:
-            paths.append(f)
+    paths = uploaded_images(files, state.workdir / "predict" / uuid.uuid4().hex[:8], settings)
     found = predictor.table(paths)
     found["path"] = [Path(p).name for p in found["path"]]
     out = state.workdir / "downloads" / "predictions.csv"
