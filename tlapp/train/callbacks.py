@@ -113,6 +113,12 @@ def finish_message(t: Trainer) -> str:
             "Fine-tuning did not beat the head fitted in phase one, so the model kept is "
             f"phase one's: validation accuracy {t.best_accuracy:.1%}, saved in {t.run_dir}."
         )
+    if t.status == "done" and t.config.head == "prototypes" and t.head_only:
+        return (
+            "Instant baseline (prototypes, no training): validation accuracy "
+            f"{t.best_accuracy:.1%}, saved in {t.run_dir}. A usable model already; press "
+            "Train to fit and fine-tune."
+        )
     if t.status == "done":
         return f"Done. {kept}"
     return f"{t.stop_message} {kept}"

@@ -216,6 +216,8 @@ def train_step(
     # Prototypes: the nearest class mean of the frozen embeddings, a model in seconds.
     baseline = _start_handler(settings, slots, head="prototypes", freeze="all")
     baseline_btn.click(baseline, inputs, outputs, api_name="baseline")
+    # ... and it runs by itself as soon as data is loaded: a number before anyone trains.
+    data["summary"].change(_when_ready(baseline), inputs, outputs, api_visibility="private")
     stop_btn.click(stop, session, status, concurrency_limit=None, api_name="stop")
     resume_btn.click(_resume_handler(slots), session, [*outputs, resume_btn], api_name="resume")
     polled = [
@@ -286,9 +288,11 @@ def _start_handler(settings: AppSettings, slots: TrainingSlots, **overrides):
 
     @user_errors
     def start(state: Session | None, *values):
-        if state and state.job and state.job.running:
-            raise DataError("A run is already training: stop it first.")
         config = replace(config_from_page(settings, state, *values), **overrides)
+        if state.job and state.job.running:
+            if not state.job.short:
+                raise DataError("A run is already training: stop it first.")
+            state.job.stop()  # the instant baseline gives way to what was asked for now
         state.job = Job(config, state.dataset, slots=slots).start()
         return (
             state,
@@ -299,6 +303,24 @@ def _start_handler(settings: AppSettings, slots: TrainingSlots, **overrides):
         )
 
     return start
+
+
+def _when_ready(baseline):
+    """The instant baseline after a load, only when the data can be trained and nothing runs;
+    otherwise nothing happens (the data step already says what is wrong)."""
+
+    def run(state: Session | None, *values):
+        idle = (state, gr.Markdown(), gr.Timer(), gr.Button(), gr.Button())
+        if not state or not state.dataset or state.dataset.problems():
+            return idle
+        if state.job and state.job.running:
+            return idle
+        try:
+            return baseline(state, *values)
+        except gr.Error:  # e.g. weights "from a file" not chosen yet: Train will say so
+            return idle
+
+    return run
 
 
 def _resume_handler(slots: TrainingSlots):
