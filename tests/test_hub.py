@@ -16,10 +16,11 @@ from huggingface_hub.errors import HfHubHTTPError
 from huggingface_hub.hf_api import RepoUrl
 from PIL import Image
 
-from tlapp import hub, runs
+from tlapp import runs
 from tlapp.config import make_config
 from tlapp.data import DataError
-from tlapp.export import export_onnx
+from tlapp.export import card as cards
+from tlapp.export import export_onnx, hub
 from tlapp.predict import Predictor
 from tlapp.train import Job
 from tlapp.train.state import RunState
@@ -95,7 +96,7 @@ def uploaded_files(folder: Path) -> list[str]:
 
 
 def test_the_card_is_valid_and_says_what_the_model_does(run):
-    text = hub.model_card(run, repo_id=REPO)
+    text = cards.model_card(run, repo_id=REPO)
     card = ModelCard(text)
     info = runs.read_config(run)
     meta = card.data.to_dict()
@@ -132,7 +133,7 @@ def test_the_card_names_the_base_model_its_licence_and_the_test_score(run):
     config["pretrained_cfg"]["license"] = "apache-2.0"
     (run / "config.json").write_text(json.dumps(config))
     export_onnx(run)
-    card = ModelCard(hub.model_card(run, repo_id=REPO))
+    card = ModelCard(cards.model_card(run, repo_id=REPO))
     assert card.data.base_model == "timm/resnet18.a1_in1k"
     assert card.data.license == "apache-2.0"
     scores = {(r.dataset_split, r.metric_type): r.metric_value for r in card.data.eval_results}
@@ -144,27 +145,27 @@ def test_the_card_names_the_base_model_its_licence_and_the_test_score(run):
 
 @pytest.mark.parametrize("from_hub", [True, False])
 def test_the_snippet_classifies_as_the_predictor_does(run, trained, from_hub):
-    code = hub.usage_snippet(run, REPO if from_hub else None)
+    code = cards.usage_snippet(run, REPO if from_hub else None)
     local = f"local-dir:{run.resolve().as_posix()}"
     if from_hub:
         code = code.replace(f"hf-hub:{REPO}", local)
-    assert local in code and hub.PHOTO in code
+    assert local in code and cards.PHOTO in code
     predictor = Predictor(run)
     for image in one_image_per_class(trained):
         namespace = {}
-        exec(compile(code.replace(hub.PHOTO, str(image)), "snippet", "exec"), namespace)
+        exec(compile(code.replace(cards.PHOTO, str(image)), "snippet", "exec"), namespace)
         assert namespace["label"] == predictor.top_k(image, 1)[0][0]
 
 
 def test_the_onnx_snippet_classifies_as_the_predictor_does(run, trained):
-    assert hub.onnx_snippet(run) == ""  # nothing exported yet
+    assert cards.onnx_snippet(run) == ""  # nothing exported yet
     export_onnx(run)
-    code = hub.onnx_snippet(run)
+    code = cards.onnx_snippet(run)
     assert "onnxruntime" in code and f"{run.resolve().as_posix()}/model.onnx" in code
     predictor = Predictor(run)
     for image in one_image_per_class(trained):
         namespace = {}
-        exec(compile(code.replace(hub.PHOTO, str(image)), "onnx snippet", "exec"), namespace)
+        exec(compile(code.replace(cards.PHOTO, str(image)), "onnx snippet", "exec"), namespace)
         assert namespace["onnx_label"] == predictor.top_k(image, 1)[0][0]
 
 

@@ -14,9 +14,10 @@ import pytest
 import torch
 from conftest import write_classes
 
-from tlapp import export, runs
+from tlapp import runs
 from tlapp.config import make_config
 from tlapp.export import OnnxPredictor, export_onnx
+from tlapp.export import onnx as onnx_export
 from tlapp.predict import Predictor
 from tlapp.train import Job
 
@@ -70,10 +71,10 @@ def test_export_passes_the_check_and_carries_the_preprocessing(run):
     model = onnx.load(report.path)
     onnx.checker.check_model(model)
     props = {p.key: p.value for p in model.metadata_props}
-    assert set(export.PREPROCESSING) | {"classes"} <= set(props)
-    meta = export.read_metadata(report.path)
+    assert set(onnx_export.PREPROCESSING) | {"classes"} <= set(props)
+    meta = onnx_export.read_metadata(report.path)
     assert meta["classes"] == info["classes"] == ["blue", "green", "red"]
-    for key in export.PREPROCESSING:
+    for key in onnx_export.PREPROCESSING:
         assert meta[key] == info["data_config"][key]
     assert meta["input_size"] == [3, 48, 48]
     session = ort.InferenceSession(str(report.path), providers=["CPUExecutionProvider"])
@@ -158,10 +159,10 @@ def test_int8_is_checked_with_its_own_tolerance(run, monkeypatch):
     int8 = report.int8
     assert int8.path == run / "model.int8.onnx" and int8.path.is_file()
     assert int8.size_bytes < report.size_bytes
-    assert int8.images_checked == VAL and int8.agreement >= export.INT8_AGREEMENT
+    assert int8.images_checked == VAL and int8.agreement >= onnx_export.INT8_AGREEMENT
     assert int8.describe().startswith("int8 ONNX model model.int8.onnx")
     assert OnnxPredictor(run, int8=True).classes == ["blue", "green", "red"]
-    monkeypatch.setattr(export, "INT8_AGREEMENT", 1.01)  # a check it cannot pass
+    monkeypatch.setattr(onnx_export, "INT8_AGREEMENT", 1.01)  # a check it cannot pass
     with pytest.raises(ValueError, match=r"int8 model keeps the top-1 class of only"):
         export_onnx(run, quantize=True)
     assert not int8.path.exists() and (run / "model.onnx").is_file()  # the checked model stays

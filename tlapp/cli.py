@@ -653,7 +653,7 @@ def cmd_export(args) -> int:
 def cmd_push(args) -> int:
     from os import environ
 
-    from .hub import push_to_hub
+    from .export import push_to_hub
 
     token = None
     if args.token_env:

@@ -379,7 +379,7 @@ def compare(
 ) -> tuple[pd.DataFrame, str]:
     """The three rows: file size, CPU latency at batch 1 and validation accuracy, each model
     through its own predictor (timm's evaluation transform) on the validation split."""
-    from ..export import INT8_FILE, OnnxPredictor, export_onnx
+    from ..export.onnx import INT8_FILE, OnnxPredictor, export_onnx
 
     val = dataset.split("val")
     paths, targets = val["path"].tolist(), dataset.targets("val")
@@ -454,7 +454,7 @@ def latency_ms(predictor, image: str, timed_runs: int = 50, warmup: int = 5) -> 
     if session is not None:
         import onnxruntime as ort
 
-        from ..export import INPUT, OUTPUT
+        from ..export.onnx import INPUT, OUTPUT
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()

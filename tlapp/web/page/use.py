@@ -69,7 +69,7 @@ def take_away(settings: AppSettings, session: gr.State) -> None:
 
     @user_errors
     def publish(state: Session | None, repo_id: str, token: str, private: bool):
-        from ...hub import push_to_hub
+        from ...export import push_to_hub
 
         run = saved_run(state)
         url = push_to_hub(
@@ -231,7 +231,7 @@ def saved_run(state: Session | None) -> RunState:
 
 def code_for(run_dir: str) -> str:
     """The timm code that loads the run, and the ONNX Runtime code once it has been exported."""
-    from ...hub import onnx_snippet, usage_snippet
+    from ...export import onnx_snippet, usage_snippet
 
     code = usage_snippet(run_dir)
     onnx = onnx_snippet(run_dir)

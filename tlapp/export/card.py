@@ -1,15 +1,12 @@
-"""A run on the Hugging Face Hub: its model card, a usage snippet, and the upload.
+"""The model card of a run, and the usage code it shows (also shown on the page).
 
-    text = model_card("runs/mine", repo_id="me/flowers")   # README.md, metadata and prose
+    text = model_card("runs/mine", repo_id="me/flowers")   # README.md: metadata and prose
     print(usage_snippet("runs/mine"))                     # timm code that loads the local run
-    url = push_to_hub("runs/mine", "me/flowers")          # private unless private=False
+    print(onnx_snippet("runs/mine"))                      # the same with ONNX Runtime
+    public_record("runs/mine")                            # run.json with local paths cut
 
-The repository holds what a timm user needs and what the card cites: timm's config.json, the
-weights, the app's record (run.json, with local paths cut to their last part), metrics.csv,
-per_class.csv, confusion_matrix.csv with a picture of it, and model.onnx when the run has one.
-The resume checkpoint and val_predictions.csv (which lists the paths of the user's images) stay
-home. The token comes from the caller, else HF_TOKEN or huggingface_hub's stored login; it is
-only handed to huggingface_hub, never written anywhere.
+What is published never names the computer it was trained on: the app's record and the card
+cut local paths to their last part.
 """
 
 from __future__ import annotations
@@ -18,34 +15,28 @@ import json
 import math
 import os
 import re
-import shutil
-import socket
-import tempfile
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-from PIL import Image, ImageDraw, ImageFont
 
-from . import runs
-from .export import ONNX_FILE
+from .. import runs
+from .onnx import ONNX_FILE
 
-CARD, MATRIX_IMAGE = "README.md", "confusion_matrix.png"
-# The run folder's files that go to the hub, in this order; the card and the picture are added.
-HUB_FILES = (
-    runs.CONFIG,
-    runs.WEIGHTS,
-    runs.RECORD,
-    runs.METRICS,
-    runs.PER_CLASS,
-    runs.CONFUSION,
-    ONNX_FILE,
-)
+MATRIX_IMAGE = "confusion_matrix.png"  # the picture of the confusion matrix the card shows
+
+
 TAGS = ["image-classification", "timm", "tlapp"]
+
+
 PHOTO = "photo.jpg"  # the image the snippets classify
+
+
 # TrainConfig settings that are paths on the computer that trained the run.
 PATH_SETTINGS = ("data", "out", "runs_root", "cache_dir", "corrections", "weights")
+
+
 WEIGHT_WORDS = {"auto", "pretrained", "none", ""}
+
 
 TIMM_SNIPPET = """\
 import timm
@@ -61,6 +52,7 @@ with torch.inference_mode():
 label = model.pretrained_cfg["label_names"][int(probabilities.argmax())]
 print(label, f"{{float(probabilities.max()):.1%}}")
 """
+
 
 ONNX_SNIPPET = """\
 import json
@@ -413,83 +405,6 @@ def _limitations(classes: list[str], total: int, val_images: int) -> list[str]:
     ]
 
 
-# ----------------------------------------------------------------------------- the picture
-def confusion_png(run_dir: str | os.PathLike, dest: str | os.PathLike) -> Path:
-    """confusion_matrix.csv drawn as a picture: rows shaded by their share, counts in cells."""
-    frame = pd.read_csv(Path(run_dir) / runs.CONFUSION, index_col=0)
-    image = draw_confusion(frame.to_numpy(dtype=float), [str(c) for c in frame.columns])
-    dest = Path(dest)
-    image.save(dest, format="PNG", optimize=True)
-    return dest
-
-
-def _font(size: int):
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow before 10.1: the small bitmap font
-        return ImageFont.load_default()
-
-
-def draw_confusion(counts: np.ndarray, classes: list[str]) -> Image.Image:
-    n = max(len(classes), 1)
-    cell = int(np.clip(800 // n, 3, 56))
-    font = _font(int(np.clip(cell // 3, 10, 14)))
-    labels = [c if len(c) <= 24 else c[:23] + "…" for c in classes] if cell >= 10 else []
-    label_w = max((_size(t, font)[0] for t in labels), default=0) + 10
-    left = top = label_w + 26
-    image = Image.new("RGB", (left + n * cell + 12, top + n * cell + 12), "white")
-    draw = ImageDraw.Draw(image)
-    rows = counts.sum(axis=1, keepdims=True)
-    share = np.divide(counts, rows, out=np.zeros_like(counts), where=rows > 0)
-    low, high = np.array([247, 251, 255]), np.array([8, 69, 148])
-    for i in range(len(classes)):
-        for j in range(len(classes)):
-            colour = tuple(int(v) for v in low + (high - low) * share[i, j])
-            box = (left + j * cell, top + i * cell, left + (j + 1) * cell, top + (i + 1) * cell)
-            draw.rectangle(box, fill=colour, outline=(200, 200, 200) if cell >= 10 else None)
-            if cell >= 22:
-                ink = "white" if share[i, j] > 0.5 else "black"
-                _write(
-                    draw, str(int(counts[i, j])), font, box[0] + cell / 2, box[1] + cell / 2, ink
-                )
-    for i, text in enumerate(labels):
-        width = _size(text, font)[0]
-        _write(draw, text, font, left - 6 - width / 2, top + i * cell + cell / 2)
-        column = _rotated(text, font)
-        x, y = left + i * cell + cell / 2 - column.width / 2, top - 6 - column.height
-        image.paste(column, (int(x), int(y)), column)
-    _write(draw, "predicted", font, left + n * cell / 2, 12)
-    true = _rotated("true", font)
-    image.paste(true, (4, int(top + n * cell / 2 - true.height / 2)), true)
-    return image
-
-
-def _size(text: str, font) -> tuple[int, int]:
-    box = font.getbbox(text)
-    return box[2] - box[0], box[3] - box[1]
-
-
-def _write(draw: ImageDraw.ImageDraw, text: str, font, x: float, y: float, ink="black") -> None:
-    """`text` centred on (x, y); by its box, as the small bitmap font has no anchors."""
-    box = font.getbbox(text)
-    draw.text((x - (box[0] + box[2]) / 2, y - (box[1] + box[3]) / 2), text, fill=ink, font=font)
-
-
-def _rotated(text: str, font) -> Image.Image:
-    """The text written bottom to top, on a transparent image."""
-    box = font.getbbox(text)
-    canvas = Image.new("LA", (box[2] + 2, box[3] + 2), (0, 0))
-    ImageDraw.Draw(canvas).text((1, 1), text, fill=(0, 255), font=font)
-    return canvas.rotate(90, expand=True).convert("RGBA")
-
-
-# ----------------------------------------------------------------------------- the upload
-def hub_files(run_dir: str | os.PathLike) -> list[Path]:
-    """The run folder's files that belong on the hub (those of HUB_FILES it has)."""
-    run_dir = Path(run_dir)
-    return [run_dir / name for name in HUB_FILES if (run_dir / name).is_file()]
-
-
 def public_record(run_dir: str | os.PathLike) -> dict:
     """run.json with the paths of the computer that trained it cut to their last part."""
     run_dir = Path(run_dir)
@@ -529,127 +444,3 @@ def _scrub(value, paths: list[str]):
 
 def _public(text: str, info: dict, run_dir: Path) -> str:
     return _scrub(str(text), _local_paths(run_dir, info))
-
-
-def resolve_token(token: str | None = None, stored: bool = True) -> str:
-    """The token given, else (when `stored`) HF_TOKEN or huggingface_hub's stored login."""
-    token = (token or "").strip()
-    if not token and stored:
-        import huggingface_hub
-
-        token = (os.environ.get("HF_TOKEN") or "").strip() or (huggingface_hub.get_token() or "")
-    if not token:
-        raise ValueError(
-            "No Hugging Face token: give one with write access "
-            "(https://huggingface.co/settings/tokens)"
-            + (", set HF_TOKEN, or log in with `hf auth login`." if stored else ".")
-        )
-    return token
-
-
-def push_to_hub(
-    run_dir: str | os.PathLike,
-    repo_id: str,
-    token: str | None = None,
-    private: bool = True,
-    stored_token: bool = True,
-) -> str:
-    """Create (or reuse) the model repository `repo_id` and upload the run with its card;
-    returns the repository's URL. `stored_token=False` refuses HF_TOKEN and the stored login
-    (a public page must not publish with its server's account). Raises ValueError, one
-    sentence, when there is no model, no token, or the hub cannot be reached or says no."""
-    from huggingface_hub import HfApi
-    from huggingface_hub.utils import validate_repo_id
-
-    run_dir = Path(run_dir)
-    runs.read_config(run_dir)  # a run folder at all
-    if not (run_dir / runs.WEIGHTS).is_file():
-        raise ValueError(
-            f"The run in '{run_dir}' has no saved model yet, so there is nothing to publish."
-        )
-    repo_id = (repo_id or "").strip()
-    if not repo_id:
-        raise ValueError("Name the Hub repository to publish to: name or user/name.")
-    try:
-        validate_repo_id(repo_id)
-    except ValueError:
-        raise ValueError(
-            f"'{repo_id}' is not a Hub repository name: write it as name or user/name "
-            "(letters, digits, '-', '_' and '.')."
-        ) from None
-    token = resolve_token(token, stored_token)
-    api = HfApi(token=token)
-    try:
-        url = api.create_repo(repo_id, private=private, exist_ok=True)
-        repo_id = getattr(url, "repo_id", None) or repo_id  # with the user's name when omitted
-        with tempfile.TemporaryDirectory(prefix="tlapp-hub-") as folder:
-            folder = Path(folder)
-            _fill(folder, run_dir, repo_id)
-            api.upload_folder(
-                repo_id=repo_id,
-                folder_path=str(folder),
-                commit_message=f"Upload {run_dir.name} (tlapp)",
-                delete_patterns=[n for n in HUB_FILES if not (folder / n).exists()] or None,
-            )
-    except Exception as err:
-        problem = _hub_problem(err)
-        if problem is None:
-            raise
-        raise ValueError(problem) from None
-    return str(url) if str(url).startswith("http") else f"https://huggingface.co/{repo_id}"
-
-
-def _fill(folder: Path, run_dir: Path, repo_id: str) -> None:
-    """The upload folder: the card, the picture, the run's hub files (run.json made public)."""
-    for path in hub_files(run_dir):
-        if path.name == runs.RECORD:
-            text = json.dumps(public_record(run_dir), indent=2, ensure_ascii=False, default=str)
-            (folder / path.name).write_text(text + "\n", encoding="utf-8")
-        else:
-            shutil.copy2(path, folder / path.name)
-    if (run_dir / runs.CONFUSION).is_file():
-        confusion_png(run_dir, folder / MATRIX_IMAGE)
-    (folder / CARD).write_text(model_card(run_dir, repo_id), encoding="utf-8")
-
-
-TRANSPORT_MODULES = {"httpx", "httpx2", "httpcore", "requests", "urllib3", "aiohttp"}
-TRANSPORT_NAMES = {
-    "ConnectError",
-    "ConnectTimeout",
-    "ConnectionError",
-    "NetworkError",
-    "ProxyError",
-    "ReadTimeout",
-    "SSLError",
-    "TimeoutException",
-    "Timeout",
-    "TransportError",
-    "WriteTimeout",
-}
-
-
-def _hub_problem(err: BaseException) -> str | None:
-    """The sentence for a failure of the hub or of the connection to it; None for the rest."""
-    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
-
-    if isinstance(err, OfflineModeIsEnabled):
-        return "The Hugging Face Hub is switched off here (HF_HUB_OFFLINE is set): unset it to publish."
-    if isinstance(err, HfHubHTTPError):
-        status = getattr(getattr(err, "response", None), "status_code", None)
-        if status in (401, 403):
-            return (
-                "The Hugging Face Hub refused the token: check that it is valid, has write "
-                "access, and may write to that user or organisation."
-            )
-        detail = getattr(err, "server_message", None) or str(err).splitlines()[0]
-        return f"The Hugging Face Hub refused the upload (HTTP {status or '?'}: {detail})."
-    transport = any(
-        cls.__module__.split(".")[0] in TRANSPORT_MODULES and cls.__name__ in TRANSPORT_NAMES
-        for cls in type(err).__mro__
-    )
-    if transport or isinstance(err, (ConnectionError, TimeoutError, socket.gaierror)):
-        return (
-            "The Hugging Face Hub could not be reached: check the internet connection "
-            "(and any proxy) and try again."
-        )
-    return None

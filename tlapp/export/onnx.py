@@ -33,9 +33,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import runs
-from .data import DataError, ImageError, image_files, load_dataset, open_image
-from .predict import Predictor, eval_transform
+from .. import runs
+from ..data import DataError, ImageError, image_files, load_dataset, open_image
+from ..predict import Predictor, eval_transform
 
 ONNX_FILE, INT8_FILE = "model.onnx", "model.int8.onnx"
 INPUT, OUTPUT = "input", "logits"
