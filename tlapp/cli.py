@@ -74,13 +74,32 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = p.add_subparsers(dest="command", required=True)
     command = functools.partial(sub.add_parser, formatter_class=_Help)
+    for add in (
+        _add_check,
+        _add_train,
+        _add_find,
+        _add_predict,
+        _add_app,
+        _add_export,
+        _add_push,
+        _add_compare,
+        _add_pseudo,
+        _add_adabn,
+        _add_distil,
+    ):
+        add(command)
+    return p
 
+
+def _add_check(command) -> None:
     check = command("check", help="scan a dataset and say whether it can be trained")
     _data_arg(check)
     _settings_args(check, DATA_SETTINGS)
     _json_arg(check)
     check.set_defaults(func=cmd_check)
 
+
+def _add_train(command) -> None:
     train = command("train", help="train a classifier and write a run folder")
     _data_arg(train, optional=True)  # optional: --resume needs none
     train.add_argument(
@@ -94,12 +113,16 @@ def parser() -> argparse.ArgumentParser:
     _settings_args(train, [f.name for f in fields(TrainConfig) if f.name != "data"])
     train.set_defaults(func=cmd_train)
 
+
+def _add_find(command) -> None:
     find = command("lr-find", help="suggest a fine-tuning learning rate (as fastai's lr_find)")
     _data_arg(find)
     _settings_args(find, DATA_SETTINGS + MODEL_SETTINGS)
     _sweep_args(find)
     find.set_defaults(func=cmd_lr_find)
 
+
+def _add_predict(command) -> None:
     predict = command("predict", help="classify images with a trained run")
     predict.add_argument("run_dir")
     predict.add_argument("images", nargs="+", help="image files or folders")
@@ -119,6 +142,8 @@ def parser() -> argparse.ArgumentParser:
     _json_arg(predict)
     predict.set_defaults(func=cmd_predict)
 
+
+def _add_app(command) -> None:
     app = command("app", help="serve the page in a browser (the same as `python app.py`)")
     app.add_argument(
         "--host",
@@ -129,6 +154,8 @@ def parser() -> argparse.ArgumentParser:
     app.add_argument("--share", action="store_true", help="also make a public gradio.live link")
     app.set_defaults(func=cmd_app)
 
+
+def _add_export(command) -> None:
     export = command("export", help="write the model as ONNX, checked against PyTorch")
     export.add_argument("run_dir")
     export.add_argument("--format", default="onnx", choices=["onnx"], help="the file format")
@@ -144,6 +171,8 @@ def parser() -> argparse.ArgumentParser:
     )
     export.set_defaults(func=cmd_export)
 
+
+def _add_push(command) -> None:
     push = command("push", help="publish the run to the Hugging Face Hub, with a model card")
     push.add_argument("run_dir")
     push.add_argument("repo_id", help="the model repository: name or user/name")
@@ -157,11 +186,15 @@ def parser() -> argparse.ArgumentParser:
     )
     push.set_defaults(func=cmd_push)
 
+
+def _add_compare(command) -> None:
     compare = command("compare", help="compare run folders: method, accuracy, time, size")
     compare.add_argument("runs", nargs="+", help="run folders, or folders of run folders")
     compare.add_argument("--json", action="store_true", help="one JSON record on stdout")
     compare.set_defaults(func=cmd_compare)
 
+
+def _add_pseudo(command) -> None:
     pseudo = command(
         "self-train",
         help="pseudo-label unlabelled images where the head is sure, and see whether they help",
@@ -184,6 +217,8 @@ def parser() -> argparse.ArgumentParser:
     _settings_args(pseudo, DATA_SETTINGS + EMBEDDING_SETTINGS)
     pseudo.set_defaults(func=cmd_self_train)
 
+
+def _add_adabn(command) -> None:
     adabn = command(
         "adabn",
         help="adapt a run to images of another kind (AdaBN: BatchNorm statistics re-estimated)",
@@ -200,6 +235,8 @@ def parser() -> argparse.ArgumentParser:
     _json_arg(adabn)
     adabn.set_defaults(func=cmd_adabn)
 
+
+def _add_distil(command) -> None:
     distil = command(
         "distill",
         help="teach a trained run to a smaller timm model, quantise it to int8, compare all three",
@@ -229,7 +266,6 @@ def parser() -> argparse.ArgumentParser:
     distil.add_argument("--out", default="", help="the student's run folder; empty: a new one")
     _json_arg(distil)
     distil.set_defaults(func=cmd_distill)
-    return p
 
 
 class _Help(argparse.ArgumentDefaultsHelpFormatter):
