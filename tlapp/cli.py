@@ -716,7 +716,7 @@ def cmd_compare(args) -> int:
     if table.empty:
         raise ValueError("No run folder with a saved model was found there.")
     shown = table.assign(
-        val_accuracy=table["val_accuracy"].map("{:.1%}".format),
+        val_accuracy=table["val_accuracy"].map(lambda v: "" if v is None or v != v else f"{v:.1%}"),
         val_macro_f1=table["val_macro_f1"].map(lambda v: "" if v is None or v != v else f"{v:.3f}"),
     )
     print(shown.to_string(index=False), file=sys.stderr if args.json else sys.stdout)

@@ -225,19 +225,28 @@ def compare(run_dirs: list[str | os.PathLike]) -> pd.DataFrame:
         if not weights.is_file() or info.get("best_epoch") is None:
             continue
         best = [r for r in read_metrics(run_dir) if r.get("epoch") == info["best_epoch"]]
-        rows.append(
-            {
-                "run": run_dir.name,
-                "method": method_of(info),
-                "model": info.get("arch", ""),
-                "val_accuracy": info.get("best_val_accuracy"),
-                "val_macro_f1": best[0].get("val_macro_f1") if best else None,
-                "seconds": _seconds(info.get("started"), info.get("finished")),
-                "size_mb": round(weights.stat().st_size / 1e6, 2),
-            }
-        )
+        row = {
+            "run": run_dir.name,
+            "method": method_of(info),
+            "model": info.get("arch", ""),
+            "val_accuracy": info.get("best_val_accuracy"),
+            "val_macro_f1": best[0].get("val_macro_f1") if best else None,
+            "seconds": _seconds(info.get("started"), info.get("finished")),
+            "size_mb": round(weights.stat().st_size / 1e6, 2),
+        }
+        rows.append(_adapted(row, info.get("adabn")) if info.get("adabn") else row)
     table = pd.DataFrame(rows, columns=COMPARE_COLUMNS)
     return table.sort_values("val_accuracy", ascending=False, ignore_index=True)
+
+
+def _adapted(row: dict, adabn: dict) -> dict:
+    """An AdaBN copy: its scores are for the new kind of images, not the original validation
+    split (its metrics files are the original run's), so those columns stay empty."""
+    before, after = adabn.get("accuracy_before"), adabn.get("accuracy_after")
+    if before is not None and after is not None:
+        n = adabn.get("labelled_images")
+        row["method"] += f" (on {n} labelled target images: {before:.1%} → {after:.1%})"
+    return {**row, "val_accuracy": None, "val_macro_f1": None, "seconds": None}
 
 
 def _seconds(started: str | None, finished: str | None) -> float | None:

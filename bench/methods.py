@@ -1,0 +1,165 @@
+"""Every method beside fine-tuning on one dataset, in one run, and the comparison table.
+
+    python bench/methods.py photos     # ants/bees with EfficientNet-Lite0 ImageNet weights
+    python bench/methods.py digits     # the sample digits, resnet18 from random weights
+
+The labelled training set is small on purpose (10 images per class for the photos, 10 for the
+digits), the rest of the training images serve as unlabelled images, and validation is the
+usual split. On it: prototypes, head only, the two-phase default, 5-fold cross-validation of
+the head, self-training with the unlabelled images, AdaBN on a darkened, blue-cast copy of the
+validation images (scored on that copy before and after), and distillation of the two-phase
+run into a smaller timm model (with its int8 ONNX export). Prints each method's own line and
+`tlapp compare` over the run folders. Real weights and photos: bench/realdata.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from PIL import Image, ImageEnhance
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+SETUPS = {
+    "photos": dict(model="tf_efficientnet_lite0", img_size=224, student="test_resnet"),
+    "digits": dict(model="resnet18", img_size=64, student="test_resnet"),
+}
+
+
+def split(source: Path, dest: Path, per_class: int, seed: int) -> Path:
+    """dest/labelled/{train,val}/class and dest/unlabelled/: `per_class` training images per
+    class, the source's val/ (or a fifth of each class) for validation, the rest unlabelled."""
+    rng = random.Random(seed)
+    train_root = source / "train" if (source / "train").is_dir() else source
+    for folder in sorted(p for p in train_root.iterdir() if p.is_dir()):
+        files = sorted(folder.iterdir())
+        rng.shuffle(files)
+        if (source / "val").is_dir():
+            val = sorted((source / "val" / folder.name).iterdir())
+        else:
+            val, files = files[: len(files) // 5], files[len(files) // 5 :]
+        groups = {
+            dest / "labelled" / "train" / folder.name: files[:per_class],
+            dest / "labelled" / "val" / folder.name: val,
+            dest / "unlabelled": files[per_class:],
+        }
+        for target, chosen in groups.items():
+            target.mkdir(parents=True, exist_ok=True)
+            for f in chosen:
+                shutil.copy(f, target / f"{folder.name}-{f.name}")
+    return dest
+
+
+def shifted(labelled_val: Path, dest: Path) -> Path:
+    """A copy of the validation images as another camera might see them: darker, blue cast."""
+    for path in labelled_val.rglob("*"):
+        if path.is_file():
+            image = Image.open(path).convert("RGB")
+            image = ImageEnhance.Brightness(image).enhance(0.45)
+            r, g, b = image.split()
+            image = Image.merge("RGB", (r, g, b.point(lambda v: min(255, v + 60))))
+            out = dest / path.relative_to(labelled_val).with_suffix(".png")
+            out.parent.mkdir(parents=True, exist_ok=True)
+            image.save(out)
+    return dest
+
+
+def timed(label: str, work):
+    start = time.perf_counter()
+    result = work()
+    print(f"{label}: {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    return result
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("dataset", choices=sorted(SETUPS))
+    p.add_argument("--per-class", type=int, default=10)
+    p.add_argument("--weights", default="/work/shared/weights/tf_efficientnet_lite0.safetensors")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+
+    from tlapp import runs
+    from tlapp.config import make_config
+    from tlapp.data import load_dataset
+    from tlapp.methods import cross_validate
+    from tlapp.methods.adabn import adapt_batchnorm
+    from tlapp.methods.distill import distill
+    from tlapp.methods.pseudo import self_train
+    from tlapp.train import Job
+
+    setup = SETUPS[args.dataset]
+    if args.dataset == "photos":
+        from realdata import photo_set
+
+        source, weights = photo_set(), args.weights
+    else:
+        source, weights = ROOT / "tlapp" / "sample" / "digits", "none"
+    with tempfile.TemporaryDirectory(prefix="tlapp-methods-") as tmp:
+        work = split(source, Path(tmp) / "data", args.per_class, args.seed)
+        labelled, unlabelled = work / "labelled", work / "unlabelled"
+        out = Path(tmp) / "runs"
+        common = dict(
+            data=str(labelled),
+            model=setup["model"],
+            img_size=setup["img_size"],
+            weights=weights,
+            seed=args.seed,
+            cache_dir=str(Path(tmp) / "cache"),
+        )
+
+        def train(name, **extra):
+            config = make_config(out=str(out / name), **common, **extra)
+            state = timed(name, lambda: Job(config).start().wait())
+            print(f"  {state.message}", file=sys.stderr)
+            return out / name
+
+        train("prototypes", freeze="all", head="prototypes")
+        head = train("head-only", freeze="all")
+        tuned = train("two-phase", epochs=5)
+        dataset = load_dataset(labelled, seed=args.seed)
+        config = make_config(freeze="all", **common)
+        lines = []
+        cv = timed("k-fold", lambda: cross_validate(config, dataset, folds=5))
+        lines.append(f"5-fold cross-validation of the head: {cv.describe()}")
+        st = timed("self-training", lambda: self_train(config, dataset, [unlabelled], 0.9))
+        lines.append(f"Self-training: {st.describe()}")
+        target = shifted(labelled / "val", Path(tmp) / "shifted")
+        for run in (head, tuned):
+            ada = timed(f"AdaBN {run.name}", lambda r=run: adapt_batchnorm(r, [target], target))
+            lines.append(f"AdaBN on {run.name}: {ada.describe()}")
+        report = timed(
+            "distillation",
+            lambda: distill(
+                tuned, setup["student"], out / "distilled", 10, unlabelled_paths=[unlabelled]
+            ),
+        )
+        lines.append(f"Distillation:\n{report.table.to_string(index=False)}")
+        folders = sorted(p for p in out.iterdir() if p.is_dir())
+        table = runs.compare(folders)
+        print(f"{args.dataset}: {args.per_class} labelled images per class, {setup['model']}")
+        print()
+        print("| " + " | ".join(table.columns) + " |")
+        print("|---" * len(table.columns) + "|")
+        for row in table.itertuples(index=False):
+            print("| " + " | ".join(_cell(v) for v in row) + " |")
+        print()
+        print("\n\n".join(lines))
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}" if value == value else ""
+    return str(value)
+
+
+if __name__ == "__main__":
+    main()
