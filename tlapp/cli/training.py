@@ -1,0 +1,205 @@
+"""`tlapp train` (and --resume) and `tlapp lr-find`, with progress bars."""
+
+from __future__ import annotations
+
+import functools
+import sys
+import time
+from dataclasses import fields
+
+from ..config import TrainConfig, make_config
+from .args import (
+    DATA_SETTINGS,
+    MODEL_SETTINGS,
+    RESUMABLE,
+    data_arg,
+    given_settings,
+    json_arg,
+    print_json,
+    settings_args,
+    sweep_args,
+)
+
+
+def add_train(command) -> None:
+    train = command("train", help="train a classifier and write a run folder")
+    data_arg(train, optional=True)  # optional: --resume needs none
+    train.add_argument(
+        "--resume",
+        default="",
+        metavar="RUN_DIR",
+        help="continue a stopped or crashed run from its last finished epoch; with --epochs N, "
+        "extend a finished run to N epochs in total",
+    )
+    json_arg(train)
+    settings_args(train, [f.name for f in fields(TrainConfig) if f.name != "data"])
+    train.set_defaults(func=cmd_train)
+
+
+def add_find(command) -> None:
+    find = command("lr-find", help="suggest a fine-tuning learning rate (as fastai's lr_find)")
+    data_arg(find)
+    settings_args(find, DATA_SETTINGS + MODEL_SETTINGS)
+    sweep_args(find)
+    find.set_defaults(func=cmd_lr_find)
+
+
+def cmd_train(args) -> int:
+    from ..data import DataError, load_dataset
+    from ..models import preview_freeze
+    from ..train import Job
+
+    given = given_settings(args, [f.name for f in fields(TrainConfig) if f.name != "data"])
+    if args.resume:
+        config = resumed_config(args.resume, args.data, given)
+    elif args.data:
+        config = make_config(data=args.data, **given)
+    else:
+        raise DataError("Give the data to train on (a folder, .zip or CSV), or --resume RUN_DIR.")
+    preview_freeze(config.model, config.freeze)  # a wrong model name or depth: exit 2, at once
+    dataset = load_dataset(
+        config.data, config.val_fraction, config.seed, corrections=config.corrections or None
+    )
+    job = Job(config, dataset, resume=bool(args.resume)).start()
+    return report(follow(job), args.json)
+
+
+def resumed_config(run_dir: str, data: str, given: dict) -> TrainConfig:
+    """The run's own configuration, with what may change on resuming: --epochs N extends a run
+    to N epochs in total."""
+    from .. import runs
+    from ..train import resume_config
+
+    kept = [n for n in given if n not in RESUMABLE]
+    if data or kept:
+        named = ["DATA"] * bool(data) + ["--" + n.replace("_", "-") for n in kept]
+        raise ValueError(
+            f"A resumed run keeps its own data and settings: leave out {', '.join(named)} "
+            f"(only {', '.join('--' + n.replace('_', '-') for n in RESUMABLE)} may change)."
+        )
+    info = runs.read_config(run_dir)
+    done = max((int(row["epoch"]) for row in runs.read_metrics(run_dir)), default=0)
+    planned, epochs = info["config"]["epochs"], given.get("epochs")
+    freeze = info.get("freeze") or {}
+    if epochs is not None and freeze and freeze.get("depth") == freeze.get("stages"):
+        raise ValueError(
+            f"'{run_dir}' trains only the head (every stage is frozen): it has no epochs to "
+            "extend. Train a new run with a smaller --freeze."
+        )
+    if epochs is not None and epochs <= done:
+        raise ValueError(
+            f"'{run_dir}' has already trained {done} epoch{'s' * (done != 1)}, and --epochs "
+            f"is the total: give more than {done} to extend it."
+        )
+    if epochs is None and info.get("status") == "done" and done >= planned:
+        raise ValueError(
+            f"'{run_dir}' has finished its {planned} epochs: give --epochs N (more than "
+            f"{done}) to train it longer."
+        )
+    return resume_config(run_dir, **given)
+
+
+def report(state, as_json: bool = False) -> int:
+    import pandas as pd
+
+    say = functools.partial(print, file=sys.stderr if as_json else sys.stdout)
+    for note in state.notes:
+        say(note)
+    print(state.message, file=sys.stderr if state.status == "failed" or as_json else sys.stdout)
+    if state.history:
+        say(pd.DataFrame(state.history).round(4).to_string(index=False))
+    if as_json:
+        print_json(
+            {
+                "status": state.status,
+                "message": state.message,
+                "run_dir": state.run_dir,
+                "best_epoch": state.best_epoch,
+                "best_val_accuracy": state.best_accuracy if state.has_model else None,
+                "test": state.test,
+                "history": state.history,
+                "notes": state.notes,
+            }
+        )
+    return {"done": 0, "stopped": 130}.get(state.status, 1)
+
+
+def follow(job):
+    """Show a progress bar until the job ends; Ctrl-C stops it and keeps the best model."""
+    from tqdm import tqdm
+
+    bar = None
+    try:
+        while job.running:
+            state = job.snapshot()
+            if state.step_losses:  # training has taken its first step
+                bar = bar or tqdm(total=state.epochs * state.steps_per_epoch, unit="step")
+                show_progress(bar, state)
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        job.stop()
+        print("\nstopping after this batch…", file=sys.stderr)
+    state = job.wait()
+    if bar:
+        show_progress(bar, state)
+        bar.close()
+    return state
+
+
+def show_progress(bar, state) -> None:
+    last = state.history[-1] if state.history else None
+    bar.n = (state.epoch - 1) * state.steps_per_epoch + state.step
+    bar.set_description(f"epoch {state.epoch}/{state.epochs}")
+    bar.set_postfix_str(
+        f"loss {state.step_losses[-1]:.3f}"
+        + (f", val acc {last['val_accuracy']:.1%}" if last else "")
+    )
+
+
+def cmd_lr_find(args) -> int:
+    from tqdm import tqdm
+
+    from ..data import load_dataset
+    from ..train.lr_find import find_lr
+
+    config = make_config(data=args.data, **given_settings(args, DATA_SETTINGS + MODEL_SETTINGS))
+    dataset = load_dataset(config.data, config.val_fraction, config.seed)
+    if dataset.problems():
+        print(f"cannot train: {dataset.problems()[0]}", file=sys.stderr)
+        return 1
+    bar = tqdm(total=0, leave=False)
+
+    def progress(what: str, done: int, total: int) -> None:
+        if bar.desc != what:  # a new stage: decoding, embeddings, then the sweep
+            bar.reset(total)
+            bar.set_description_str(what)
+        bar.n = done
+        bar.refresh()
+
+    sweep = {"start_lr": args.start_lr, "end_lr": args.end_lr, "num_it": args.num_it}
+    try:
+        finding = find_lr(config, dataset, progress=progress, **sweep)
+    except KeyboardInterrupt:
+        print("\nstopped: no learning rate was found", file=sys.stderr)
+        return 130
+    finally:
+        bar.close()
+    print(sweep_table(finding))
+    print(f"suggested learning rate: {finding.suggestion:.1e} ({finding.how})")
+    return 0
+
+
+def sweep_table(finding, rows: int = 10) -> str:
+    """About `rows` steps spread evenly over the sweep, and the suggested one, marked."""
+    import numpy as np
+
+    table = finding.table()
+    spread = np.linspace(0, len(table) - 1, min(rows, len(table))).round().astype(int)
+    chosen = int(np.abs(np.log(table["lr"]) - np.log(finding.suggestion)).argmin())
+    shown = table.iloc[sorted({*spread.tolist(), chosen})]
+    text = shown.assign(
+        lr=shown["lr"].map("{:.1e}".format),
+        loss=shown["loss"].map("{:.3f}".format),
+        mark=["<- suggested" if i == chosen else "" for i in shown.index],
+    ).to_string(index=False, header=["lr", "loss", ""])
+    return "\n".join(line.rstrip() for line in text.splitlines())
