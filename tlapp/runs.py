@@ -35,6 +35,8 @@ import timm
 import torch
 from safetensors.torch import save_file
 
+from .data import Dataset
+
 # The app's record, timm's config (older run folders kept the record in config.json) and the
 # weights: named in models, which reads run folders too and imports nothing from here.
 from .models import RUN_RECORD as RECORD
@@ -153,6 +155,28 @@ def write_timm_config(
             model_args=model_args or None,
             data_config=data_config,
         ),
+    )
+
+
+def recorded_dataset(config: dict, stack) -> Dataset:
+    """A run's data split as the run split it (its recorded path, validation fraction, seed
+    and corrections); a zip is unpacked again into a folder that `stack` (an ExitStack) removes.
+    Raises FileNotFoundError when the data is gone, DataError when it can no longer be read."""
+    from .data import load_dataset
+
+    source = Path(config.get("data") or "")
+    if not config.get("data") or not source.exists():
+        raise FileNotFoundError(f"The run's images are no longer at '{config.get('data', '')}'.")
+    unpacked = None
+    if source.suffix.lower() == ".zip":
+        unpacked = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tlapp-data-")))
+    corrections = config.get("corrections") or None
+    return load_dataset(
+        source,
+        config.get("val_fraction", 0.2),
+        config.get("seed", 0),
+        extract_to=unpacked / source.stem if unpacked else None,
+        corrections=corrections if corrections and Path(corrections).is_file() else None,
     )
 
 

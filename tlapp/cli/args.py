@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from dataclasses import fields
 
 from ..config import RECIPES, TrainConfig
@@ -153,3 +154,14 @@ def sweep_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--start-lr", type=float, default=1e-7, help="the sweep's first learning rate")
     p.add_argument("--end-lr", type=float, default=10.0, help="the rate it would reach at the end")
+
+
+def trainable_dataset(config):
+    """The config's dataset, or None after saying on stderr why it cannot be trained."""
+    from ..data import load_dataset
+
+    dataset = load_dataset(config.data, config.val_fraction, config.seed)
+    if dataset.problems():
+        print(f"cannot train: {dataset.problems()[0]}", file=sys.stderr)
+        return None
+    return dataset

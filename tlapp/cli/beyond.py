@@ -15,6 +15,7 @@ from .args import (
     positive,
     print_json,
     settings_args,
+    trainable_dataset,
 )
 
 
@@ -109,13 +110,11 @@ def stage_bar():
 
 
 def cmd_self_train(args) -> int:
-    from ..data import load_dataset
     from ..methods import self_train
 
     config = make_config(data=args.data, **given_settings(args, DATA_SETTINGS + EMBEDDING_SETTINGS))
-    dataset = load_dataset(config.data, config.val_fraction, config.seed)
-    if dataset.problems():
-        print(f"cannot train: {dataset.problems()[0]}", file=sys.stderr)
+    dataset = trainable_dataset(config)
+    if dataset is None:
         return 1
     bar, progress = stage_bar()
     try:

@@ -18,6 +18,7 @@ from .args import (
     print_json,
     settings_args,
     sweep_args,
+    trainable_dataset,
 )
 
 
@@ -159,13 +160,11 @@ def show_progress(bar, state) -> None:
 def cmd_lr_find(args) -> int:
     from tqdm import tqdm
 
-    from ..data import load_dataset
     from ..train.lr_find import find_lr
 
     config = make_config(data=args.data, **given_settings(args, DATA_SETTINGS + MODEL_SETTINGS))
-    dataset = load_dataset(config.data, config.val_fraction, config.seed)
-    if dataset.problems():
-        print(f"cannot train: {dataset.problems()[0]}", file=sys.stderr)
+    dataset = trainable_dataset(config)
+    if dataset is None:
         return 1
     bar = tqdm(total=0, leave=False)
 

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from .. import runs
-from ..data import DataError, ImageError, image_files, load_dataset, open_image
+from ..data import DataError, ImageError, image_files, open_image
 from ..predict import Predictor, eval_transform
 
 ONNX_FILE, INT8_FILE = "model.onnx", "model.int8.onnx"
@@ -235,22 +235,8 @@ def _validation_images(run_dir: Path, info: dict, stack: contextlib.ExitStack) -
             paths = [p for p in paths if p.is_file()]
             if paths:
                 return paths
-    config = info.get("config", {})
-    source = Path(config.get("data") or "")
-    if not config.get("data") or not source.exists():
-        return []
-    corrections = config.get("corrections") or None
-    unpacked = None
-    if source.suffix.lower() == ".zip":  # unpacked again, for the check only
-        unpacked = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tlapp-check-")))
     try:
-        dataset = load_dataset(
-            source,
-            config.get("val_fraction", 0.2),
-            config.get("seed", 0),
-            extract_to=unpacked / source.stem if unpacked else None,
-            corrections=corrections if corrections and Path(corrections).is_file() else None,
-        )
+        dataset = runs.recorded_dataset(info.get("config", {}), stack)
     except (DataError, OSError):
         return []
     return [Path(p) for p in dataset.split("val")["path"]]

@@ -41,7 +41,6 @@ import math
 import os
 import shutil
 import statistics
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -55,7 +54,7 @@ import torch.nn.functional as F
 
 from .. import runs
 from ..config import make_config
-from ..data import DataError, Dataset, image_files, load_dataset
+from ..data import DataError, Dataset, image_files
 from ..geometry import eval_geometry
 from ..models import check_name
 from ..predict import Predictor
@@ -332,23 +331,13 @@ def distill(
 
 def _teacher_dataset(recorded: dict, classes: list[str], stack: contextlib.ExitStack) -> Dataset:
     """The teacher's data as its run split it (recorded path, validation fraction, seed)."""
-    source = Path(recorded.get("data") or "")
-    if not recorded.get("data") or not source.exists():
+    try:
+        dataset = runs.recorded_dataset(recorded, stack)
+    except FileNotFoundError:
         raise runs.RunError(
             f"The teacher's training images are no longer at '{recorded.get('data', '')}': "
             "the student learns from them, so put them back first."
-        )
-    unpacked = None
-    if source.suffix.lower() == ".zip":
-        unpacked = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tlapp-distil-")))
-    corrections = recorded.get("corrections") or None
-    dataset = load_dataset(
-        source,
-        recorded.get("val_fraction", 0.2),
-        recorded.get("seed", 0),
-        extract_to=unpacked / source.stem if unpacked else None,
-        corrections=corrections if corrections and Path(corrections).is_file() else None,
-    )
+        ) from None
     dataset.check()
     if dataset.classes != list(classes):
         raise runs.RunError(
