@@ -6,7 +6,11 @@ os.environ["HF_HUB_OFFLINE"] = "1"  # before anything imports huggingface_hub: t
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ["TLAPP_CACHE"] = __import__("tempfile").mkdtemp(prefix="tlapp-test-cache-")
 
+import io
 import random
+import re
+import urllib.parse
+import urllib.request
 import zipfile
 import zlib
 from pathlib import Path
@@ -85,6 +89,16 @@ def serve(settings):
     kwargs = {**launch_kwargs(settings), "server_name": "127.0.0.1", "server_port": port}
     demo.queue().launch(prevent_thread_lock=True, quiet=True, **kwargs)
     return f"http://127.0.0.1:{port}/", demo
+
+
+def download_run(url: str, link) -> zipfile.ZipFile:
+    """GET the run a page's download link names (as a browser would) and open the zip.
+    `link`: the link's HTML, or the component update that carries it."""
+    link = link.get("value", "") if isinstance(link, dict) else link
+    href = re.search(r'href="([^"]+)"', link).group(1)
+    with urllib.request.urlopen(urllib.parse.urljoin(url, href), timeout=60) as response:
+        assert response.headers["Content-Type"] == "application/zip"
+        return zipfile.ZipFile(io.BytesIO(response.read()))
 
 
 def start_training(

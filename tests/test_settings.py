@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -95,6 +96,11 @@ def test_app_py_serves_on_the_port_and_root_path_it_is_given(tmp_path):
         config = wait_for_config(f"http://127.0.0.1:{port}/config", app)
         assert config["root"].endswith("/tlapp")
         assert any(c.get("props", {}).get("elem_id") == "train-btn" for c in config["components"])
+        # the app's own download route is served beside Gradio's (it answers, with its words)
+        missing = f"http://127.0.0.1:{port}/download/{'0' * 32}/no-run.zip"
+        with pytest.raises(urllib.error.HTTPError) as answer:
+            urllib.request.urlopen(missing, timeout=30)
+        assert answer.value.code == 404 and b"No such run" in answer.value.read()
     finally:
         app.terminate()
         app.wait(30)

@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import poll_until, serve, start_training, write_classes, zip_folder
+from conftest import download_run, poll_until, serve, start_training, write_classes, zip_folder
 from gradio_client import Client, handle_file
 
 from tlapp.views import confusion_html, downsample
@@ -38,7 +38,23 @@ def test_upload_train_poll_and_predict(app, class_folder, tmp_path):
         assert f">{name}</th>" in matrix
     assert [r[0] for r in per_class["data"]] == ["blue", "green", "red"]
     # each visitor's files live in a folder of their own
-    assert len(list((settings.home / "sessions").iterdir())) == 1
+    sessions = list((settings.home / "sessions").iterdir())
+    assert len(sessions) == 1
+    # the run downloads as a zip made on the fly: the run the page showed, no copy left on disk
+    archive = download_run(url, out[7])
+    (run_dir,) = (sessions[0] / "runs").iterdir()
+    names = set(archive.namelist())
+    assert {
+        f"{run_dir.name}/{f}" for f in ("run.json", "config.json", "model.safetensors")
+    } <= names
+    assert not any("/checkpoint/" in n for n in names) and archive.testzip() is None
+    record = json.loads(archive.read(f"{run_dir.name}/run.json"))
+    assert record["classes"] == ["blue", "green", "red"] and record["status"] == "done"
+    assert (
+        archive.read(f"{run_dir.name}/model.safetensors")
+        == (run_dir / "model.safetensors").read_bytes()
+    )
+    assert not list(sessions[0].rglob("*.zip"))
     label, heat = client.predict(
         handle_file(str(next((class_folder / "red").iterdir()))), api_name="/predict"
     )
@@ -145,10 +161,10 @@ def test_beyond_fine_tuning_from_the_page(app, class_folder, tmp_path):
     labelled = zip_folder(extra, tmp_path / "labelled.zip")
     said, download = client.predict(unlabelled, handle_file(str(labelled)), api_name="/adabn")
     assert "BatchNorm statistics" in said and "before" in said
-    assert download["value"] and Path(download["value"]).exists()
+    assert "-adabn" in download_run(app[0], download).namelist()[0]
 
     table, download = client.predict("test_resnet", 1, api_name="/distill")
     assert {"teacher", "student"} <= {str(row[0]).split()[0] for row in table["data"]}
-    assert download["value"] and Path(download["value"]).exists()
+    assert "-to-test_resnet" in download_run(app[0], download).namelist()[0]
     compared = client.predict(api_name="/compare_runs")
     assert len(compared["data"]) >= 3  # the run, its AdaBN copy and the student

@@ -198,24 +198,69 @@ def load_run(run_dir: str | os.PathLike, device: str = "cpu") -> tuple[torch.nn.
 
 
 def zip_run(run_dir: str | os.PathLike, dest_dir: str | os.PathLike | None = None) -> Path:
-    """The run folder as a zip for download, without the resume checkpoint (which doubles it)."""
+    """The run folder as a zip file (what the page streams on request, written to disk)."""
     run_dir = Path(run_dir)
     dest = Path(dest_dir or run_dir.parent) / f"{run_dir.name}.zip"
     dest.parent.mkdir(parents=True, exist_ok=True)
 
     def write(tmp: str) -> None:
-        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
-            for path in sorted(run_dir.rglob("*")):
-                inner = path.relative_to(run_dir)
-                if (
-                    path.is_file()
-                    and inner.parts[0] != CHECKPOINT
-                    and not path.name.startswith(".")
-                ):
-                    archive.write(path, Path(run_dir.name) / inner)
+        with open(tmp, "wb") as out:
+            for chunk in stream_zip(run_dir):
+                out.write(chunk)
 
     atomic_write(dest, write)
     return dest
+
+
+def zipped_files(run_dir: Path) -> list[Path]:
+    """What a downloaded run holds: every file but the resume checkpoint (which doubles it)."""
+    return [
+        path
+        for path in sorted(run_dir.rglob("*"))
+        if path.is_file()
+        and path.relative_to(run_dir).parts[0] != CHECKPOINT
+        and not path.name.startswith(".")
+    ]
+
+
+# Weights are stored as they are: deflating them saves ~10% for seconds of a shared CPU.
+STORED = {".safetensors", ".onnx", ".pt", ".pth", ".png", ".jpg"}
+
+
+def stream_zip(run_dir: str | os.PathLike, chunk: int = 1 << 20):
+    """The run folder as a zip, yielded in pieces as it is made: a download needs no copy of the
+    weights on disk. zipfile writes to an unseekable stream with data descriptors."""
+    run_dir, pipe = Path(run_dir), _Pipe()
+    with zipfile.ZipFile(pipe, "w") as archive:
+        for path in zipped_files(run_dir):
+            name = str(Path(run_dir.name) / path.relative_to(run_dir))
+            method = zipfile.ZIP_STORED if path.suffix in STORED else zipfile.ZIP_DEFLATED
+            info = zipfile.ZipInfo.from_file(path, name)
+            info.compress_type = method
+            with open(path, "rb") as src, archive.open(info, "w", force_zip64=True) as dst:
+                while block := src.read(chunk):
+                    dst.write(block)
+                    yield pipe.take()
+        yield pipe.take()
+    yield pipe.take()  # the central directory, written on close
+
+
+class _Pipe:
+    """A write-only file that hands on what was written to it since the last `take`."""
+
+    def __init__(self):
+        self.parts: list[bytes] = []
+
+    def write(self, data) -> int:
+        self.parts.append(bytes(data))
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def take(self) -> bytes:
+        data, self.parts = b"".join(self.parts), []
+        return data
 
 
 # ----------------------------------------------------------------------------- comparing runs

@@ -12,6 +12,7 @@ from __future__ import annotations
 import gradio as gr
 
 from ...train.slots import TrainingSlots
+from ..downloads import download_routes
 from ..sessions import SessionRegistry
 from ..settings import AppSettings
 from .assets import CSS, PAGE_JS
@@ -80,4 +81,5 @@ def launch_kwargs(settings: AppSettings) -> dict:
         "css": CSS,
         "head": PAGE_JS,
         "allowed_paths": [str(settings.home / "sessions")],  # random per-visitor folder names
+        "app_kwargs": {"routes": download_routes(settings)},  # runs zipped as they download
     }

@@ -3,6 +3,11 @@
 CSS = """
 .tl-step h2 { margin-bottom: 0.2em; }
 .tl-muted { color: var(--body-text-color-subdued); }
+a.tl-download { display: block; text-align: center; padding: var(--size-2) var(--size-4);
+  border: 1px solid var(--button-secondary-border-color); border-radius: var(--button-large-radius);
+  background: var(--button-secondary-background-fill); color: var(--button-secondary-text-color);
+  font-weight: var(--button-large-text-weight); text-decoration: none; }
+a.tl-download:hover { background: var(--button-secondary-background-fill-hover); }
 .tl-cm { overflow-x: auto; }
 .tl-cm table { border-collapse: collapse; font-size: 0.9em; margin: 0 auto; }
 .tl-cm caption { caption-side: bottom; color: var(--body-text-color-subdued); padding-top: 6px; }

@@ -17,6 +17,7 @@ from ...data import DataError, extract_zip, find_data_root
 from ...methods.adabn import adapt_batchnorm
 from ...methods.distill import distill
 from ...methods.pseudo import self_train
+from ..downloads import download_link
 from ..sessions import Session
 from ..settings import AppSettings
 from ..uploads import uploaded_images
@@ -102,7 +103,7 @@ def _domain_shift(settings: AppSettings, session: gr.State) -> None:
             )
         go = gr.Button("Adapt the model to these images", elem_id="adabn-btn")
         said = gr.Markdown(elem_id="adabn-result")
-        download = gr.DownloadButton(visible=False, elem_id="adabn-download")
+        download = gr.HTML(visible=False, elem_id="adabn-download")
 
     @user_errors
     def run(state: Session | None, target, labelled, progress=gr.Progress()):
@@ -110,7 +111,8 @@ def _domain_shift(settings: AppSettings, session: gr.State) -> None:
         paths = _images(state, target, settings, "target")
         sample = _labelled_folder(state, labelled, settings)
         result = adapt_batchnorm(source, paths, sample, progress=_progress(progress))
-        return f"**{result.describe()}**", _zipped(state, result.run_dir, "Download the adapted")
+        link = download_link(settings, result.run_dir, "Download the adapted model")
+        return f"**{result.describe()}**", gr.HTML(link, visible=True)
 
     go.click(run, [session, target, labelled], [said, download], api_name="adabn")
 
@@ -134,7 +136,7 @@ def _smaller_model(settings: AppSettings, session: gr.State) -> None:
         table = gr.Dataframe(
             interactive=False, label="Teacher and student", elem_id="distill-table"
         )
-        download = gr.DownloadButton(visible=False, elem_id="distill-download")
+        download = gr.HTML(visible=False, elem_id="distill-download")
 
     @user_errors
     def run(state: Session | None, student, epochs, progress=gr.Progress()):
@@ -142,7 +144,8 @@ def _smaller_model(settings: AppSettings, session: gr.State) -> None:
         out = state.workdir / "runs" / f"{runs.read_config(teacher)['arch']}-to-{student}"
         out = out.with_name(f"{out.name}-{uuid.uuid4().hex[:6]}")
         report = distill(teacher, student.strip(), out, int(epochs), progress=_progress(progress))
-        return report.table, _zipped(state, report.run, "Download the smaller")
+        link = download_link(settings, report.run, "Download the smaller model")
+        return report.table, gr.HTML(link, visible=True)
 
     go.click(run, [session, student, epochs], [table, download], api_name="distill")
 
@@ -161,8 +164,3 @@ def _labelled_folder(state: Session, upload, settings: AppSettings):
     folder = state.workdir / "labelled" / uuid.uuid4().hex[:8]
     extracted, _ = extract_zip(upload, folder, settings.limits)
     return find_data_root(extracted)
-
-
-def _zipped(state: Session, run_dir, label: str) -> gr.DownloadButton:
-    path = runs.zip_run(run_dir, state.workdir / "downloads")
-    return gr.DownloadButton(value=str(path), visible=True, label=f"{label} model ({path.name})")

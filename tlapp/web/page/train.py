@@ -15,7 +15,6 @@ from dataclasses import replace
 import gradio as gr
 import pandas as pd
 
-from ... import runs
 from ...config import TrainConfig, make_config
 from ...data import DataError
 from ...train import Job, resume_config
@@ -34,6 +33,7 @@ from ...views import (
     status_markdown,
     step_loss_frame,
 )
+from ..downloads import download_link
 from ..sessions import Session
 from ..settings import AppSettings
 from ..uploads import weights_choice
@@ -124,9 +124,7 @@ def _results_panel() -> dict:
             gr.Markdown("**Calibration** (latest epoch, validation images)")
             reliability = gr.HTML(reliability_html(None), elem_id="reliability-plot")
         calibration = gr.Markdown(elem_id="calibration")
-    download = gr.DownloadButton(
-        "Download the model and results", visible=False, elem_id="download-run"
-    )
+    download = gr.HTML(visible=False, elem_id="download-run")
     return {
         "loss_plot": loss_plot,
         "epoch_plot": epoch_plot,
@@ -140,7 +138,7 @@ def _results_panel() -> dict:
     }
 
 
-def poll_outputs(session: Session | None):
+def poll_outputs(settings: AppSettings, session: Session | None):
     """Everything the page shows of the current run; the timer stops when the run has ended."""
     if not session or not session.job:
         return (
@@ -151,7 +149,7 @@ def poll_outputs(session: Session | None):
             gr.HTML(),
             gr.Markdown(),
             gr.Dataframe(),
-            gr.DownloadButton(),
+            gr.HTML(),
             gr.Timer(active=False),
             gr.Button(),
             gr.Button(),
@@ -162,17 +160,10 @@ def poll_outputs(session: Session | None):
     state = session.job.snapshot()
     summary, table = per_class_view(state)
     x_lim = [0, max(state.epochs, 1)]
-    download = gr.DownloadButton(visible=False)
+    download = gr.HTML(visible=False)
     if state.finished and state.has_model:
-        try:
-            zip_path = runs.zip_run(state.run_dir, session.workdir / "downloads")
-            download = gr.DownloadButton(
-                value=str(zip_path),
-                visible=True,
-                label=f"Download the model and results ({zip_path.name})",
-            )
-        except OSError as err:  # a full disk must not stop the page from showing the end
-            state.notes.append(f"The download could not be prepared ({err.strerror or err}).")
+        link = download_link(settings, state.run_dir, "Download the model and results")
+        download = gr.HTML(link, visible=True)
     plots = [
         gr.LinePlot() if frame is None else gr.LinePlot(frame, x_lim=x_lim)
         for frame in (step_loss_frame(state), epoch_loss_frame(state), accuracy_frame(state))
@@ -234,7 +225,7 @@ def train_step(
         view["calibration"],
     ]
     timer.tick(
-        poll_outputs,
+        functools.partial(poll_outputs, settings),
         session,
         polled,
         concurrency_limit=None,
