@@ -6,7 +6,8 @@ dataset with a report; safe image opening lives here and only here.
 
 | module | what it holds |
 |---|---|
-| `images` | opening one image file safely, probing its header, hashing its bytes |
+| `images` | opening one image file safely, probing its header |
+| `hashes` | content hashes of files, remembered by (path, size, mtime) in the cache folder |
 | `listing` | the supported layouts (class folders, train/val folders, CSV) → (path, label, split) |
 | `uploads` | zips and browser uploads, unpacked within `Limits` |
 | `duplicates` | copies of one picture (same bytes, or re-saved/resized), for the split and the health check |
@@ -15,15 +16,8 @@ dataset with a report; safe image opening lives here and only here.
 
 from .dataset import SPLITS, Corrections, Dataset, load_dataset
 from .errors import DataError, ImageError
-from .images import (
-    IMAGE_SUFFIXES,
-    MAX_IMAGE_PIXELS,
-    file_hash,
-    file_hashes,
-    open_image,
-    probe_image,
-    to_rgb,
-)
+from .hashes import default_cache_dir, file_hash, file_hashes
+from .images import IMAGE_SUFFIXES, MAX_IMAGE_PIXELS, open_image, probe_image, to_rgb
 from .listing import find_data_root, image_files
 from .uploads import Limits, assemble_upload, extract_zip, safe_destination
 
@@ -37,6 +31,7 @@ __all__ = [
     "ImageError",
     "Limits",
     "assemble_upload",
+    "default_cache_dir",
     "extract_zip",
     "file_hash",
     "file_hashes",

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import ImageError
-from .images import file_hash, open_image
+from .hashes import file_hashes
+from .images import open_image
 
 NEAR_BITS = 6  # dHash distance at or below which two images are compared closely
 NEAR_PIXELS = 6.0  # mean grey difference (0-255) of 16x16 thumbnails, below which they match
@@ -56,8 +57,8 @@ def fingerprint(path: str) -> tuple[int, bool, np.ndarray]:
 def fingerprints(paths: list[str]) -> Prints:
     if not paths:
         return Prints([], np.zeros(0, np.uint64), np.zeros(0, bool), np.zeros((0, 256), np.int16))
+    hashes = file_hashes(paths)
     with ThreadPoolExecutor(max(2, min(8, os.cpu_count() or 2))) as pool:
-        hashes = list(pool.map(file_hash, paths))
         prints = list(pool.map(fingerprint, paths))
     return Prints(
         hashes=hashes,

@@ -2,7 +2,6 @@
 
     image = open_image("photo.jpg")        # 8-bit RGB, EXIF orientation applied, or ImageError
     size, mode = probe_image("photo.jpg")  # header only, no decoding
-    key = file_hash("photo.jpg")           # identity by content (caches, duplicates)
 
 `open_image` applies EXIF orientation, flattens alpha onto white, scales 16-bit greyscale and
 always returns an 8-bit RGB image.
@@ -10,7 +9,6 @@ always returns an 8-bit RGB image.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 
@@ -93,16 +91,3 @@ def _probe_all(paths: list[str], max_pixels: int = MAX_IMAGE_PIXELS) -> list[tup
 
     with ThreadPoolExecutor(max_workers=max(2, min(8, os.cpu_count() or 2))) as pool:
         return list(pool.map(one, paths))
-
-
-# ----------------------------------------------------------------------------- corrections
-
-
-def file_hash(path: str) -> str:
-    with open(path, "rb") as f:
-        return hashlib.blake2b(f.read(), digest_size=16).hexdigest()
-
-
-def file_hashes(paths: list[str]) -> list[str]:
-    with ThreadPoolExecutor(max(2, min(8, os.cpu_count() or 2))) as pool:
-        return list(pool.map(file_hash, paths))

@@ -38,7 +38,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .. import runs
-from ..data import file_hash, file_hashes
+from ..data import default_cache_dir, file_hash, file_hashes
 from ..geometry import eval_geometry
 from ..runs import atomic_write
 from .batches import BatchFeed, DecodedImages, ImageSource, to_model_input
@@ -50,10 +50,6 @@ if TYPE_CHECKING:
 # head fitted on plain views matched or beat one fitted with augmented views as extra rows, at a
 # third of the embedding cost. `embed` and the head fit still take several views per image.
 POLICY = "the plain evaluation view of each image"
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("TLAPP_CACHE", Path.home() / ".cache" / "tlapp"))
 
 
 def cache_key(**parts) -> str:
