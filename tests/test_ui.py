@@ -168,3 +168,18 @@ def test_beyond_fine_tuning_from_the_page(app, class_folder, tmp_path):
     assert "-to-test_resnet" in download_run(app[0], download).namelist()[0]
     compared = client.predict(api_name="/compare_runs")
     assert len(compared["data"]) >= 3  # the run, its AdaBN copy and the student
+
+
+def test_the_sample_is_read_once_for_every_visitor(app, monkeypatch):
+    """A workshop's visitors all press the sample button: one scan and health check serve all."""
+    import tlapp.web.uploads as uploads
+
+    checks = []
+    real = uploads.check_health
+    monkeypatch.setattr(uploads, "check_health", lambda d: checks.append(d) or real(d))
+    for _ in range(2):
+        client = Client(app[0], verbose=False)
+        summary, report, _, health = client.predict(0.2, api_name="/use_sample")
+        assert "500 images in 10 classes" in summary
+        assert {r[0] for r in report["data"]} >= {str(d) for d in range(10)}
+    assert len(checks) == 1

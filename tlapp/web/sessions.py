@@ -37,8 +37,10 @@ class Session:
     job: Job | None = None
     predictors: dict = field(default_factory=dict)
 
-    def use(self, dataset: Dataset) -> None:
-        self.original, self.findings = dataset, check_health(dataset)
+    def use(self, dataset: Dataset, findings: pd.DataFrame | None = None) -> None:
+        """Work on `dataset` from now on; `findings`: its health check, if already made."""
+        self.original = dataset
+        self.findings = check_health(dataset) if findings is None else findings
         self.dataset = dataset.corrected(self.corrections())
 
     def data_folder(self, name: str) -> Path:

@@ -10,13 +10,34 @@ on the server are read only when the settings allow it.
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
+import pandas as pd
+
 from ..data import DataError, Dataset, assemble_upload, extract_zip, image_files, load_dataset
+from ..health import check_health
 from .sessions import Session
 from .settings import AppSettings
 
 SAMPLE_DATA = Path(__file__).resolve().parents[1] / "sample" / "digits"  # package data
+
+
+class Sample:
+    """The sample digits, read and health-checked once per app and split: in a workshop thirty
+    visitors press the same button. The files are the package's own and never change, and a
+    Dataset is never modified (corrections make a new one), so visitors can share it."""
+
+    def __init__(self, folder: Path = SAMPLE_DATA):
+        self.folder, self._loaded, self._lock = folder, {}, threading.Lock()
+
+    def load(self, val_fraction: float) -> tuple[Dataset, pd.DataFrame]:
+        """The dataset split with `val_fraction`, and its health findings."""
+        with self._lock:
+            if val_fraction not in self._loaded:
+                dataset = load_dataset(self.folder, val_fraction)
+                self._loaded[val_fraction] = (dataset, check_health(dataset))
+            return self._loaded[val_fraction]
 
 
 # ----------------------------------------------------------------------------- data step

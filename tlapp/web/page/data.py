@@ -7,11 +7,10 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from ...data import load_dataset
 from ...views import GALLERY_LIMIT, data_views, health_summary, thumbnail
 from ..sessions import Session
 from ..settings import AppSettings
-from ..uploads import SAMPLE_DATA, dataset_from_folder_upload, dataset_from_upload
+from ..uploads import SAMPLE_DATA, Sample, dataset_from_folder_upload, dataset_from_upload
 from .common import HINTS, image_gallery, user_errors
 
 
@@ -128,7 +127,8 @@ def _loader(settings: AppSettings, source):
     @user_errors
     def load(state, *args):
         state = state or Session.new(settings)
-        state.use(source(state, *args[:-1], val_fraction=args[-1]))
+        loaded = source(state, *args[:-1], val_fraction=args[-1])  # a Dataset, or with findings
+        state.use(*(loaded if isinstance(loaded, tuple) else (loaded,)))
         return (state, *data_views(state.dataset), health_summary(state.findings))
 
     return load
@@ -144,8 +144,10 @@ def _wire(settings: AppSettings, session: gr.State, ui: dict) -> None:
     def from_path(state, path, val_fraction):
         return dataset_from_upload(settings, state, None, path, val_fraction)
 
+    sample = Sample()
+
     def from_sample(state, val_fraction):
-        return load_dataset(SAMPLE_DATA, val_fraction)
+        return sample.load(val_fraction)
 
     ui["health"].select(show_finding, session, ui["health_gallery"], api_visibility="private")
     outputs = [session, ui["summary"], ui["report"], ui["skipped"], ui["health"]]
