@@ -24,6 +24,7 @@ from ..health import check_health
 from ..predict import Predictor
 from ..train import Job
 from .settings import AppSettings
+from .storage import Storage
 
 
 @dataclass
@@ -66,6 +67,16 @@ class Session:
             self.predictors = {key: Predictor(run_dir)}
         return self.predictors[key]
 
+    def after_sweep(self) -> None:
+        """If this idle session's folder was swept to make room: an empty folder again, and
+        the data that lived in it forgotten (the page then asks for it again)."""
+        if self.workdir.exists():
+            return
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if self.original is not None and Path(self.original.root).is_relative_to(self.workdir):
+            self.dataset = self.original = self.findings = None
+        self.predictors = {}
+
     @property
     def busy(self) -> bool:
         return bool(self.job and self.job.running)
@@ -80,6 +91,27 @@ class SessionRegistry:
 
     def __init__(self, settings: AppSettings):
         self.settings, self.by_hash, self.lock = settings, {}, threading.Lock()
+        self.storage = Storage(settings.home, settings.disk_budget)
+        self.writers: dict[Path, Session] = {}  # every session that asked to write, by folder
+        self.closed: set[Path] = set()  # ... and those whose page has closed since
+        self._sweeping = threading.Lock()  # one sweep at a time: two would count folders twice
+
+    def make_room(self, session: Session) -> None:
+        """Before `session` writes (an upload, a run): within the disk budget, by sweeping idle
+        sessions if need be, or a DataError that says the machine is full."""
+        session.after_sweep()
+        with self.lock:
+            self.writers[session.workdir] = session  # pages that never announced themselves too
+        open_folders, busy = self._live()
+        with self._sweeping:
+            self.storage.make_room(session.workdir, open_folders, busy)
+
+    def _live(self) -> tuple[set[Path], set[Path]]:
+        """Folders of pages still open, and of sessions whose job runs (open or not)."""
+        with self.lock:
+            sessions = [*self.by_hash.values(), *self.writers.values()]
+            open_folders = {s.workdir for s in sessions} - self.closed
+            return open_folders, {s.workdir for s in sessions if s.busy}
 
     def open(self, session_hash: str | None) -> Session:
         self.sweep()
@@ -92,20 +124,24 @@ class SessionRegistry:
     def close(self, session_hash: str | None) -> None:
         with self.lock:
             session = self.by_hash.pop(session_hash, None)
+            if session:
+                self.closed.add(session.workdir)
         if session and session.job:
             session.job.finish_epoch_and_stop()
 
     def discard(self, session: Session | None) -> None:
         """Gradio dropped this session's state: remove its files unless a job still runs."""
         if session and not session.busy:
+            with self.lock:
+                self.writers.pop(session.workdir, None)
+                self.closed.discard(session.workdir)
             shutil.rmtree(session.workdir, ignore_errors=True)
 
     def sweep(self) -> None:
         root = self.settings.home / "sessions"
         if not root.is_dir():
             return
-        with self.lock:
-            busy = {s.workdir for s in self.by_hash.values() if s.busy}
+        _, busy = self._live()
         cutoff = time.time() - self.settings.retention_hours * 3600
         for folder in root.iterdir():
             if folder not in busy and folder.stat().st_mtime < cutoff:

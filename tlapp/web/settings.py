@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..data import Limits
+from .storage import default_budget
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 TRUE = {"1", "true", "yes", "on"}
@@ -34,12 +35,14 @@ class AppSettings:
     zero_gpu: bool = (
         False  # a ZeroGPU Space: a GPU only inside one request, so training uses the CPU
     )
+    disk_budget: int = 20 << 30  # bytes for uploads, runs and caches under home, all visitors
 
     @staticmethod
     def from_env() -> AppSettings:
         """Local paths only when the page is private: loopback, not shared, not on Spaces.
         TLAPP_LOCAL_FOLDERS=1/0 overrides, except on a public page; TLAPP_MAX_UPLOAD_MB, TLAPP_MAX_FILES,
-        TLAPP_MAX_PIXELS, TLAPP_MAX_JOBS and TLAPP_RETENTION_HOURS set the limits."""
+        TLAPP_MAX_PIXELS, TLAPP_MAX_JOBS, TLAPP_RETENTION_HOURS and TLAPP_DISK_BUDGET_GB set the
+        limits."""
         env = os.environ.get
         on_spaces = bool(env("SPACE_ID"))
         host = env("GRADIO_SERVER_NAME") or env("TLAPP_HOST") or ("0.0.0.0" if on_spaces else "")
@@ -59,8 +62,9 @@ class AppSettings:
             max_files=int(env("TLAPP_MAX_FILES", default.max_files)),
             max_pixels=int(env("TLAPP_MAX_PIXELS", default.max_pixels)),
         )
+        home = Path(env("TLAPP_HOME", "tlapp_data")).resolve()
         return AppSettings(
-            Path(env("TLAPP_HOME", "tlapp_data")).resolve(),
+            home,
             allow,
             limits,
             int(env("TLAPP_MAX_JOBS", 1)),
@@ -70,4 +74,7 @@ class AppSettings:
             env("GRADIO_ROOT_PATH", "").rstrip("/"),
             share,
             env("SPACES_ZERO_GPU", "").strip().lower() in TRUE | {"t"},
+            default_budget(
+                home, float(budget) if (budget := env("TLAPP_DISK_BUDGET_GB")) else None
+            ),
         )

@@ -35,9 +35,9 @@ def build_ui(settings: AppSettings) -> gr.Blocks:
             "press **Train**, and watch it learn. Your images stay on this machine.",
         )
         gr.Markdown(machine_notice(settings), elem_id="machine-notice")
-        data = data_step(settings, session)
+        data = data_step(settings, session, registry)
         model = model_step(settings, session)
-        train = train_step(settings, session, data, model, slots)
+        train = train_step(settings, session, data, model, slots, registry)
         insight_step(session, data, train)
         use_step(settings, session)
         beyond_step(settings, train["inputs"])

@@ -8,17 +8,17 @@ import gradio as gr
 import pandas as pd
 
 from ...views import GALLERY_LIMIT, data_views, health_summary, thumbnail
-from ..sessions import Session
+from ..sessions import Session, SessionRegistry
 from ..settings import AppSettings
 from ..uploads import SAMPLE_DATA, Sample, dataset_from_folder_upload, dataset_from_upload
 from .common import HINTS, image_gallery, user_errors
 
 
-def data_step(settings: AppSettings, session: gr.State) -> dict:
+def data_step(settings: AppSettings, session: gr.State, registry: SessionRegistry) -> dict:
     gr.Markdown("## 1 · Your images", elem_classes="tl-step")
     ui = _sources(settings)
     ui |= _tables()
-    _wire(settings, session, ui)
+    _wire(registry, session, ui)
     return ui
 
 
@@ -121,12 +121,14 @@ def show_finding(state: Session | None, evt: gr.SelectData):
     return gr.Gallery(value=items, visible=True)
 
 
-def _loader(settings: AppSettings, source):
-    """A handler that loads a dataset from `source` into the visitor's session."""
+def _loader(registry: SessionRegistry, source):
+    """A handler that loads a dataset from `source` into the visitor's session, once the
+    machine has room for it."""
 
     @user_errors
     def load(state, *args):
-        state = state or Session.new(settings)
+        state = state or Session.new(registry.settings)
+        registry.make_room(state)
         loaded = source(state, *args[:-1], val_fraction=args[-1])  # a Dataset, or with findings
         state.use(*(loaded if isinstance(loaded, tuple) else (loaded,)))
         return (state, *data_views(state.dataset), health_summary(state.findings))
@@ -134,7 +136,9 @@ def _loader(settings: AppSettings, source):
     return load
 
 
-def _wire(settings: AppSettings, session: gr.State, ui: dict) -> None:
+def _wire(registry: SessionRegistry, session: gr.State, ui: dict) -> None:
+    settings = registry.settings
+
     def from_folder(state, files, reported, val_fraction):
         return dataset_from_folder_upload(settings, state, files, reported, val_fraction)
 
@@ -153,18 +157,18 @@ def _wire(settings: AppSettings, session: gr.State, ui: dict) -> None:
     outputs = [session, ui["summary"], ui["report"], ui["skipped"], ui["health"]]
     fraction = ui["val_fraction"]
     ui["folder"].upload(
-        _loader(settings, from_folder),
+        _loader(registry, from_folder),
         [session, ui["folder"], ui["paths"], fraction],
         outputs,
         api_name="load_folder_upload",
     )
     ui["archive"].upload(
-        _loader(settings, from_archive),
+        _loader(registry, from_archive),
         [session, ui["archive"], fraction],
         outputs,
         api_name="load_upload",
     )
-    from_local = _loader(settings, from_path)
+    from_local = _loader(registry, from_path)
     ui["read_local"].click(
         from_local, [session, ui["local"], fraction], outputs, api_name="load_folder"
     )
@@ -172,5 +176,5 @@ def _wire(settings: AppSettings, session: gr.State, ui: dict) -> None:
         from_local, [session, ui["local"], fraction], outputs, api_visibility="private"
     )
     ui["sample"].click(
-        _loader(settings, from_sample), [session, fraction], outputs, api_name="use_sample"
+        _loader(registry, from_sample), [session, fraction], outputs, api_name="use_sample"
     )

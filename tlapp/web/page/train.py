@@ -34,7 +34,7 @@ from ...views import (
     step_loss_frame,
 )
 from ..downloads import download_link
-from ..sessions import Session
+from ..sessions import Session, SessionRegistry
 from ..settings import AppSettings
 from ..uploads import weights_choice
 from .common import HINTS, user_errors
@@ -185,7 +185,12 @@ def poll_outputs(settings: AppSettings, session: Session | None):
 
 
 def train_step(
-    settings: AppSettings, session: gr.State, data: dict, model: dict, slots: TrainingSlots
+    settings: AppSettings,
+    session: gr.State,
+    data: dict,
+    model: dict,
+    slots: TrainingSlots,
+    registry: SessionRegistry,
 ) -> dict:
     gr.Markdown("## 3 · Train", elem_classes="tl-step")
     knobs = _training_settings()
@@ -201,11 +206,11 @@ def train_step(
     cross_validation(settings, inputs)
     run_comparison(session)
     timer = gr.Timer(1.0, active=False)
-    start = _start_handler(settings, slots)
+    start = _start_handler(registry, slots)
     outputs = [session, status, timer, train_btn, stop_btn]
     train_btn.click(start, inputs, outputs, api_name="train")
     # Prototypes: the nearest class mean of the frozen embeddings, a model in seconds.
-    baseline = _start_handler(settings, slots, head="prototypes", freeze="all")
+    baseline = _start_handler(registry, slots, head="prototypes", freeze="all")
     baseline_btn.click(baseline, inputs, outputs, api_name="baseline")
     # ... and it runs by itself as soon as data is loaded: a number before anyone trains.
     data["summary"].change(_when_ready(baseline), inputs, outputs, api_visibility="private")
@@ -274,16 +279,22 @@ def config_from_page(settings: AppSettings, state: Session | None, *values) -> T
     )
 
 
-def _start_handler(settings: AppSettings, slots: TrainingSlots, **overrides):
+def _start_handler(registry: SessionRegistry, slots: TrainingSlots, **overrides):
     """Train's handler; `overrides` change the page's settings (the instant baseline's)."""
 
     @user_errors
     def start(state: Session | None, *values):
-        config = replace(config_from_page(settings, state, *values), **overrides)
+        config = replace(config_from_page(registry.settings, state, *values), **overrides)
         if state.job and state.job.running:
             if not state.job.short:
                 raise DataError("A run is already training: stop it first.")
             state.job.stop()  # the instant baseline gives way to what was asked for now
+        registry.make_room(state)
+        if state.dataset is None:
+            raise DataError(
+                "This machine ran short of space and cleared the files of idle sessions, "
+                "yours among them: load your data again, then train."
+            )
         state.job = Job(config, state.dataset, slots=slots).start()
         return (
             state,

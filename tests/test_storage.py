@@ -1,0 +1,88 @@
+"""One disk budget for every visitor: idle sessions swept oldest first, a clear word when full."""
+
+import os
+
+import pytest
+from conftest import poll_until, serve, start_training, zip_folder
+from gradio_client import Client, handle_file
+
+from tlapp.data import DataError
+from tlapp.web import AppSettings
+from tlapp.web.storage import Storage, default_budget, folder_size
+
+MB = 1 << 20
+
+
+def session_folder(home, name, megabytes, age_hours):
+    folder = home / "sessions" / name
+    (folder / "runs" / "run").mkdir(parents=True)
+    (folder / "runs" / "run" / "model.safetensors").write_bytes(b"x" * (megabytes * MB))
+    stamp = 1_700_000_000 - age_hours * 3600
+    for path in [folder, *folder.rglob("*")]:
+        os.utime(path, (stamp, stamp))
+    return folder
+
+
+def test_within_budget_nothing_is_swept(tmp_path):
+    a = session_folder(tmp_path, "a", 2, age_hours=5)
+    assert Storage(tmp_path, 10 * MB).make_room(tmp_path / "new", set(), set()) == 2 * MB
+    assert a.exists()
+
+
+def test_closed_pages_go_first_then_the_oldest_open_never_busy_or_the_asker(tmp_path):
+    old_open = session_folder(tmp_path, "old-open", 2, age_hours=9)
+    new_closed = session_folder(tmp_path, "new-closed", 2, age_hours=1)
+    busy = session_folder(tmp_path, "busy", 2, age_hours=20)
+    asker = session_folder(tmp_path, "asker", 2, age_hours=30)
+    storage = Storage(tmp_path, 6 * MB)  # 8 MB held: one session must go
+    storage.make_room(asker, open_folders={old_open, busy, asker}, busy_folders={busy})
+    assert not new_closed.exists() and old_open.exists() and busy.exists() and asker.exists()
+    storage.budget = 4 * MB  # now the open idle one goes too, still not busy or the asker
+    storage.make_room(asker, open_folders={old_open, busy, asker}, busy_folders={busy})
+    assert not old_open.exists() and busy.exists() and asker.exists()
+
+
+def test_the_embedding_cache_goes_after_the_sessions(tmp_path):
+    cache = tmp_path / "cache" / "key"
+    cache.mkdir(parents=True)
+    (cache / "embeddings.safetensors").write_bytes(b"x" * 3 * MB)
+    idle = session_folder(tmp_path, "idle", 1, age_hours=2)
+    Storage(tmp_path, 2 * MB).make_room(tmp_path / "asker", set(), set())
+    assert not idle.exists() and not cache.exists()
+
+
+def test_full_of_sessions_in_use_says_so_and_removes_nothing(tmp_path):
+    busy = session_folder(tmp_path, "busy", 3, age_hours=2)
+    with pytest.raises(DataError, match="space for visitors is full .*TLAPP_DISK_BUDGET_GB"):
+        Storage(tmp_path, 1 * MB).make_room(tmp_path / "asker", {busy}, {busy})
+    assert folder_size(busy) == 3 * MB
+
+
+def test_the_default_budget_leaves_the_disk_room(tmp_path):
+    assert default_budget(tmp_path / "home", 0.001) == int(0.001 * (1 << 30))
+    assert default_budget(tmp_path / "home", 10**9) < 10**9 * (1 << 30)  # capped by free space
+
+
+def test_a_visitor_over_the_budget_sweeps_an_idle_one_who_is_then_told(class_folder, tmp_path):
+    """Through the page: B's upload clears A's idle session; A's Train then asks for the data
+    again in a sentence, and B's run goes on."""
+    settings = AppSettings(home=tmp_path / "home", allow_local_paths=False, disk_budget=MB // 2)
+    url, demo = serve(settings)
+    try:
+        archive = zip_folder(class_folder, tmp_path / "colours.zip")
+        a = Client(url, verbose=False)
+        a.predict(handle_file(str(archive)), 0.2, api_name="/load_upload")
+        start_training(a, epochs=1)
+        assert poll_until(a, "Finished", "Failed")[0].startswith("**Finished**")
+        (a_folder,) = (settings.home / "sessions").iterdir()
+        assert folder_size(a_folder) > settings.disk_budget
+
+        b = Client(url, verbose=False)
+        summary, *_ = b.predict(handle_file(str(archive)), 0.2, api_name="/load_upload")
+        assert "36 images" in summary and not (a_folder / "runs").exists()
+        with pytest.raises(Exception, match="ran short of space.*load your data again"):
+            start_training(a, epochs=1)
+        start_training(b, epochs=1)
+        assert poll_until(b, "Finished", "Failed")[0].startswith("**Finished**")
+    finally:
+        demo.close()

@@ -1,0 +1,117 @@
+"""One disk budget for everything visitors leave on this machine: uploads, runs and the
+embedding cache, all under the app's home folder.
+
+    storage = Storage(settings.home, settings.disk_budget)
+    storage.make_room(keep=session.workdir, open_folders=..., busy_folders=...)
+
+Checked before an upload is unpacked and before a run starts. Over budget, the oldest idle
+sessions are swept first (pages already closed before pages still open, never a session that is
+training, never the visitor asking), then the embedding cache (it only saves time). If that is
+not enough, the visitor is told in a sentence and nothing is written: an upload or a run never
+starts on a disk that cannot hold it, so no file is left half written.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from ..data import DataError
+
+GB = 1 << 30
+
+
+class Storage:
+    def __init__(self, home: Path, budget: int):
+        self.home, self.budget = Path(home), budget
+
+    def used(self) -> int:
+        """Bytes in files under the home folder (sessions and cache)."""
+        return folder_size(self.home)
+
+    def make_room(self, keep: Path, open_folders: set[Path], busy_folders: set[Path]) -> int:
+        """Sweep until the home folder is within budget; returns the bytes in use after.
+        Raises DataError, with what to do, when only protected folders are left."""
+        used = self.used()
+        for folder in self._sweepable(keep, open_folders, busy_folders):
+            if used <= self.budget:
+                return used
+            used -= folder_size(folder)
+            shutil.rmtree(folder, ignore_errors=True)
+        if used > self.budget:
+            raise DataError(
+                f"This machine's space for visitors is full ({used / GB:.1f} GB of "
+                f"{self.budget / GB:.1f} GB, every session still in use). Download the runs "
+                "you want to keep and close pages you no longer need, or ask whoever runs the "
+                "app to raise TLAPP_DISK_BUDGET_GB."
+            )
+        return used
+
+    def _sweepable(self, keep: Path, open_folders: set[Path], busy_folders: set[Path]):
+        """Idle session folders, closed pages first, oldest first; then the cache's parts."""
+        root = self.home / "sessions"
+        sessions = [f for f in _children(root) if f != keep and f not in busy_folders]
+        sessions.sort(key=lambda f: (f in open_folders, last_change(f)))
+        yield from sessions
+        yield from sorted(_children(self.home / "cache"), key=last_change)
+
+
+def default_budget(home: Path, wanted_gb: float | None) -> int:
+    """TLAPP_DISK_BUDGET_GB, else 20 GB; never more than the home folder holds now plus
+    80% of the disk's free space, so that the disk itself does not fill first."""
+    wanted = int((wanted_gb if wanted_gb is not None else 20) * GB)
+    probe = Path(home)
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        free = shutil.disk_usage(probe).free
+    except OSError:
+        return wanted
+    held = folder_size(Path(home)) if Path(home).exists() else 0
+    return min(wanted, held + int(0.8 * free))
+
+
+def folder_size(folder: Path) -> int:
+    total = 0
+    for entry in _scan(folder):
+        try:
+            total += entry.stat(follow_symlinks=False).st_size
+        except OSError:
+            continue  # removed while counting
+    return total
+
+
+def last_change(folder: Path) -> float:
+    """The newest modification time of a folder, its entries and theirs (a run's files)."""
+    times = [_mtime(folder)]
+    for child in _children(folder):
+        times.append(_mtime(child))
+        times += [_mtime(grandchild) for grandchild in _children(child)]
+    return max(times)
+
+
+def _scan(folder: Path):
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            yield from _scan(Path(entry.path))
+        else:
+            yield entry
+
+
+def _children(folder: Path) -> list[Path]:
+    try:
+        return [Path(e.path) for e in os.scandir(folder) if e.is_dir(follow_symlinks=False)]
+    except OSError:
+        return []
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
