@@ -27,7 +27,7 @@ import shutil
 import tempfile
 import time
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pandas as pd
@@ -110,11 +110,32 @@ def save_weights(path: Path, model: torch.nn.Module, metadata: dict[str, str]) -
 
 
 def save_checkpoint(run_dir: Path, model: torch.nn.Module, state: dict) -> None:
-    """The last epoch's weights and trainer state; each file atomic, both tagged with the epoch."""
+    """The last finished epoch's weights and trainer state, for --resume. The weights go to a
+    file named by their epoch and the state, written last and atomically, names it: killed at
+    any moment, the folder holds the previous epoch's pair or the new one, never a mix."""
     folder = Path(run_dir) / CHECKPOINT
     folder.mkdir(exist_ok=True)
-    atomic_write(folder / TRAINER_STATE, lambda tmp: torch.save(state, tmp))
-    save_weights(folder / LAST_WEIGHTS, model, {"epoch": str(state["epoch"])})
+    weights = f"epoch-{state['epoch']:04d}.safetensors"
+    save_weights(folder / weights, model, {"epoch": str(state["epoch"])})
+    atomic_write(folder / TRAINER_STATE, lambda tmp: torch.save({**state, "weights": weights}, tmp))
+    for older in folder.glob("epoch-*.safetensors"):
+        if older.name != weights:
+            older.unlink(missing_ok=True)
+
+
+def resumable(run_dir: str | os.PathLike | None) -> bool:
+    """Whether a run folder holds a finished epoch to continue from."""
+    return bool(run_dir) and (Path(run_dir) / CHECKPOINT / TRAINER_STATE).exists()
+
+
+def read_checkpoint(run_dir: str | os.PathLike, device) -> tuple[dict, dict]:
+    """(model state dict, trainer state) of the last finished epoch; older folders kept the
+    weights as checkpoint/last.safetensors."""
+    folder = Path(run_dir) / CHECKPOINT
+    if not resumable(run_dir):
+        raise RunError(f"'{run_dir}' has no checkpoint to resume from: no epoch finished.")
+    state = torch.load(folder / TRAINER_STATE, map_location=device, weights_only=True)
+    return read_state_dict(folder / state.pop("weights", LAST_WEIGHTS)), state
 
 
 def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
@@ -195,6 +216,29 @@ def load_run(run_dir: str | os.PathLike, device: str = "cpu") -> tuple[torch.nn.
     )
     model.load_state_dict(read_state_dict(weights))
     return model.to(device).eval(), info
+
+
+def mark_interrupted(records: Iterable[Path]) -> list[Path]:
+    """Runs (given by their run.json) whose record still says "training" when no process
+    trains them, as when the app starts again after it was killed: recorded as interrupted,
+    with how to go on. The last finished epoch is in checkpoint/, the best model in place."""
+    marked = []
+    for record in records:
+        try:
+            info = json.loads(record.read_text())
+        except (OSError, ValueError):
+            continue
+        if info.get("status") != "training":
+            continue
+        info["status"] = "interrupted"
+        info["message"] = "The app stopped while this run was training. " + (
+            f"Continue it from its last finished epoch: tlapp train --resume {record.parent}"
+            if resumable
+            else "No epoch had finished, so there is nothing to continue: train it again."
+        )
+        write_json(record, info)
+        marked.append(record.parent)
+    return marked
 
 
 def zip_run(run_dir: str | os.PathLike, dest_dir: str | os.PathLike | None = None) -> Path:

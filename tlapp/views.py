@@ -16,7 +16,6 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from . import runs
 from .data import Dataset, ImageError, open_image
 from .train.state import RunState
 
@@ -150,10 +149,6 @@ def per_class_view(state: RunState) -> tuple[str, pd.DataFrame | None]:
         f"macro F1 **{last['val_macro_f1']:.3f}**{best}"
     )
     return text, state.per_class.round(3)
-
-
-def resumable(run_dir: str) -> bool:
-    return bool(run_dir) and (Path(run_dir) / runs.CHECKPOINT / runs.LAST_WEIGHTS).exists()
 
 
 def status_markdown(state: RunState) -> str:

@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from .. import metrics, runs
 from ..config import TrainConfig
 from ..data import Dataset
-from ..models import read_state_dict, set_train_mode
+from ..models import set_train_mode
+from . import distributed
 from .batches import BatchFeed, ImageSource
 from .features import gather_features, image_feed, image_source
 from .hardware import (
@@ -60,7 +61,8 @@ class Trainer:
         self.run_dir, self.stop_event = run_dir, stop_event
         self.finish_event = finish_event or threading.Event()  # stop after the current epoch
         self.resume_from, self.start_epoch, self.history, self.notes = resume_from, 1, [], []
-        self.device = pick_device(config.device)
+        self.world = distributed.World.current()  # one process, unless torchrun started several
+        self.device = self.world.place(pick_device(config.device))
         tune_backends(self.device)
         torch.manual_seed(config.seed)
         setup = setup_model(config, dataset.classes)
@@ -86,6 +88,7 @@ class Trainer:
         )
         # What runs forward: the compiled model on request (CUDA only); `model` is what is saved.
         self.net = torch.compile(self.model) if config.compile and self.cuda else self.model
+        self.train_net = self.net  # what updates go through: DDP on several processes
         self.source = None  # built by fit(), so that its progress shows
         self.optimizer = make_optimizer(
             self.model, config, self.cuda, self.fits_head or self.weights.head_kept
@@ -115,7 +118,7 @@ class Trainer:
         here. In fp16 the loss is scaled for the backward pass and a step whose gradients
         overflowed is skipped (the GradScaler); in other precisions the scaler passes through."""
         with self.autocast:
-            logits = self.source.forward(self.net, inputs)
+            logits = self.source.forward(self.train_net, inputs)
             loss = F.cross_entropy(
                 logits.float(),
                 targets,
@@ -143,6 +146,7 @@ class Trainer:
     def prepare(self) -> None:
         """Decode the images that fine-tuning trains on (head only needs none but its features)."""
         self.source = None if self.head_only else image_source(self)
+        distributed.shard(self.world, self.source)  # several processes: each feeds its own shard
 
     # --------------------------------------------------------------- the loop
     def fit(self) -> str:
@@ -211,11 +215,13 @@ class Trainer:
         f = self.features
         weights = self.class_weights.cpu() if self.class_weights is not None else None
         classes = len(self.dataset.classes)
+        self.report("Fitting the head", 0, 1)  # the strength search takes seconds on a CPU
         if self.config.head == "prototypes":
             fit = fit_prototypes(f.train, f.train_targets, classes)
         else:
             fit = fit_linear_head(f.train, f.train_targets, classes, weights, self.config.seed)
         set_linear_head(self.model.get_classifier(), fit)
+        self.report("Fitting the head", 1, 1)
         self.head_fit = fit
         self.val_logits = F.linear(f.val.float(), fit.weight, fit.bias)
         self.val_targets = f.val_targets
@@ -252,6 +258,8 @@ class Trainer:
                     raise
                 self.optimizer.zero_grad(set_to_none=True)
                 empty_cache(self.device)
+                if self.world.parallel:  # every process must take the same steps
+                    raise StopTraining("failed", distributed.OUT_OF_MEMORY_IN_ONE) from None
                 if self.batch_size == 1:
                     raise StopTraining(
                         "failed",
@@ -271,7 +279,7 @@ class Trainer:
         for feed in (getattr(self.source, "train", None), getattr(self.source, "val", None)):
             if isinstance(feed, BatchFeed):
                 feed.batch_size = batch_size
-        self.steps_per_epoch = -(-len(self.dataset.split("train")) // batch_size)
+        self.steps_per_epoch = self.world.steps(len(self.dataset.split("train")), batch_size)
         self.scheduler = self._make_scheduler()
 
     def _make_scheduler(self):
@@ -291,11 +299,8 @@ class Trainer:
 
     def load_checkpoint(self, run_dir: Path) -> None:
         """Continue from the last finished epoch of `run_dir` (model, optimizer, scheduler)."""
-        folder = Path(run_dir) / runs.CHECKPOINT
-        if not (folder / runs.LAST_WEIGHTS).exists():
-            raise runs.RunError(f"'{run_dir}' has no checkpoint to resume from: no epoch finished.")
-        self.model.load_state_dict(read_state_dict(folder / runs.LAST_WEIGHTS))
-        state = torch.load(folder / runs.TRAINER_STATE, map_location=self.device, weights_only=True)
+        weights, state = runs.read_checkpoint(run_dir, self.device)
+        self.model.load_state_dict(weights)
         if state["batch_size"] != self.batch_size:
             self.set_batch_size(state["batch_size"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -312,6 +317,7 @@ class Trainer:
 
     def train_epoch(self) -> None:
         set_train_mode(self.model)
+        self.train_net = distributed.data_parallel(self)
         updates = (self.epoch - 1) * self.steps_per_epoch
         self.loss_sum, self.seen, self.pending = 0.0, 0, []
         # On a GPU, reading the loss each step would stall it: losses are read in groups.
@@ -325,6 +331,7 @@ class Trainer:
             self.pending.append((loss.detach(), len(targets)))
             if step % sync_every == 0 or step == self.steps_per_epoch:
                 self._read_losses()
+        distributed.end_epoch(self)  # several processes: the same model and loss on each
 
     def _read_losses(self) -> None:
         """Turn the pending loss tensors into numbers (one host sync), check them, announce."""
@@ -352,8 +359,9 @@ class Trainer:
             with self.autocast:
                 logits.append(self.source.forward(self.net, inputs).float())
             targets.append(target)
-        self.val_logits = torch.cat(logits).cpu()
-        self.val_targets = torch.cat(targets).cpu()
+        n = len(self.source.val.images)  # several processes: each validated a shard; gathered
+        self.val_logits = distributed.gather_rows(self.world, torch.cat(logits), n).cpu()
+        self.val_targets = distributed.gather_rows(self.world, torch.cat(targets), n).cpu()
 
     def _track_best(self, row: dict) -> None:
         """The best epoch is the most accurate on validation; a lower loss breaks ties."""

@@ -95,6 +95,8 @@ class SessionRegistry:
         self.writers: dict[Path, Session] = {}  # every session that asked to write, by folder
         self.closed: set[Path] = set()  # ... and those whose page has closed since
         self._sweeping = threading.Lock()  # one sweep at a time: two would count folders twice
+        # Nothing trains yet: a run that says it does was cut off when the app last stopped.
+        runs.mark_interrupted((settings.home / "sessions").glob(f"*/runs/*/{runs.RECORD}"))
 
     def make_room(self, session: Session) -> None:
         """Before `session` writes (an upload, a run): within the disk budget, by sweeping idle

@@ -15,6 +15,7 @@ from dataclasses import replace
 import gradio as gr
 import pandas as pd
 
+from ... import runs
 from ...config import TrainConfig, make_config
 from ...data import DataError
 from ...train import Job, resume_config
@@ -29,7 +30,6 @@ from ...views import (
     epoch_loss_frame,
     per_class_view,
     reliability_html,
-    resumable,
     status_markdown,
     step_loss_frame,
 )
@@ -178,7 +178,9 @@ def poll_outputs(settings: AppSettings, session: Session | None):
         gr.Timer(active=not state.finished),
         gr.Button(interactive=state.finished),
         gr.Button(interactive=not state.finished),
-        gr.Button(visible=state.finished and state.status != "done" and resumable(state.run_dir)),
+        gr.Button(
+            visible=state.finished and state.status != "done" and runs.resumable(state.run_dir)
+        ),
         reliability_html(state.reliability),
         calibration_text(state),
     )
