@@ -3,15 +3,19 @@
     python bench/load.py --visitors 30           # starts app.py itself, prints a table
     python bench/load.py --visitors 30 --url http://127.0.0.1:7860/   # against a running app
 
-Each simulated visitor (gradio_client, its own session) uploads a small dataset of its own
-(generated pictures; class names unique to the visitor), trains head only (resnet18 at 64 px
-from random weights, as the hub is offline here), polls until the run ends, classifies one of
-its images and downloads its run folder. All start together. Reported: how many finished, p50
-and p95 of the time from upload to downloaded run, how fast the page answers a fresh visitor
-during the load, the app's peak memory (VmHWM from /proc) and the disk it used.
+    python bench/load.py --visitors 30 --data upload   # each visitor uploads a zip of its own
 
-Isolation is checked, not assumed: every visitor's prediction and downloaded run must name only
-its own classes, and its session folder must hold only its own runs.
+Each simulated visitor (gradio_client, its own session) opens the page, takes the sample digits
+(or, with `--data upload`, uploads a small dataset of its own: generated pictures, class names
+unique to the visitor), trains head only (resnet18 at 64 px from random weights, as the hub is
+offline here), polls until the run ends, classifies one image and downloads its run. All start
+together. Reported: how many finished, p50 and p95 of the time from opening the page to the
+downloaded run, how fast the page answers a fresh visitor during the load, the app's peak memory
+(VmHWM from /proc) and the disk used under TLAPP_HOME and Gradio's temporary folder.
+
+Isolation is checked, not assumed: every visitor's download must be a finished run of its own
+session (no two visitors share a session or a run) and name only its data's classes; with
+uploads, its prediction must name one of its own classes too.
 """
 
 from __future__ import annotations
@@ -20,12 +24,14 @@ import argparse
 import io
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 import urllib.request
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
@@ -52,16 +58,29 @@ def visitor_zip(index: int, dest: Path, per_class: int = 12) -> Path:
     return path
 
 
-def visit(url: str, index: int, work: Path, model: str = "", timeout: float = 1800) -> dict:
-    """One visitor's whole session; returns its timings and what it saw. `model`: a timm name
-    typed into the page's custom box (default: the list's resnet18)."""
+SAMPLE_CLASSES = {str(d) for d in range(10)}
+SAMPLE_IMAGE = ROOT / "tlapp" / "sample" / "digits" / "3"
+
+
+def visit(
+    url: str, index: int, work: Path, data: str = "sample", model: str = "", timeout: float = 1800
+) -> dict:
+    """One visitor's whole session, from opening the page; returns its timings and what it saw.
+    `model`: a timm name typed into the page's custom box (default: the list's resnet18)."""
     from gradio_client import Client, handle_file
 
-    client = Client(url, verbose=False)
-    archive = visitor_zip(index, work)
-    classes = {f"v{index}-{name}" for name in COLOURS}
     start = time.perf_counter()
-    client.predict(handle_file(str(archive)), 0.2, api_name="/load_upload")
+    client = Client(url, verbose=False)
+    if data == "sample":
+        client.predict(0.2, api_name="/use_sample")
+        classes, image = SAMPLE_CLASSES, next(SAMPLE_IMAGE.iterdir())
+    else:
+        archive = visitor_zip(index, work)
+        client.predict(handle_file(str(archive)), 0.2, api_name="/load_upload")
+        classes = {f"v{index}-{name}" for name in COLOURS}
+        with zipfile.ZipFile(archive) as zf:
+            image = work / f"visitor-{index}-probe.png"
+            image.write_bytes(zf.read(zf.namelist()[0]))
     widgets = ("resnet18", model, "none", None, "", 5, 1, 64, 32, 0.001, False, False)
     client.predict(*widgets, api_name="/train")  # all 5 stages frozen: head only
     deadline = time.monotonic() + timeout
@@ -74,32 +93,30 @@ def visit(url: str, index: int, work: Path, model: str = "", timeout: float = 18
             raise TimeoutError(f"visitor {index}: still '{status[:80]}'")
         time.sleep(1.0)
     trained = time.perf_counter()
-    with zipfile.ZipFile(archive) as zf:
-        first = zf.namelist()[0]
-        image = work / f"visitor-{index}-probe.png"
-        image.write_bytes(zf.read(first))
     label, _ = client.predict(handle_file(str(image)), api_name="/predict")
-    download = out[7].get("value") if isinstance(out[7], dict) else out[7]
-    record = run_record(download)
+    href, record = download(url, out[7])
     done = time.perf_counter()
     return {
         "visitor": index,
         "status": status.split("**")[1] if "**" in status else status,
         "seconds": done - start,
         "train_seconds": trained - start,
+        "download": href,
         "own_prediction": label["label"] in classes,
-        "own_run": set(record.get("classes", [])) == classes,
+        "own_run": set(record.get("classes", [])) == classes and record.get("status") == "done",
     }
 
 
-def run_record(download) -> dict:
-    """run.json from the downloaded run zip (the client saved it locally)."""
-    path = download if isinstance(download, str) else (download or {}).get("path")
-    if not path or not Path(path).exists():
-        return {}
-    with zipfile.ZipFile(path) as zf:
-        name = next((n for n in zf.namelist() if n.endswith("run.json")), None)
-        return json.loads(zf.read(name)) if name else {}
+def download(url: str, link) -> tuple[str, dict]:
+    """GET the run the page's download link names, as a browser would; its run.json."""
+    html = link.get("value", "") if isinstance(link, dict) else str(link or "")
+    found = re.search(r'href="([^"]+)"', html)
+    if not found:
+        return "", {}
+    with urllib.request.urlopen(urllib.parse.urljoin(url, found.group(1)), timeout=600) as r:
+        archive = zipfile.ZipFile(io.BytesIO(r.read()))
+    name = next((n for n in archive.namelist() if n.endswith("/run.json")), None)
+    return found.group(1), json.loads(archive.read(name)) if name else {}
 
 
 class PageProbe(threading.Thread):
@@ -121,10 +138,11 @@ class PageProbe(threading.Thread):
             self.done.wait(2.0)
 
 
-def start_app(home: Path) -> tuple[subprocess.Popen, str]:
+def start_app(home: Path, temp: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = {
         **os.environ,
+        "GRADIO_TEMP_DIR": str(temp),
         "GRADIO_SERVER_PORT": str(port),
         "TLAPP_HOME": str(home),
         "GRADIO_ANALYTICS_ENABLED": "False",
@@ -164,15 +182,19 @@ def peak_rss_gb(pid: int) -> float | None:
 
 
 def disk_gb(path: Path) -> float:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**30
+    return (
+        sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**30
+        if path.exists()
+        else 0.0
+    )
 
 
-def load(url: str, visitors: int, work: Path) -> tuple[list[dict], list[str], PageProbe]:
+def load(url: str, visitors: int, work: Path, data: str) -> tuple[list, list, PageProbe]:
     probe = PageProbe(url)
     probe.start()
     results, errors = [], []
     with ThreadPoolExecutor(visitors) as pool:
-        futures = [pool.submit(visit, url, i, work) for i in range(visitors)]
+        futures = [pool.submit(visit, url, i, work, data) for i in range(visitors)]
         for future in futures:
             try:
                 results.append(future.result())
@@ -183,7 +205,17 @@ def load(url: str, visitors: int, work: Path) -> tuple[list[dict], list[str], Pa
     return results, errors, probe
 
 
-def report(results, errors, probe, visitors, peak, disk, cores) -> str:
+def isolated(results: list[dict]) -> int:
+    """Visitors whose download was a finished run with only their data's classes (and, for
+    uploads, a prediction among them), from a session and a run no other visitor got."""
+    sessions = [r["download"].split("/")[-2] if r["download"] else "" for r in results]
+    shared = {s for s in sessions if not s or sessions.count(s) > 1}
+    return sum(
+        r["own_prediction"] and r["own_run"] and s not in shared for r, s in zip(results, sessions)
+    )
+
+
+def report(results, errors, probe, visitors, peak, disk, cores, data) -> str:
     finished = [r for r in results if r["status"] == "Finished"]
     times = sorted(r["seconds"] for r in finished)
     page = [t for t in probe.times if t != float("inf")]
@@ -193,23 +225,24 @@ def report(results, errors, probe, visitors, peak, disk, cores) -> str:
 
     rows = [
         ("visitors finished", f"{len(finished)} of {visitors}"),
-        ("upload → downloaded run, p50", pct(times, 50)),
-        ("upload → downloaded run, p95", pct(times, 95)),
-        ("upload → trained, p50", pct(sorted(r["train_seconds"] for r in finished), 50)),
+        ("page opened → downloaded run, p50", pct(times, 50)),
+        ("page opened → downloaded run, p95", pct(times, 95)),
+        ("page opened → trained, p50", pct(sorted(r["train_seconds"] for r in finished), 50)),
         (
             "page for a fresh visitor, median / max",
             f"{statistics.median(page):.2f} s / {max(page):.2f} s" if page else "—",
         ),
         ("page requests failed", str(len(probe.times) - len(page))),
         ("app peak memory (VmHWM)", f"{peak:.2f} GB" if peak else "not measured"),
-        ("disk used (TLAPP_HOME)", f"{disk:.2f} GB" if disk is not None else "not measured"),
         (
-            "saw only their own classes",
-            f"{sum(r['own_prediction'] and r['own_run'] for r in results)} of {len(results)}",
+            "disk: TLAPP_HOME + Gradio's temp, per visitor",
+            f"{disk * 1024 / visitors:.0f} MB ({disk:.2f} GB in all)" if disk else "not measured",
         ),
+        ("saw only their own session, run and classes", f"{isolated(results)} of {visitors}"),
     ]
-    lines = [f"{visitors} visitors, {cores} CPU cores", "", "| measure | value |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in rows]
+    what = "the sample digits" if data == "sample" else "an upload of their own"
+    lines = [f"{visitors} visitors on {what}, {cores} CPU cores", "", "| measure | value |"]
+    lines += ["|---|---|", *(f"| {k} | {v} |" for k, v in rows)]
     lines += [f"- failed: {e}" for e in errors]
     return "\n".join(lines)
 
@@ -217,22 +250,23 @@ def report(results, errors, probe, visitors, peak, disk, cores) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--visitors", type=int, default=30)
+    p.add_argument("--data", choices=["sample", "upload"], default="sample")
     p.add_argument("--url", default="", help="an app already running (default: start app.py)")
     args = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="tlapp-load-") as tmp:
-        work, home = Path(tmp) / "visitors", Path(tmp) / "home"
+        work, home, temp = Path(tmp) / "visitors", Path(tmp) / "home", Path(tmp) / "gradio"
         work.mkdir()
-        app, url = (None, args.url) if args.url else start_app(home)
+        app, url = (None, args.url) if args.url else start_app(home, temp)
         try:
-            results, errors, probe = load(url, args.visitors, work)
+            results, errors, probe = load(url, args.visitors, work, args.data)
             peak = peak_rss_gb(app.pid) if app else None
-            disk = disk_gb(home) if app else None
+            disk = disk_gb(home) + disk_gb(temp) if app else None
         finally:
             if app:
                 app.terminate()
                 app.wait(30)
     cores = len(os.sched_getaffinity(0))
-    print(report(results, errors, probe, args.visitors, peak, disk, cores))
+    print(report(results, errors, probe, args.visitors, peak, disk, cores, args.data))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ def load_bench():
 
 
 def test_visitors_at_once_each_finish_and_see_only_their_own(tmp_path):
+    """Two visitors on the sample and two with uploads of their own, all at once."""
     bench = load_bench()
     settings = AppSettings(home=tmp_path / "home", allow_local_paths=False, max_jobs=1)
     url, demo = serve(settings)
@@ -27,14 +28,19 @@ def test_visitors_at_once_each_finish_and_see_only_their_own(tmp_path):
     try:
         from concurrent.futures import ThreadPoolExecutor
 
-        with ThreadPoolExecutor(3) as pool:
-            futures = [pool.submit(bench.visit, url, i, work, "test_resnet", 600) for i in range(3)]
+        data = ["sample", "upload", "sample", "upload"]
+        with ThreadPoolExecutor(4) as pool:
+            futures = [
+                pool.submit(bench.visit, url, i, work, kind, "test_resnet", 600)
+                for i, kind in enumerate(data)
+            ]
             results = [f.result() for f in futures]
     finally:
         demo.close()
-    assert [r["status"] for r in results] == ["Finished"] * 3
-    assert all(r["own_prediction"] and r["own_run"] for r in results)
+    assert [r["status"] for r in results] == ["Finished"] * 4
+    assert bench.isolated(results) == 4
     sessions = list((settings.home / "sessions").iterdir())
-    assert len(sessions) == 3
-    for folder in sessions:  # one run each, in its own session folder
+    assert len(sessions) == 4
+    for folder in sessions:  # one run each, in its own session folder, and no zip on disk
         assert len(list((folder / "runs").iterdir())) == 1
+        assert not list(folder.rglob("*.zip"))
