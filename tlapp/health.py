@@ -1,6 +1,7 @@
 """Data health before training: duplicates, leakage, imbalance, tiny images, grey among colour.
 
     findings = check_health(dataset)     # a table: finding, detail, paths (the images concerned)
+    findings = check_health(dataset, progress)  # progress(what, done, total) hears of the work
 
 Duplicates are found by `data.duplicates` (the same bytes, or the same picture re-saved or
 resized). A duplicate group that spans train and validation (or test) is leakage: the
@@ -20,13 +21,13 @@ TINY = 32  # pixels on the shorter side
 COLUMNS = ["finding", "detail", "paths"]
 
 
-def check_health(dataset: Dataset) -> pd.DataFrame:
+def check_health(dataset: Dataset, progress=None) -> pd.DataFrame:
     """Every finding with a one-line detail and the paths of the images concerned."""
     samples = dataset.samples.reset_index(drop=True)
     if not len(samples):
         return pd.DataFrame(columns=COLUMNS)
     paths = samples["path"].tolist()
-    prints = fingerprints(paths)
+    prints = fingerprints(paths, progress)
     exact, near = duplicate_groups(prints)
     grey = prints.grey
     rows = []

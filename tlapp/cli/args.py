@@ -156,11 +156,12 @@ def sweep_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--end-lr", type=float, default=10.0, help="the rate it would reach at the end")
 
 
-def trainable_dataset(config):
-    """The config's dataset, or None after saying on stderr why it cannot be trained."""
+def trainable_dataset(config, progress=None):
+    """The config's dataset, or None after saying on stderr why it cannot be trained;
+    `progress(what, done, total)` hears of the scanning."""
     from ..data import load_dataset
 
-    dataset = load_dataset(config.data, config.val_fraction, config.seed)
+    dataset = load_dataset(config.data, config.val_fraction, config.seed, progress=progress)
     if dataset.problems():
         print(f"cannot train: {dataset.problems()[0]}", file=sys.stderr)
         return None

@@ -17,6 +17,7 @@ from .args import (
     settings_args,
     trainable_dataset,
 )
+from .progress import Stages
 
 
 def add_pseudo(command) -> None:
@@ -93,22 +94,6 @@ def add_distil(command) -> None:
     distil.set_defaults(func=cmd_distill)
 
 
-def stage_bar():
-    """A progress bar for work in stages (decoding, embeddings, ...), and its callback."""
-    from tqdm import tqdm
-
-    bar = tqdm(total=0, leave=False)
-
-    def progress(what: str, done: int, total: int) -> None:
-        if bar.desc != what:
-            bar.reset(total)
-            bar.set_description_str(what)
-        bar.n = done
-        bar.refresh()
-
-    return bar, progress
-
-
 def cmd_self_train(args) -> int:
     from ..methods import self_train
 
@@ -116,11 +101,11 @@ def cmd_self_train(args) -> int:
     dataset = trainable_dataset(config)
     if dataset is None:
         return 1
-    bar, progress = stage_bar()
+    progress = Stages()
     try:
         result = self_train(config, dataset, args.unlabelled, args.threshold, args.rounds, progress)
     finally:
-        bar.close()
+        progress.close()
     if args.csv:
         result.pseudo_labels.to_csv(args.csv, index=False)
     say = functools.partial(print, file=sys.stderr if args.json else sys.stdout)
@@ -148,13 +133,13 @@ def cmd_self_train(args) -> int:
 def cmd_adabn(args) -> int:
     from ..methods import adapt_batchnorm
 
-    bar, progress = stage_bar()
+    progress = Stages()
     try:
         result = adapt_batchnorm(
             args.run_dir, args.target, args.labelled or None, args.out or None, progress=progress
         )
     finally:
-        bar.close()
+        progress.close()
     say = functools.partial(print, file=sys.stderr if args.json else sys.stdout)
     for path, reason in result.skipped:
         say(f"skipped {path}: {reason}")
@@ -179,7 +164,7 @@ def cmd_adabn(args) -> int:
 def cmd_distill(args) -> int:
     from ..methods import distill
 
-    bar, progress = stage_bar()
+    progress = Stages()
     try:
         report = distill(
             args.run_dir,
@@ -194,7 +179,7 @@ def cmd_distill(args) -> int:
             weights=args.weights,
         )
     finally:
-        bar.close()
+        progress.close()
     print(report.describe(), file=sys.stderr if args.json else sys.stdout)
     if args.json:
         print_json(

@@ -7,6 +7,7 @@ import sys
 
 from ..config import make_config
 from .args import DATA_SETTINGS, data_arg, given_settings, json_arg, print_json, settings_args
+from .progress import Stages
 
 
 def add_check(command) -> None:
@@ -22,7 +23,9 @@ def cmd_check(args) -> int:
     from ..health import check_health
 
     config = make_config(data=args.data, **given_settings(args, DATA_SETTINGS))
-    dataset = load_dataset(config.data, config.val_fraction, config.seed)
+    show = Stages()
+    dataset = load_dataset(config.data, config.val_fraction, config.seed, progress=show)
+    show.close()
     say = functools.partial(print, file=sys.stderr if args.json else sys.stdout)
     say(dataset.report().to_string(index=False))
     if len(dataset.skipped):
@@ -31,7 +34,8 @@ def cmd_check(args) -> int:
     say("\n" + dataset.summary())
     for warning in dataset.warnings():
         say(f"note: {warning}")
-    findings = check_health(dataset)
+    findings = check_health(dataset, show)
+    show.close()
     for row in findings.itertuples():
         say(f"health: {row.finding}: {row.detail} ({len(row.paths)} images, e.g. {row.paths[0]})")
     problems = dataset.problems()

@@ -1,4 +1,4 @@
-"""`tlapp train` (and --resume) and `tlapp lr-find`, with progress bars."""
+"""`tlapp train` (and --resume) and `tlapp lr-find`, with a progress bar per stage (`progress`)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from .args import (
     sweep_args,
     trainable_dataset,
 )
+from .progress import StageEvents, Stages
 
 
 def add_train(command) -> None:
@@ -58,11 +59,16 @@ def cmd_train(args) -> int:
     else:
         raise DataError("Give the data to train on (a folder, .zip or CSV), or --resume RUN_DIR.")
     preview_freeze(config.model, config.freeze)  # a wrong model name or depth: exit 2, at once
+    show = Stages()
     dataset = load_dataset(
-        config.data, config.val_fraction, config.seed, corrections=config.corrections or None
+        config.data,
+        config.val_fraction,
+        config.seed,
+        corrections=config.corrections or None,
+        progress=show,
     )
-    job = Job(config, dataset, resume=bool(args.resume)).start()
-    return report(follow(job), args.json)
+    job = Job(config, dataset, resume=bool(args.resume), callbacks=[StageEvents(show)])
+    return report(follow(job.start(), show), args.json)
 
 
 def resumed_config(run_dir: str, data: str, given: dict) -> TrainConfig:
@@ -125,64 +131,36 @@ def report(state, as_json: bool = False) -> int:
     return {"done": 0, "stopped": 130}.get(state.status, 1)
 
 
-def follow(job):
-    """Show a progress bar until the job ends; Ctrl-C stops it and keeps the best model."""
-    from tqdm import tqdm
-
-    bar = None
+def follow(job, show: Stages):
+    """Wait until the job ends, its stages shown on `show` by the job's StageEvents callback;
+    Ctrl-C stops it and keeps the best model."""
     try:
         while job.running:
-            state = job.snapshot()
-            if state.step_losses:  # training has taken its first step
-                bar = bar or tqdm(total=state.epochs * state.steps_per_epoch, unit="step")
-                show_progress(bar, state)
             time.sleep(0.2)
     except KeyboardInterrupt:
         job.stop()
         print("\nstopping after this batch…", file=sys.stderr)
     state = job.wait()
-    if bar:
-        show_progress(bar, state)
-        bar.close()
+    show.close()
     return state
 
 
-def show_progress(bar, state) -> None:
-    last = state.history[-1] if state.history else None
-    bar.n = (state.epoch - 1) * state.steps_per_epoch + state.step
-    bar.set_description(f"epoch {state.epoch}/{state.epochs}")
-    bar.set_postfix_str(
-        f"loss {state.step_losses[-1]:.3f}"
-        + (f", val acc {last['val_accuracy']:.1%}" if last else "")
-    )
-
-
 def cmd_lr_find(args) -> int:
-    from tqdm import tqdm
-
     from ..train.lr_find import find_lr
 
     config = make_config(data=args.data, **given_settings(args, DATA_SETTINGS + MODEL_SETTINGS))
-    dataset = trainable_dataset(config)
+    show = Stages()  # scanning, decoding, embeddings, then the sweep
+    dataset = trainable_dataset(config, show)
     if dataset is None:
         return 1
-    bar = tqdm(total=0, leave=False)
-
-    def progress(what: str, done: int, total: int) -> None:
-        if bar.desc != what:  # a new stage: decoding, embeddings, then the sweep
-            bar.reset(total)
-            bar.set_description_str(what)
-        bar.n = done
-        bar.refresh()
-
     sweep = {"start_lr": args.start_lr, "end_lr": args.end_lr, "num_it": args.num_it}
     try:
-        finding = find_lr(config, dataset, progress=progress, **sweep)
+        finding = find_lr(config, dataset, progress=show, **sweep)
     except KeyboardInterrupt:
         print("\nstopped: no learning rate was found", file=sys.stderr)
         return 130
     finally:
-        bar.close()
+        show.close()
     print(sweep_table(finding))
     print(f"suggested learning rate: {finding.suggestion:.1e} ({finding.how})")
     return 0

@@ -12,6 +12,7 @@ import json
 import os
 import random
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -194,8 +195,10 @@ def load_dataset(
     extract_to: str | os.PathLike | None = None,
     limits: Limits = Limits(),
     corrections: str | os.PathLike | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> Dataset:
-    """Scan a folder, a .zip or a .csv into a Dataset. Never raises for individual bad files."""
+    """Scan a folder, a .zip or a .csv into a Dataset. Never raises for individual bad files.
+    `progress(what, done, total)` hears of the scanning, hashing and comparing of the images."""
     source = Path(source)
     if not source.exists():
         raise DataError(f"'{source}' does not exist: check the path.")
@@ -229,6 +232,7 @@ def load_dataset(
         val_fraction,
         seed,
         limits.max_pixels,
+        progress,
     )
     return dataset.corrected(Corrections.load(corrections)) if corrections else dataset
 
@@ -242,10 +246,11 @@ def _build(
     val_fraction: float,
     seed: int,
     max_pixels: int = MAX_IMAGE_PIXELS,
+    progress=None,
 ) -> Dataset:
     """Probe every listed file, drop the unreadable ones and assign splits."""
     paths = [p for p, _, _ in listed]
-    results = _probe_all(paths, max_pixels)
+    results = _probe_all(paths, max_pixels, progress)
     rows = []
     for (path, label, split), res in zip(listed, results):
         if isinstance(res, str):
@@ -254,7 +259,7 @@ def _build(
             rows.append((path, label, split, *res))
     samples = pd.DataFrame(rows, columns=["path", "label", "split", "width", "height", "mode"])
     classes = sorted(samples["label"].unique().tolist())
-    samples = _assign_splits(samples, val_fraction, seed)
+    samples = _assign_splits(samples, val_fraction, seed, progress)
     return Dataset(
         samples=samples,
         classes=classes,
@@ -266,7 +271,9 @@ def _build(
     )
 
 
-def _assign_splits(samples: pd.DataFrame, val_fraction: float, seed: int) -> pd.DataFrame:
+def _assign_splits(
+    samples: pd.DataFrame, val_fraction: float, seed: int, progress=None
+) -> pd.DataFrame:
     """Keep a given split; otherwise a stratified train/val split with a fixed seed that keeps
     copies of one picture (exact or near duplicates) together on one side."""
     samples = samples.sort_values(["label", "path"]).reset_index(drop=True)
@@ -275,7 +282,7 @@ def _assign_splits(samples: pd.DataFrame, val_fraction: float, seed: int) -> pd.
         return samples
     samples["split"] = samples["split"].fillna("train")
     pool = samples[samples["split"] == "train"]
-    group = dict(zip(pool.index, split_groups(fingerprints(pool["path"].tolist()))))
+    group = dict(zip(pool.index, split_groups(fingerprints(pool["path"].tolist(), progress))))
     members: dict[int, list[int]] = {}
     for i, g in group.items():
         members.setdefault(g, []).append(i)

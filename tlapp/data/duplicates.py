@@ -12,15 +12,13 @@ each group on one side, so that validation does not reward memory.
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
 from .errors import ImageError
 from .hashes import file_hashes
-from .images import open_image
+from .images import in_threads, open_image
 
 NEAR_BITS = 6  # dHash distance at or below which two images are compared closely
 NEAR_PIXELS = 6.0  # mean grey difference (0-255) of 16x16 thumbnails, below which they match
@@ -54,12 +52,12 @@ def fingerprint(path: str) -> tuple[int, bool, np.ndarray]:
     return int(np.packbits(bits).view(">u8")[0]), grey, thumb
 
 
-def fingerprints(paths: list[str]) -> Prints:
+def fingerprints(paths: list[str], progress=None) -> Prints:
+    """Every image's prints; `progress(what, done, total)` hears of the hashing and decoding."""
     if not paths:
         return Prints([], np.zeros(0, np.uint64), np.zeros(0, bool), np.zeros((0, 256), np.int16))
-    hashes = file_hashes(paths)
-    with ThreadPoolExecutor(max(2, min(8, os.cpu_count() or 2))) as pool:
-        prints = list(pool.map(fingerprint, paths))
+    hashes = file_hashes(paths, progress)
+    prints = in_threads(fingerprint, paths, "Finding duplicates", progress)
     return Prints(
         hashes=hashes,
         dhash=np.array([p[0] for p in prints], dtype=np.uint64),

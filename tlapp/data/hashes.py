@@ -26,8 +26,9 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from .images import in_threads
 
 INDEX_FILE = "file-hashes.json"
 FORMAT = 1  # a different number on disk: the index is rebuilt
@@ -36,7 +37,6 @@ FORMAT = 1  # a different number on disk: the index is rebuilt
 # a file is hashed, but recorded only on a later run, once its time is safely in the past.
 RACY_NS = 2_000_000_000
 MAX_ENTRIES = 200_000  # beyond this, entries of files that are gone are dropped
-REPORT_EVERY = 64  # files between progress reports
 
 _writing = threading.Lock()  # within one process, one merge-and-replace at a time
 
@@ -67,11 +67,9 @@ def file_hashes(
     missing = [i for i, h in enumerate(hashes) if h is None]
     if not missing:
         return hashes
-    with ThreadPoolExecutor(max(2, min(8, os.cpu_count() or 2))) as pool:
-        for n, (i, digest) in enumerate(zip(missing, pool.map(file_hash, _at(paths, missing))), 1):
-            hashes[i] = digest
-            if progress and (n % REPORT_EVERY == 0 or n == len(missing)):
-                progress("Hashing images", n, len(missing))
+    read = in_threads(file_hash, [paths[i] for i in missing], "Hashing images", progress)
+    for i, digest in zip(missing, read):
+        hashes[i] = digest
     fresh = {
         stats[i][0]: [*stats[i][1:], hashes[i]]
         for i in missing
@@ -80,10 +78,6 @@ def file_hashes(
     if fresh:
         merge_index(index, fresh)
     return hashes
-
-
-def _at(items: list, indices: list[int]) -> list:
-    return [items[i] for i in indices]
 
 
 def _identity(path: str) -> tuple[str, int, int] | None:

@@ -76,8 +76,11 @@ def probe_image(
     return size[0], size[1], mode
 
 
-def _probe_all(paths: list[str], max_pixels: int = MAX_IMAGE_PIXELS) -> list[tuple | str]:
-    """Probe many files in parallel (Pillow releases the GIL while decoding)."""
+def _probe_all(
+    paths: list[str], max_pixels: int = MAX_IMAGE_PIXELS, progress=None
+) -> list[tuple | str]:
+    """Probe many files in parallel (Pillow releases the GIL while decoding);
+    `progress(what, done, total)` hears of it."""
 
     def one(p):
         try:
@@ -89,5 +92,16 @@ def _probe_all(paths: list[str], max_pixels: int = MAX_IMAGE_PIXELS) -> list[tup
         except (OSError, Image.UnidentifiedImageError):
             return "not an image Pillow can read"
 
-    with ThreadPoolExecutor(max_workers=max(2, min(8, os.cpu_count() or 2))) as pool:
-        return list(pool.map(one, paths))
+    return in_threads(one, paths, "Scanning images", progress)
+
+
+def in_threads(function, items: list, what: str, progress=None, every: int = 64) -> list:
+    """`function` of every item, in threads, in order; `progress(what, done, total)` hears of
+    every `every` items done and of the last."""
+    results = []
+    with ThreadPoolExecutor(max(2, min(8, os.cpu_count() or 2))) as pool:
+        for result in pool.map(function, items):
+            results.append(result)
+            if progress and (len(results) % every == 0 or len(results) == len(items)):
+                progress(what, len(results), len(items))
+    return results

@@ -1,6 +1,6 @@
 """Callbacks of the loop: `LiveState` keeps the snapshot watchers read, `RunWriter` writes the
 run folder (run.json and timm's config.json at once, metrics every epoch, weights when best, a
-checkpoint)."""
+checkpoint) and reports it as the stage `SAVING`."""
 
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ class LiveState:
     def on_progress(self, t: Trainer) -> None:
         what, done, total = t.progress
         with self.lock:
-            self.state.message = f"{what}: {done}/{total}…"
+            self.state.message, self.state.stage = f"{what}: {done}/{total}…", what
 
     def after_batch(self, t: Trainer) -> None:
         now = time.perf_counter()
@@ -81,7 +81,7 @@ class LiveState:
         remaining = (t.last_epoch - t.epoch + 1) * t.steps_per_epoch - t.step
         with self.lock:
             s = self.state
-            s.epoch, s.step = t.epoch, t.step
+            s.epoch, s.step, s.stage = t.epoch, t.step, ""
             s.step_losses.extend(t.new_losses)
             s.images_per_sec = self.epoch_images / max(now - self.epoch_start, 1e-6)
             s.eta_s = (now - self.start) / done * remaining
@@ -127,6 +127,19 @@ def finish_message(t: Trainer) -> str:
 # The preprocessing the run trained and evaluated with, as timm's config.json records it.
 TIMM_DATA_KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
 
+SAVING = "Saving the run"
+
+
+def save_all(t: Trainer, writes: list) -> None:
+    """Call each write, reporting them as the stage SAVING: the weights of a large model and
+    its checkpoint take seconds. Not `Trainer.report`, which stops on request: a save that has
+    begun is finished, so the run folder stays whole."""
+    for done, write in enumerate([*writes, None]):
+        t.progress = (SAVING, done, len(writes))
+        t.emit("on_progress")
+        if write:
+            write()
+
 
 class RunWriter:
     """Writes the run folder: run.json and timm's config.json at once, metrics every epoch,
@@ -150,19 +163,22 @@ class RunWriter:
 
     def after_epoch(self, t: Trainer) -> None:
         self.rows.append(t.result["row"])
-        runs.write_csv(self.run_dir / runs.METRICS, pd.DataFrame(self.rows))
+        writes = [lambda: runs.write_csv(self.run_dir / runs.METRICS, pd.DataFrame(self.rows))]
         if t.is_best:
-            runs.save_weights(
-                self.run_dir / runs.WEIGHTS,
-                t.model,
-                {"arch": t.config.model, "epoch": str(t.epoch)},
-            )
-            cm = metrics.confusion_frame(t.result["confusion"], t.dataset.classes)
-            runs.write_csv(self.run_dir / runs.CONFUSION, cm, index=True)
-            runs.write_csv(self.run_dir / runs.PER_CLASS, t.result["per_class"])
-            runs.write_csv(self.run_dir / runs.PREDICTIONS, t.result["predictions"])
+            writes.append(lambda: self.write_best(t))
         if not t.head_only:  # a head-only run is one fit of seconds: nothing to resume
-            runs.save_checkpoint(self.run_dir, t.model, t.checkpoint_state())
+            writes.append(lambda: runs.save_checkpoint(self.run_dir, t.model, t.checkpoint_state()))
+        save_all(t, writes)
+
+    def write_best(self, t: Trainer) -> None:
+        """The best epoch's weights and tables."""
+        runs.save_weights(
+            self.run_dir / runs.WEIGHTS, t.model, {"arch": t.config.model, "epoch": str(t.epoch)}
+        )
+        cm = metrics.confusion_frame(t.result["confusion"], t.dataset.classes)
+        runs.write_csv(self.run_dir / runs.CONFUSION, cm, index=True)
+        runs.write_csv(self.run_dir / runs.PER_CLASS, t.result["per_class"])
+        runs.write_csv(self.run_dir / runs.PREDICTIONS, t.result["predictions"])
 
     def on_resume(self, t: Trainer) -> None:
         self.rows = [dict(row) for row in t.history]

@@ -187,7 +187,7 @@ def gather_features(t: Trainer, images: ImageSource | None = None) -> Features:
     d, views = t.dataset, 1
     train_paths, val_paths = d.split("train")["path"].tolist(), d.split("val")["path"].tolist()
     paths = train_paths + val_paths
-    hashes = file_hashes(paths)
+    hashes = file_hashes(paths, t.report)
     recalibrated = t.weights.kind == "random"
     if recalibrated:
         recalibrate_batchnorm(t, (images or image_source(t)).train)
@@ -272,7 +272,8 @@ def recalibrate_batchnorm(t: Trainer, feed: BatchFeed) -> None:
 
 def _embed_missing(t: Trainer, paths, missing, views, images: ImageSource | None):
     """[len(missing), views, dim] embeddings, in the order of `missing`."""
-    progress = lambda done, total: t.report("Computing embeddings", done, total)  # noqa: E731
+    # Counted over all the missing images: training ones first, then validation ones.
+    progress = lambda done, _: t.report("Computing embeddings", done, len(missing))  # noqa: E731
     if images is None:
         targets = np.zeros(len(missing), dtype=np.int64)
         feed = image_feed(t, "new", [paths[i] for i in missing], targets, train=True)
@@ -302,7 +303,8 @@ def _embed_missing(t: Trainer, paths, missing, views, images: ImageSource | None
         progress,
     )
     # Validation images are decoded without augmentation: their augmented views are never used.
+    after_train = lambda done, _: progress(len(train) + done, None)  # noqa: E731
     plain = embed(
-        t.model, images.val, val, 1, t.data_cfg, t.device, t.autocast, t.channels_last, progress
+        t.model, images.val, val, 1, t.data_cfg, t.device, t.autocast, t.channels_last, after_train
     )
     return list(done) + list(plain.expand(-1, views, -1).clone())

@@ -22,6 +22,7 @@ class RunState:
     images_per_sec: float = 0.0
     eta_s: float | None = None
     step_losses: list[float] = field(default_factory=list)  # one per optimiser step
+    stage: str = ""  # what the run last reported (decoding, embeddings, saving); "" while stepping
     history: list[dict] = field(default_factory=list)  # one row per epoch
     confusion: np.ndarray | None = None  # latest epoch
     per_class: pd.DataFrame | None = None  # latest epoch
@@ -47,7 +48,7 @@ class RunState:
 
     def progress_line(self) -> str:
         if self.status in ("starting", "queued") or (
-            self.status == "training" and not self.step_losses
+            self.status == "training" and (not self.step_losses or self.stage)
         ):
             return self.message or "Starting…"
         if self.finished:
