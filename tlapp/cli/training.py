@@ -50,6 +50,7 @@ def cmd_train(args) -> int:
     from ..data import DataError, load_dataset
     from ..models import preview_freeze
     from ..train import Job
+    from ..train.distributed import process_group, train_quietly
 
     given = given_settings(args, [f.name for f in fields(TrainConfig) if f.name != "data"])
     if args.resume:
@@ -67,8 +68,12 @@ def cmd_train(args) -> int:
         corrections=config.corrections or None,
         progress=show,
     )
-    job = Job(config, dataset, resume=bool(args.resume), callbacks=[StageEvents(show)])
-    return report(follow(job.start(), show), args.json)
+    # Under torchrun, one process per GPU: rank 0 writes the run folder and prints.
+    with process_group(config) as world:
+        if not world.is_main:
+            return train_quietly(config, dataset, resume=bool(args.resume))
+        job = Job(config, dataset, resume=bool(args.resume), callbacks=[StageEvents(show)])
+        return report(follow(job.start(), show), args.json)
 
 
 def resumed_config(run_dir: str, data: str, given: dict) -> TrainConfig:

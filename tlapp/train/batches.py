@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from PIL import Image
+from torch.utils.data.distributed import DistributedSampler
 from torchvision.transforms import v2
 
 from ..data import ImageError, open_image
@@ -97,9 +98,15 @@ def light_augmentation(img_size: int) -> v2.Compose:
     )
 
 
+def order_seed(seed: int) -> int:
+    """The seed of the epoch orders, to which each epoch's number is added (as torch's
+    DistributedSampler adds it to its seed: a distributed run's shards then split this order)."""
+    return seed * 100_003
+
+
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     """The shuffled order of one epoch; the same for every path that trains on the same data."""
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+    return torch.randperm(n, generator=torch.Generator().manual_seed(order_seed(seed) + epoch))
 
 
 class BatchFeed:
@@ -127,24 +134,44 @@ class BatchFeed:
         )
         self.center = images.geometry.crop  # timm's crop (or pad) for the model's crop mode
         self.augment = light_augmentation(img_size) if augment else None
+        self.sampler: DistributedSampler | None = None  # set by `shard`
+        self.served = torch.arange(0)  # the images of the last epoch served, in order
+
+    def shard(self, rank: int, processes: int) -> None:
+        """Make this feed one process's part of a distributed run: each epoch's order (the one
+        `epoch_order` gives) is split by torch's DistributedSampler, rank r taking every
+        processes-th image from the r-th (padded to even shards), and each batch is its share."""
+        self.sampler = DistributedSampler(
+            range(len(self.images)), processes, rank, self.shuffle, order_seed(self.seed)
+        )
+
+    @property
+    def step_size(self) -> int:
+        """Images per batch from this feed: with a sampler, its share of the batch."""
+        if self.sampler is None:
+            return self.batch_size
+        return -(-self.batch_size // self.sampler.num_replicas)
+
+    def order(self, epoch: int) -> torch.Tensor:
+        if self.sampler is not None:
+            self.sampler.set_epoch(epoch)
+            return torch.tensor(list(self.sampler), dtype=torch.int64)
+        if self.shuffle:
+            return epoch_order(len(self.images), self.seed, epoch)
+        return torch.arange(len(self.images))
 
     def __len__(self) -> int:
-        return -(-len(self.images) // self.batch_size)
+        images = len(self.sampler) if self.sampler is not None else len(self.images)
+        return -(-images // self.step_size)
 
     def view(self, i: int, augmented: bool) -> torch.Tensor:
         pixels = self.images[i]
         return self.augment(pixels) if augmented else self.center(pixels)
 
     def batches(self, epoch: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        order = (
-            epoch_order(len(self.images), self.seed, epoch)
-            if self.shuffle
-            else torch.arange(len(self.images))
-        )
-        return prefetch(
-            self._make(order[i : i + self.batch_size])
-            for i in range(0, len(order), self.batch_size)
-        )
+        order, size = self.order(epoch), self.step_size
+        self.served = order
+        return prefetch(self._make(order[i : i + size]) for i in range(0, len(order), size))
 
     def _make(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         pixels = torch.stack([self.view(int(i), self.augment is not None) for i in index])

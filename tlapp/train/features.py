@@ -42,6 +42,7 @@ from ..data import default_cache_dir, file_hash, file_hashes
 from ..geometry import eval_geometry
 from ..runs import atomic_write
 from .batches import BatchFeed, DecodedImages, ImageSource, to_model_input
+from .distributed import split_work
 
 if TYPE_CHECKING:
     from .loop import Trainer
@@ -197,9 +198,15 @@ def gather_features(t: Trainer, images: ImageSource | None = None) -> Features:
     missing = [i for i, h in enumerate(hashes) if h not in cached]
     t.cache_hits = len(paths) - len(missing)
     if missing:
-        new = _embed_missing(t, paths, missing, views, images)
+        # Several processes embed a share each and all get every row: then each fits the same
+        # head on the same numbers, and they agree on phase one without exchanging a model.
+        new = split_work(
+            t.world,
+            missing,
+            lambda part: torch.stack(list(_embed_missing(t, paths, part, views, images))),
+        )
         new = {hashes[i]: row for i, row in zip(missing, new)}
-        if t.config.feature_cache:
+        if t.config.feature_cache and t.world.is_main:
             store.add(new)
         cached |= new
     rows = torch.stack([cached[h][:views] for h in hashes])
