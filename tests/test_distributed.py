@@ -13,7 +13,6 @@ import torch.nn.functional as F
 from conftest import free_port
 
 from tlapp import runs
-from tlapp.models import read_state_dict
 from tlapp.predict import Predictor
 from tlapp.train.distributed import RECORD
 
@@ -114,7 +113,9 @@ def test_every_process_validates_the_model_rank_0_saves(class_folder, tmp_path):
     out = train(class_folder, run, "test_resnet", processes=2)
     assert out.returncode == 0, out.stderr
     predictor = Predictor(run)
-    predictor.model.load_state_dict(read_state_dict(run / runs.CHECKPOINT / runs.LAST_WEIGHTS))
+    weights, state = runs.read_checkpoint(run, "cpu")
+    assert state["epoch"] == 2
+    predictor.model.load_state_dict(weights)
     recorded = pd.read_csv(run / runs.PREDICTIONS)
     with torch.no_grad():
         logits = predictor.model(predictor.batch(recorded["path"].tolist()))
