@@ -222,3 +222,48 @@ def test_prefetch_passes_errors_and_stops_early():
     items = prefetch(iter(range(1000)))
     assert next(items) == 0
     items.close()  # leaving early ends the producer instead of leaving it blocked
+
+
+class Stages:
+    """The stages a run reports, in order."""
+
+    def __init__(self):
+        self.seen = []
+
+    def on_progress(self, t):
+        if not self.seen or self.seen[-1] != t.progress[0]:
+            self.seen.append(t.progress[0])
+
+
+def test_a_second_identical_run_reuses_batchnorm_statistics_and_head(class_folder, tmp_path):
+    """Random weights: the statistics and the head of an identical earlier run are taken from
+    the cache, without decoding an image, and the model is the one computing them gives."""
+
+    def run(name, **overrides):
+        stages = Stages()
+        config = make_config(
+            data=str(class_folder),
+            out=str(tmp_path / name),
+            cache_dir=str(tmp_path / "cache"),
+            **{**BASE, "model": "test_resnet", "freeze": "all", **overrides},
+        )
+        t = Trainer(
+            config, load_dataset(class_folder), tmp_path / name, [stages], threading.Event()
+        )
+        assert t.fit() == "done"
+        return t, stages.seen
+
+    first, first_stages = run("first")
+    again, again_stages = run("again")
+    assert "Estimating BatchNorm statistics" in first_stages
+    assert not any(s.startswith(("Decoding", "Estimating", "Computing")) for s in again_stages)
+    assert not first.head_fit.reused and again.head_fit.reused
+    assert "Reused" in again.head_fit.describe()
+    for (name, a), (_, b) in zip(
+        first.model.state_dict().items(), again.model.state_dict().items()
+    ):
+        assert torch.equal(a, b), name
+    other, _ = run("other-seed", seed=1)  # other random weights: nothing of the first applies
+    assert not other.head_fit.reused
+    fresh, fresh_stages = run("no-cache", feature_cache=False)
+    assert not fresh.head_fit.reused and "Estimating BatchNorm statistics" in fresh_stages

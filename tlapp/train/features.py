@@ -23,8 +23,6 @@ crop mode, as the predictor takes it); augmentation is for the fine-tuning phase
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -43,6 +41,7 @@ from ..geometry import eval_geometry
 from ..runs import atomic_write
 from .batches import BatchFeed, DecodedImages, ImageSource, to_model_input
 from .distributed import split_work
+from .reuse import batchnorm_layers, cache_key, load_batchnorm, save_batchnorm
 
 if TYPE_CHECKING:
     from .loop import Trainer
@@ -51,12 +50,6 @@ if TYPE_CHECKING:
 # head fitted on plain views matched or beat one fitted with augmented views as extra rows, at a
 # third of the embedding cost. `embed` and the head fit still take several views per image.
 POLICY = "the plain evaluation view of each image"
-
-
-def cache_key(**parts) -> str:
-    """A short stable name for everything the embeddings depend on."""
-    text = json.dumps(parts, sort_keys=True, default=str)
-    return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
 
 
 class EmbeddingStore:
@@ -125,6 +118,8 @@ class Features:
     train_targets: torch.Tensor
     val: torch.Tensor  # [images, dim]: the plain view
     val_targets: torch.Tensor
+    store: EmbeddingStore  # where they are kept, with what else was computed from them
+    train_hashes: list[str]  # the training images' contents, in the order of `train`
 
 
 def image_feed(t: Trainer, split: str, paths: list[str], targets, train: bool) -> BatchFeed:
@@ -169,7 +164,10 @@ def embedding_key(t: Trainer, train_hashes: list[str] | None = None) -> str:
     keys = ("mean", "std", "interpolation", "crop_pct", "crop_mode")
     cfg = {k: t.data_cfg.get(k) for k in keys}
     return cache_key(
-        batchnorm_from=cache_key(images=sorted(train_hashes)) if train_hashes else "weights",
+        # Estimated in training order, batch by batch: both change the statistics.
+        batchnorm_from=cache_key(images=train_hashes, batch_size=t.batch_size)
+        if train_hashes
+        else "weights",
         model=t.config.model,
         weights=weights_identity(t),
         img_size=t.config.img_size,
@@ -190,10 +188,10 @@ def gather_features(t: Trainer, images: ImageSource | None = None) -> Features:
     paths = train_paths + val_paths
     hashes = file_hashes(paths, t.report)
     recalibrated = t.weights.kind == "random"
-    if recalibrated:
-        recalibrate_batchnorm(t, (images or image_source(t)).train)
     key = embedding_key(t, hashes[: len(train_paths)] if recalibrated else None)
     store = EmbeddingStore(t.config.cache_dir or default_cache_dir(), key)
+    if recalibrated:
+        images = recalibrate_batchnorm(t, store, images)
     cached = store.lookup(hashes) if t.config.feature_cache else {}
     missing = [i for i, h in enumerate(hashes) if h not in cached]
     t.cache_hits = len(paths) - len(missing)
@@ -216,12 +214,9 @@ def gather_features(t: Trainer, images: ImageSource | None = None) -> Features:
         torch.as_tensor(d.targets("train")),
         rows[n:, 0],
         torch.as_tensor(d.targets("val")),
+        store,
+        hashes[:n],
     )
-
-
-def batchnorm_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
-    """The model's BatchNorm layers (1d, 2d, 3d, and timm's subclasses of them)."""
-    return [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
 
 
 @torch.no_grad()
@@ -252,29 +247,40 @@ def reestimate_batchnorm(
     return len(norms)
 
 
-def recalibrate_batchnorm(t: Trainer, feed: BatchFeed) -> None:
+def recalibrate_batchnorm(
+    t: Trainer, store: EmbeddingStore, images: ImageSource | None
+) -> ImageSource | None:
     """BatchNorm running statistics averaged over the plain views of the training images.
 
     Random weights come with statistics of nothing (mean 0, variance 1), which make eval-mode
     features explode and disagree with the train-mode ones of fine-tuning. They carry nothing to
     keep, so every layer's are estimated once, before phase one; from then on frozen layers keep
-    them. Pretrained and file weights are never touched."""
-
-    def batches():
-        for start in range(0, len(feed.images), feed.batch_size):
-            end = min(start + feed.batch_size, len(feed.images))
-            pixels = torch.stack([feed.view(i, augmented=False) for i in range(start, end)])
-            t.report("Estimating BatchNorm statistics", end, len(feed.images))
-            yield to_model_input(
-                pixels, t.data_cfg["mean"], t.data_cfg["std"], t.device, t.channels_last
-            )
-
-    if not reestimate_batchnorm(t.model, batches(), t.autocast):
-        return
+    them. Pretrained and file weights are never touched. The statistics are kept with the
+    embeddings, so a run on the same training images takes them without decoding an image.
+    Returns the decoded images when it had to decode them, for the embedding pass."""
+    if not batchnorm_layers(t.model):
+        return images
+    if not (t.config.feature_cache and load_batchnorm(store, t.model)):
+        images = images or image_source(t)
+        reestimate_batchnorm(t.model, _plain_batches(t, images.train), t.autocast)
+        if t.config.feature_cache and t.world.is_main:
+            save_batchnorm(store, t.model)
     t.notes.append(
         "The backbone starts from random weights, so its BatchNorm statistics were estimated on "
         "your training images before the head was fitted."
     )
+    return images
+
+
+def _plain_batches(t: Trainer, feed: BatchFeed):
+    """Model inputs of every training image's plain view, in order, batch by batch."""
+    for start in range(0, len(feed.images), feed.batch_size):
+        end = min(start + feed.batch_size, len(feed.images))
+        pixels = torch.stack([feed.view(i, augmented=False) for i in range(start, end)])
+        t.report("Estimating BatchNorm statistics", end, len(feed.images))
+        yield to_model_input(
+            pixels, t.data_cfg["mean"], t.data_cfg["std"], t.device, t.channels_last
+        )
 
 
 def _embed_missing(t: Trainer, paths, missing, views, images: ImageSource | None):

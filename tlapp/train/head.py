@@ -22,6 +22,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+# Names the solver for the cache of fitted heads (train/reuse.py): change it when a change here
+# changes what a fit returns, so that heads fitted before are not taken for new ones.
+SOLVER = "lbfgs-path-2"
 L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1)  # strength on the mean loss of centred, scaled features
 MAX_ITER = 300
 SELECTION_IMAGES = 2000  # the strength is chosen on at most this many training images
@@ -39,8 +42,17 @@ class HeadFit:
     seconds: float
     losses: list[float]  # training loss at each evaluation of the final fit
     how: str = ""  # set for heads that are not a regression: the sentence describe() gives
+    reused: bool = False  # taken from an identical earlier fit (train/reuse.py)
 
     def describe(self) -> str:
+        again = (
+            " Reused from an earlier run with the same embeddings, labels and settings."
+            if self.reused
+            else ""
+        )
+        return self._sentence() + again
+
+    def _sentence(self) -> str:
         if self.how:
             return self.how
         views = self.rows // max(self.images, 1)
