@@ -173,6 +173,27 @@ def _build(name: str, num_classes: int, weights: str, img_size: int | None):
     return model, Weights("file", mode, f"backbone from {source} (new head)")
 
 
+def model_from_state_dict(name: str, state_dict: dict, **kwargs) -> torch.nn.Module:
+    """A timm model whose every weight comes from `state_dict` (a saved run). It is built on
+    the meta device, so no time goes on a random initialisation that loading replaces: that was
+    most of the time to open a run. A model with buffers that are not saved (computed when it is
+    built), or one that cannot be built without data, is built and loaded the usual way."""
+    try:
+        with torch.device("meta"):
+            model = timm.create_model(name, pretrained=False, **kwargs)
+    except Exception:  # built with data-dependent steps: the usual way below says what is wrong
+        model = None
+    if model is not None:
+        saved = set(model.state_dict())
+        unsaved = {n for n, _ in model.named_buffers()} - saved
+        if not unsaved and saved == set(state_dict):
+            model.load_state_dict(state_dict, assign=True)
+            return model
+    model = timm.create_model(name, pretrained=False, **kwargs)
+    model.load_state_dict(state_dict)
+    return model
+
+
 def neutral_head(model: torch.nn.Module) -> None:
     """Zero the new classifier's last layer: every class starts equally likely, so the first
     loss is ln(classes) whatever the family's own head initialisation (some draw weights large

@@ -31,7 +31,6 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pandas as pd
-import timm
 import torch
 from safetensors.torch import save_file
 
@@ -42,7 +41,7 @@ from .data import Dataset
 from .models import RUN_RECORD as RECORD
 from .models import RUN_WEIGHTS as WEIGHTS
 from .models import TIMM_CONFIG as CONFIG
-from .models import read_state_dict, run_record
+from .models import model_from_state_dict, read_state_dict, run_record
 
 METRICS = "metrics.csv"
 CONFUSION, PER_CLASS = "confusion_matrix.csv", "per_class.csv"
@@ -208,13 +207,12 @@ def load_run(run_dir: str | os.PathLike, device: str = "cpu") -> tuple[torch.nn.
     weights = Path(run_dir) / WEIGHTS
     if not weights.is_file():
         raise RunError(f"The run in '{run_dir}' has no saved model yet (no {WEIGHTS}).")
-    model = timm.create_model(
+    model = model_from_state_dict(
         info["arch"],
-        pretrained=False,
+        read_state_dict(weights),
         num_classes=len(info["classes"]),
         **info.get("model_kwargs", {}),
     )
-    model.load_state_dict(read_state_dict(weights))
     return model.to(device).eval(), info
 
 
