@@ -130,3 +130,29 @@ def test_training_and_the_finder_step_through_one_helper_with_the_scaler(
     assert "scaler" in half.checkpoint_state() and half.checkpoint_state()["scaler"]
     find_lr(config, load_dataset(class_folder), num_it=6)
     assert len(steps) > trained and all(on for on, _ in steps)
+
+
+def test_a_run_on_the_shared_machine_yields_the_cpu_to_the_page():
+    """background_priority lowers only the calling thread's priority (on Linux)."""
+    import os
+    import sys
+    import threading
+
+    from tlapp.train.hardware import background_priority
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("per-thread priorities are Linux's")
+    seen = {}
+
+    def run():
+        tid = threading.get_native_id()
+        before = os.getpriority(os.PRIO_PROCESS, tid)
+        background_priority(5)
+        seen["change"] = os.getpriority(os.PRIO_PROCESS, tid) - before
+
+    main_before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    assert seen["change"] == min(5, 19 - main_before)
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == main_before

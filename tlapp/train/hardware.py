@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import threading
 from pathlib import Path
 
 import torch
@@ -104,3 +106,15 @@ def tune_backends(device: torch.device) -> None:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
+
+
+def background_priority(step: int = 10) -> None:
+    """Lower the calling thread's CPU priority (Linux schedules threads one by one): on a
+    machine shared with the page, a training run then takes the CPU the page leaves, and a
+    visitor opening the page or asking for a prediction does not wait behind it. The thread
+    pool torch starts from this thread inherits it. Elsewhere this does nothing."""
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + step)
+    except (AttributeError, OSError):  # not Linux, or not allowed: the run goes on as it was
+        pass

@@ -25,6 +25,7 @@ from ..config import TrainConfig, make_config
 from ..data import DataError, Dataset, load_dataset
 from ..models import ModelError
 from .callbacks import LiveState, RunWriter
+from .hardware import background_priority
 from .loop import Trainer
 from .slots import TrainingSlots
 from .state import RunState, duration
@@ -98,8 +99,10 @@ class Job:
             return self._state.eta_s if self._state.status == "training" else None
 
     def _run(self) -> None:
-        if self.slots and not self._wait_for_slot():
-            return
+        if self.slots:  # a machine shared with the page: the page comes first
+            background_priority()
+            if not self._wait_for_slot():
+                return
         try:
             self._train()
         finally:
