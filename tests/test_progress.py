@@ -93,7 +93,7 @@ def test_loading_a_dataset_reports_its_stages(class_folder):
 def test_the_page_names_the_stage_under_way_between_training_steps():
     state = RunState(status="training", epoch=1, epochs=2, step=4, steps_per_epoch=8)
     state.step_losses, state.message, state.stage = [1.0], "Saving the run: 1/3…", "Saving the run"
-    assert state.progress_line() == "Saving the run: 1/3…"
+    assert state.progress_line() == "Epoch 1/2 · Saving the run: 1/3…"
     state.stage = ""  # training steps again
     assert state.progress_line().startswith("Epoch 1/2 · step 4/8")
 

@@ -48,11 +48,13 @@ class RunState:
 
     def progress_line(self) -> str:
         if self.status in ("starting", "queued") or (
-            self.status == "training" and (not self.step_losses or self.stage)
+            self.status == "training" and not self.step_losses
         ):
             return self.message or "Starting…"
         if self.finished:
             return self.message
+        if self.stage:  # between steps (saving, say): what it does now, in which epoch
+            return f"Epoch {self.epoch}/{self.epochs} · {self.message}"
         eta = f", about {duration(self.eta_s)} left" if self.eta_s is not None else ""
         return (
             f"Epoch {self.epoch}/{self.epochs} · step {self.step}/{self.steps_per_epoch} · "
