@@ -2,6 +2,8 @@
 
     python bench/speed.py                       # resnet18, 224 px, 400 images, 10 epochs
     python bench/speed.py --images 120 --epochs 2 --modes head   # a quick look
+    python bench/speed.py --photos /data/hymenoptera --modes head --whole   # real photos, and
+                                        # whole processes: tlapp train, --help, app start-up
 
 Builds a folder of real-looking JPEGs (varied sizes, some large photos), then times, on the
 same data, model, image size, batch size and number of epochs:
@@ -316,6 +318,10 @@ def main() -> None:
     p.add_argument("--images", type=int, default=400)
     p.add_argument("--modes", default="head,last,full")
     p.add_argument("--gpu-images", type=int, default=2000)
+    p.add_argument("--photos", default="", help="a folder of real photos instead of generated")
+    p.add_argument(
+        "--whole", action="store_true", help="also whole processes and start-up (bench/startup.py)"
+    )
     for hidden in ("--engine", "--mode", "--data", "--cache-dir", "--out"):
         p.add_argument(hidden, default="", help=argparse.SUPPRESS)
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -325,8 +331,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         t0 = time.perf_counter()
-        data = make_dataset(tmp / "photos", args.images)
-        print(f"made {args.images} JPEGs in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+        if args.photos:
+            data = Path(args.photos)
+            args.images = len([p for p in data.rglob("*") if p.is_file()])
+        else:
+            data = make_dataset(tmp / "photos", args.images)
+            print(f"made {args.images} JPEGs in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
         rows = []
         for mode in args.modes.split(","):
             plain = measure(
@@ -343,8 +353,23 @@ def main() -> None:
                 rows.append(
                     ("head only, second run", plain, again, plain["wall_s"] / again["wall_s"])
                 )
+        whole = whole_table(data, args) if args.whole else ""
     print_table(rows, args)
+    print(whole)
     print("\n" + gpu_report(args))
+
+
+def whole_table(data: Path, args) -> str:
+    """Whole processes, imports included: what a user waits for (bench/startup.py)."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from startup import startup_rows, whole_process_rows
+
+    lines = ["", "| whole process | plain loop | tlapp | ratio |", "|---|---|---|---|"]
+    for what, plain, ours in whole_process_rows(data, args, __file__):
+        lines.append(f"| {what} | {plain:.1f} s | {ours:.1f} s | {plain / ours:.1f}x |")
+    lines += ["", "| start-up | seconds (median of 3) |", "|---|---|"]
+    lines += [f"| {what} | {seconds:.2f} s |" for what, seconds in startup_rows(data)]
+    return "\n".join(lines)
 
 
 def print_table(rows, args) -> None:
@@ -354,7 +379,8 @@ def print_table(rows, args) -> None:
 
     cpu = platform.processor() or platform.machine()
     print(
-        f"\n{args.model}, {args.img_size} px, {args.images} JPEGs (80% train), batch {args.batch_size}, "
+        f"\n{args.model}, {args.img_size} px, {args.images} "
+        f"{'photos from ' + args.photos if args.photos else 'JPEGs (80% train)'}, batch {args.batch_size}, "
         f"{args.epochs} epochs; {os.cpu_count()} CPU cores ({cpu}), torch {torch.__version__}; "
         f"tlapp precision: {rows[0][2].get('precision')}, device {rows[0][2].get('device')}.\n"
     )

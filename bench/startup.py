@@ -1,0 +1,169 @@
+"""What a user waits for, whole processes timed from the outside (bench/speed.py --whole).
+
+    rows = whole_process_rows(data, args)   # `tlapp train --freeze all` vs the tutorial loop,
+                                            # first and second run, each a fresh process
+    rows += startup_rows(data)              # tlapp --help, python app.py, Train → first point
+
+Each figure is the wall time of a new process from its start (imports included) to its end, or
+to the moment the user sees something: the page answering, the first progress of a run.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+
+
+def timed(cmd: list[str], env: dict | None = None) -> float:
+    """Seconds from starting `cmd` to its exit (it must succeed)."""
+    start = time.perf_counter()
+    done = subprocess.run(cmd, cwd=ROOT, env=env or ENV, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"{' '.join(cmd[:4])}… failed:\n{done.stderr[-2000:]}")
+    return time.perf_counter() - start
+
+
+def whole_process_rows(data: Path, args, speed_script: str) -> list[tuple[str, float, float]]:
+    """(what, plain seconds, tlapp seconds): head only, first run and second run, whole
+    processes: the tutorial loop as a script, tlapp as `tlapp train`."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        plain = timed(
+            [
+                sys.executable,
+                speed_script,
+                "--child",
+                "--engine",
+                "plain",
+                "--mode",
+                "head",
+                "--data",
+                str(data),
+                "--model",
+                args.model,
+                "--img-size",
+                str(args.img_size),
+                "--batch-size",
+                str(args.batch_size),
+                "--epochs",
+                str(args.epochs),
+            ]
+        )
+        env = {**ENV, "TLAPP_CACHE": str(tmp / "cache")}  # a first run: nothing cached yet
+
+        def train(out: str) -> float:
+            return timed(
+                [
+                    sys.executable,
+                    "-m",
+                    "tlapp",
+                    "train",
+                    str(data),
+                    "--model",
+                    args.model,
+                    "--weights",
+                    "none",
+                    "--freeze",
+                    "all",
+                    "--img-size",
+                    str(args.img_size),
+                    "--batch-size",
+                    str(args.batch_size),
+                    "--epochs",
+                    str(args.epochs),
+                    "--out",
+                    str(tmp / out),
+                ],
+                env,
+            )
+
+        first, second = train("first"), train("second")
+    return [
+        ("head only, whole process, first run", plain, first),
+        ("head only, whole process, second run", plain, second),
+    ]
+
+
+def startup_rows(data: Path, repeats: int = 3) -> list[tuple[str, float]]:
+    """(what, median seconds over `repeats`): --help, the app's first page, Train → progress."""
+    help_s = [timed([sys.executable, "-m", "tlapp", "--help"]) for _ in range(repeats)]
+    page_s, first_s = [], []
+    for _ in range(repeats):
+        page, first = app_times(data)
+        page_s.append(page)
+        first_s.append(first)
+    stages = sorted({stage for _, stage in first_s})
+    return [
+        ("`tlapp --help`", statistics.median(help_s)),
+        ("`python app.py` until the page answers", statistics.median(page_s)),
+        (
+            f"Train pressed → first progress on the page ({', '.join(stages)})",
+            statistics.median(t for t, _ in first_s),
+        ),
+    ]
+
+
+def app_times(data: Path) -> tuple[float, tuple[float, str]]:
+    """Seconds until a new `python app.py` answers; then, with the data loaded by path, from
+    pressing Train (head only, the page's resnet18) to the first poll that shows the run's
+    progress (images decoded or embedded, or a loss point)."""
+    from gradio_client import Client
+
+    port = free_port()
+    with tempfile.TemporaryDirectory() as home:
+        env = {**ENV, "TLAPP_HOME": home, "GRADIO_SERVER_PORT": str(port)}
+        start = time.perf_counter()
+        app = subprocess.Popen(
+            [sys.executable, "app.py"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            url = f"http://127.0.0.1:{port}/"
+            page = wait_for_page(url, app) - start
+            client = Client(url, verbose=False)
+            client.predict(str(data), 0.2, api_name="/load_folder")
+            widgets = ("resnet18", "", "none", None, "", 5, 1, 224, 32, 0.001, False, False)
+            pressed = time.perf_counter()
+            client.predict(*widgets, api_name="/train")
+            while True:
+                status = str(client.predict(api_name="/poll")[0])
+                seen = next((w for w in PROGRESS if w in status), None)
+                if seen or status.startswith(("**Finished", "**Failed", "**Stopped")):
+                    return page, (time.perf_counter() - pressed, seen or "the end")
+                time.sleep(0.05)
+        finally:
+            app.terminate()
+            app.wait(30)
+
+
+PROGRESS = ("Decoding", "Computing embeddings", "Fitting the head", "step ")
+
+
+def wait_for_page(url: str, app: subprocess.Popen) -> float:
+    while app.poll() is None:
+        try:
+            urllib.request.urlopen(url, timeout=5).read()
+            return time.perf_counter()
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit("app.py ended before it answered")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
