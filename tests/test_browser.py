@@ -82,6 +82,8 @@ def test_folder_pick_train_stop_and_predict(page, tmp_path):
     for name, values in rows.items():
         assert values == expected.loc[name].tolist(), name
 
+    # the note under the freeze slider is written when the page opens (it needs timm)
+    wait_for(page, "document.querySelector('#freeze-note').innerText.includes('will train')", 60)
     page.fill("#custom-model input, #custom-model textarea", "test_resnet")
     page.click("text=Training settings")
     page.wait_for_selector("#epochs input[type=number]", state="visible")

@@ -47,6 +47,16 @@ def summary(cm: np.ndarray) -> dict[str, float]:
     }
 
 
+SMALL = 30  # validation images per class under which one split says little
+
+
+def small_validation(dataset) -> bool:
+    """Whether some class of a Dataset has fewer than SMALL validation images: k-fold
+    cross-validation (`tlapp.methods.kfold`) then says more than the split."""
+    counts = dataset.split("val")["label"].value_counts()
+    return any(counts.get(c, 0) < SMALL for c in dataset.classes)
+
+
 def confusion_frame(cm: np.ndarray, class_names: list[str]) -> pd.DataFrame:
     """The matrix as a table: true classes as rows, predicted as columns."""
     return pd.DataFrame(

@@ -13,7 +13,6 @@ a previous run folder. Nothing here unpickles arbitrary objects (`weights_only=T
 from __future__ import annotations
 
 import difflib
-import json
 import os
 import threading
 from dataclasses import dataclass
@@ -24,22 +23,10 @@ import timm
 import torch
 from timm.models import group_parameters
 
+from .catalogue import CATALOG, ModelError, catalog_choices  # noqa: F401  (re-exported)
 from .config import DEFAULT_MODEL  # noqa: F401  (the catalogue's default, re-exported)
-
-# Backbones that suit small datasets, light enough for a CPU, each a good default somewhere.
-CATALOG = {
-    "resnet18": "classic CNN, quick on CPU",
-    "mobilenetv4_conv_small": "smallest and fastest, good for CPU and phones",
-    "mobilenetv3_large_100": "small and fast, good on CPU",
-    "efficientnet_b0": "accurate for its size",
-    "resnet50": "the standard baseline, better with a GPU",
-    "convnext_tiny": "modern CNN, strong accuracy, best with a GPU",
-    "vit_small_patch16_224": "vision transformer, best with a GPU",
-}
-
-
-class ModelError(ValueError):
-    """The model cannot be built as asked; the message is one sentence meant for the user."""
+from .runs import WEIGHTS as RUN_WEIGHTS  # runs imports this module only to load weights
+from .runs import run_record
 
 
 # ----------------------------------------------------------------------------- catalogue
@@ -50,14 +37,6 @@ def param_count(name: str) -> int:
     with torch.device("meta"):
         model = timm.create_model(name, pretrained=False)
     return sum(p.numel() for p in model.parameters())
-
-
-def catalog_choices() -> list[tuple[str, str]]:
-    """(label, name) pairs for a dropdown: 'resnet18 · 11.7M params · classic CNN…'."""
-    return [
-        (f"{name} · {param_count(name) / 1e6:.1f}M params · {hint}", name)
-        for name, hint in CATALOG.items()
-    ]
 
 
 def check_name(name: str) -> str:
@@ -114,26 +93,6 @@ def build_model(
         return model, Weights("file", record.source, note, head_kept=True)
     neutral_head(model)
     return model, record
-
-
-# A run folder's files (tlapp.runs takes its names from here: models imports nothing from runs).
-RUN_RECORD, TIMM_CONFIG, RUN_WEIGHTS = "run.json", "config.json", "model.safetensors"
-
-
-def run_record(path: Path) -> dict | None:
-    """The app's record of a run folder: run.json, or config.json in a folder written before
-    config.json became timm's (it then has the app's keys, such as "arch"); None otherwise."""
-    if not path.is_dir():
-        return None
-    record = path / RUN_RECORD
-    if record.is_file():
-        return json.loads(record.read_text(encoding="utf-8"))
-    legacy = path / TIMM_CONFIG
-    if legacy.is_file():
-        info = json.loads(legacy.read_text(encoding="utf-8"))
-        if isinstance(info, dict) and "arch" in info and "architecture" not in info:
-            return info
-    return None
 
 
 def run_classes(path: Path) -> list[str] | None:

@@ -29,20 +29,19 @@ import time
 import zipfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
-import torch
-from safetensors.torch import save_file
 
 from .data import Dataset
 
-# The app's record, timm's config (older run folders kept the record in config.json) and the
-# weights: named in models, which reads run folders too and imports nothing from here.
-from .models import RUN_RECORD as RECORD
-from .models import RUN_WEIGHTS as WEIGHTS
-from .models import TIMM_CONFIG as CONFIG
-from .models import model_from_state_dict, read_state_dict, run_record
+if TYPE_CHECKING:
+    import torch
 
+# The app's record, timm's config (older run folders kept the record in config.json) and the
+# weights; models takes these names from here. torch, safetensors and models (timm) are imported
+# by the functions that handle tensors: the page lists and reads run folders before torch loads.
+RECORD, CONFIG, WEIGHTS = "run.json", "config.json", "model.safetensors"
 METRICS = "metrics.csv"
 CONFUSION, PER_CLASS = "confusion_matrix.csv", "per_class.csv"
 PREDICTIONS = "val_predictions.csv"
@@ -102,6 +101,13 @@ def write_csv(path: Path, frame: pd.DataFrame, index: bool = False) -> None:
     atomic_write(path, lambda tmp: frame.to_csv(tmp, index=index))
 
 
+def save_file(tensors: dict, filename: str, metadata: dict[str, str] | None = None) -> None:
+    """safetensors' save_file, loaded on first use."""
+    from safetensors.torch import save_file as save
+
+    save(tensors, filename, metadata=metadata)
+
+
 def save_weights(path: Path, model: torch.nn.Module, metadata: dict[str, str]) -> None:
     """The model's state dict as safetensors, contiguous CPU tensors with timm's key names."""
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
@@ -112,6 +118,8 @@ def save_checkpoint(run_dir: Path, model: torch.nn.Module, state: dict) -> None:
     """The last finished epoch's weights and trainer state, for --resume. The weights go to a
     file named by their epoch and the state, written last and atomically, names it: killed at
     any moment, the folder holds the previous epoch's pair or the new one, never a mix."""
+    import torch
+
     folder = Path(run_dir) / CHECKPOINT
     folder.mkdir(exist_ok=True)
     weights = f"epoch-{state['epoch']:04d}.safetensors"
@@ -130,6 +138,10 @@ def resumable(run_dir: str | os.PathLike | None) -> bool:
 def read_checkpoint(run_dir: str | os.PathLike, device) -> tuple[dict, dict]:
     """(model state dict, trainer state) of the last finished epoch; older folders kept the
     weights as checkpoint/last.safetensors."""
+    import torch
+
+    from .models import read_state_dict
+
     folder = Path(run_dir) / CHECKPOINT
     if not resumable(run_dir):
         raise RunError(f"'{run_dir}' has no checkpoint to resume from: no epoch finished.")
@@ -140,6 +152,22 @@ def read_checkpoint(run_dir: str | os.PathLike, device) -> tuple[dict, dict]:
 def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
     path = Path(run_dir) / METRICS
     return pd.read_csv(path).to_dict("records") if path.exists() else []
+
+
+def run_record(path: Path) -> dict | None:
+    """The app's record of a run folder: run.json, or config.json in a folder written before
+    config.json became timm's (it then has the app's keys, such as "arch"); None otherwise."""
+    if not path.is_dir():
+        return None
+    record = path / RECORD
+    if record.is_file():
+        return json.loads(record.read_text(encoding="utf-8"))
+    legacy = path / CONFIG
+    if legacy.is_file():
+        info = json.loads(legacy.read_text(encoding="utf-8"))
+        if isinstance(info, dict) and "arch" in info and "architecture" not in info:
+            return info
+    return None
 
 
 def read_config(run_dir: str | os.PathLike) -> dict:
@@ -202,6 +230,7 @@ def recorded_dataset(config: dict, stack) -> Dataset:
 
 def load_run(run_dir: str | os.PathLike, device: str = "cpu") -> tuple[torch.nn.Module, dict]:
     """Rebuild the trained model of a run folder, in eval mode, and return it with its config."""
+    from .models import model_from_state_dict, read_state_dict
 
     info = read_config(run_dir)
     weights = Path(run_dir) / WEIGHTS

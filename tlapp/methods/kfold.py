@@ -23,10 +23,9 @@ import torch.nn.functional as F
 from .. import metrics
 from ..config import TrainConfig
 from ..data import Dataset
+from ..metrics import SMALL, small_validation  # noqa: F401  (re-exported; the page reads metrics)
 from ..train.head import fit_linear_head, fit_prototypes
 from .embeddings import frozen_features
-
-SMALL = 30  # validation images per class under which one split says little
 
 
 @dataclass
@@ -44,12 +43,6 @@ class CrossValidation:
             f"{f1.std():.3f} over {self.folds} folds of {self.images} labelled images "
             "(head only on frozen features; ± is the spread across folds)."
         )
-
-
-def small_validation(dataset: Dataset) -> bool:
-    """Whether some class has fewer than SMALL validation images: k-fold then says more."""
-    counts = dataset.split("val")["label"].value_counts()
-    return any(counts.get(c, 0) < SMALL for c in dataset.classes)
 
 
 def cross_validate(config: TrainConfig, dataset: Dataset, folds: int = 5, progress=None):

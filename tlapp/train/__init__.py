@@ -16,8 +16,23 @@
 | `hardware` | device, precision, backend switches, out-of-memory detection |
 """
 
-from .job import Job, resume_config
-from .loop import Trainer
+import importlib
+from typing import TYPE_CHECKING
+
 from .state import RunState, StopTraining
 
+if TYPE_CHECKING:
+    from .job import Job, resume_config
+    from .loop import Trainer
+
 __all__ = ["Job", "RunState", "StopTraining", "Trainer", "resume_config"]
+
+# The job and the loop import torch and timm (seconds): loaded on first use, so that the page,
+# which needs only RunState and the slots at first, is served without them.
+_LAZY = {"Job": "job", "resume_config": "job", "Trainer": "loop"}
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)

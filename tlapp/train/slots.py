@@ -19,8 +19,6 @@ import threading
 from collections.abc import Callable
 from typing import Protocol
 
-import torch
-
 
 class Estimable(Protocol):
     short: bool  # head only: the express line
@@ -70,6 +68,10 @@ class TrainingSlots:
                 if job in running:
                     running.remove(job)
             self._cond.notify_all()
+        # Imported here: the page builds its slots before torch has loaded (a job that trained
+        # has loaded it by now).
+        import torch
+
         if torch.cuda.is_available():
             torch.cuda.empty_cache()  # hand the memory to the next job
 

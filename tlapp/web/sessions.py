@@ -15,16 +15,19 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from .. import runs
 from ..data import Corrections, Dataset
 from ..health import check_health
-from ..predict import Predictor
-from ..train import Job
 from .settings import AppSettings
 from .storage import Storage
+
+if TYPE_CHECKING:
+    from ..predict import Predictor
+    from ..train import Job
 
 
 @dataclass
@@ -61,6 +64,9 @@ class Session:
 
     def predictor(self, run_dir: str) -> Predictor:
         """The run's best model, reloaded whenever a better epoch has been saved."""
+        # Imported here: the page is served before torch loads (a background thread loads it).
+        from ..predict import Predictor
+
         weights = Path(run_dir) / runs.WEIGHTS
         key = (run_dir, weights.stat().st_mtime_ns)
         if key not in self.predictors:

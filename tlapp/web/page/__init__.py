@@ -19,7 +19,7 @@ from .assets import CSS, PAGE_JS
 from .beyond import beyond_step
 from .data import data_step
 from .insight import insight_step
-from .model import model_step
+from .model import freeze_view, model_step
 from .train import train_step
 from .use import use_step
 
@@ -48,7 +48,14 @@ def build_ui(settings: AppSettings) -> gr.Blocks:
         def close_session(request: gr.Request):
             registry.close(request.session_hash if request else None)
 
-        demo.load(open_session, None, session, api_visibility="private")
+        freeze = [model["choice"], model["custom"], model["freeze"], session]
+        demo.load(open_session, None, session, api_visibility="private").then(
+            freeze_view,
+            freeze,
+            [model["freeze"], model["freeze_note"]],
+            show_progress="hidden",
+            api_visibility="private",
+        )
         demo.unload(close_session)
     return demo
 

@@ -14,9 +14,6 @@ import gradio as gr
 
 from ... import runs
 from ...data import DataError, extract_zip, find_data_root
-from ...methods.adabn import adapt_batchnorm
-from ...methods.distill import distill
-from ...methods.pseudo import self_train
 from ..downloads import download_link
 from ..sessions import Session
 from ..settings import AppSettings
@@ -68,6 +65,8 @@ def _unlabelled(settings: AppSettings, train_inputs: list) -> None:
 
     @user_errors
     def run(state: Session | None, *values, progress=gr.Progress()):
+        # Imported here: the page is served before torch loads (a background thread loads it).
+        from ...methods.pseudo import self_train
         from .train import config_from_page
 
         *page, files, threshold = values
@@ -107,6 +106,8 @@ def _domain_shift(settings: AppSettings, session: gr.State) -> None:
 
     @user_errors
     def run(state: Session | None, target, labelled, progress=gr.Progress()):
+        from ...methods.adabn import adapt_batchnorm
+
         source = saved_run(state).run_dir
         paths = _images(state, target, settings, "target")
         sample = _labelled_folder(state, labelled, settings)
@@ -140,6 +141,8 @@ def _smaller_model(settings: AppSettings, session: gr.State) -> None:
 
     @user_errors
     def run(state: Session | None, student, epochs, progress=gr.Progress()):
+        from ...methods.distill import distill
+
         teacher = saved_run(state).run_dir
         out = state.workdir / "runs" / f"{runs.read_config(teacher)['arch']}-to-{student}"
         out = out.with_name(f"{out.name}-{uuid.uuid4().hex[:6]}")

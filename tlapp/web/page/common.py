@@ -7,8 +7,8 @@ import functools
 import gradio as gr
 
 from ... import runs
+from ...catalogue import ModelError
 from ...data import DataError
-from ...models import ModelError
 
 HINTS = {
     "freeze": "Frozen stages keep their pretrained weights and train faster; 0 trains every layer, "

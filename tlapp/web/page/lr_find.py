@@ -8,7 +8,6 @@ import pandas as pd
 
 from ...data import DataError
 from ...train import StopTraining
-from ...train.lr_find import find_lr
 from ..sessions import Session
 from ..settings import AppSettings
 from .common import user_errors
@@ -45,6 +44,9 @@ def _finder(settings: AppSettings):
 
     @user_errors
     def run(state: Session | None, *values, progress=gr.Progress()):
+        # Imported here: the page is served before torch loads (a background thread loads it).
+        from ...train.lr_find import find_lr
+
         if state and state.job and state.job.running:
             raise DataError("A run is training: find a learning rate when it has ended.")
         config = config_from_page(settings, state, *values)

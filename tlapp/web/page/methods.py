@@ -8,8 +8,7 @@ import pandas as pd
 
 from ... import runs
 from ...data import DataError
-from ...methods import cross_validate
-from ...methods.kfold import SMALL, small_validation
+from ...metrics import SMALL, small_validation
 from ..sessions import Session
 from ..settings import AppSettings
 from .common import user_errors
@@ -38,6 +37,8 @@ def cross_validation(settings: AppSettings, train_inputs: list) -> None:
 def _estimator(settings: AppSettings):
     @user_errors
     def estimate(state: Session | None, *values, progress=gr.Progress()):
+        # Imported here: the page is served before torch loads (a background thread loads it).
+        from ...methods import cross_validate
         from .train import config_from_page  # the page's settings, as Train reads them
 
         if state and state.job and state.job.running:

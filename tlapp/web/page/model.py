@@ -1,22 +1,32 @@
-"""Step 2 of the page: the backbone, its starting weights and how much of it to freeze."""
+"""Step 2 of the page: the backbone, its starting weights and how much of it to freeze.
+
+The sentence under the freeze slider comes from the model (timm), which loads after the page is
+served: `freeze_view` writes it when the page opens (`build_ui` wires it to the page's load).
+"""
 
 from __future__ import annotations
 
 import gradio as gr
 
-from ... import models
-from ...models import ModelError
+from ...catalogue import STAGES, ModelError, catalog_choices
+from ...config import DEFAULT_MODEL
 from ..sessions import Session
 from ..settings import AppSettings
 from .common import HINTS
 
 
 def model_name(choice: str, custom: str) -> str:
+    # Imported here: the page is served before torch and timm load (a background thread loads
+    # them just after).
+    from ... import models
+
     return models.check_name(custom.strip() if custom and custom.strip() else choice)
 
 
 def freeze_view(choice: str, custom: str, depth: float, session: Session | None):
     """Slider range and the sentence under it, for the chosen model (built on the meta device)."""
+    from ... import models
+
     classes = len(session.dataset.classes) if session and session.dataset else 2
     try:
         plan = models.preview_freeze(model_name(choice, custom), int(depth or 0), classes)
@@ -50,8 +60,8 @@ def model_step(settings: AppSettings, session: gr.State) -> dict:
 def _layout(settings: AppSettings) -> dict:
     with gr.Row():
         choice = gr.Dropdown(
-            models.catalog_choices(),
-            value=models.DEFAULT_MODEL,
+            catalog_choices(),
+            value=DEFAULT_MODEL,
             label="Backbone (pretrained network to start from)",
             elem_id="model",
             scale=3,
@@ -80,17 +90,17 @@ def _layout(settings: AppSettings) -> dict:
                 label="…or a weights file or earlier run folder on this computer",
                 visible=settings.allow_local_paths,
             )
-    plan = models.preview_freeze(models.DEFAULT_MODEL, 0, 2)
+    stages = STAGES[DEFAULT_MODEL]  # the note needs timm: `freeze_view` writes it on page load
     freeze = gr.Slider(
         0,
-        len(plan.stages),
+        stages,
         value=0,
         step=1,
         elem_id="freeze",
-        label=f"Freeze depth (0–{len(plan.stages)} stages)",
+        label=f"Freeze depth (0–{stages} stages)",
         info=HINTS["freeze"],
     )
-    freeze_note = gr.Markdown(plan.describe(), elem_id="freeze-note")
+    freeze_note = gr.Markdown(elem_id="freeze-note")
     return {
         "choice": choice,
         "custom": custom,

@@ -18,7 +18,6 @@ import pandas as pd
 from ... import runs
 from ...config import TrainConfig, make_config
 from ...data import DataError
-from ...train import Job, resume_config
 from ...train.slots import TrainingSlots
 from ...views import (
     ACCURACY_COLORS,
@@ -286,6 +285,9 @@ def _start_handler(registry: SessionRegistry, slots: TrainingSlots, **overrides)
 
     @user_errors
     def start(state: Session | None, *values):
+        # Imported here: the page is served before torch loads (a background thread loads it).
+        from ...train import Job
+
         config = replace(config_from_page(registry.settings, state, *values), **overrides)
         if state.job and state.job.running:
             if not state.job.short:
@@ -330,6 +332,8 @@ def _when_ready(baseline):
 def _resume_handler(slots: TrainingSlots):
     @user_errors
     def resume(state: Session | None):
+        from ...train import Job, resume_config
+
         if not state or not state.job or state.job.running:
             raise DataError("There is no stopped run to resume.")
         run_dir = state.job.snapshot().run_dir

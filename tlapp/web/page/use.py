@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import gradio as gr
 import pandas as pd
 
 from ...data import DataError
-from ...predict import Predictor
 from ...train.state import RunState
 from ..sessions import Session
 from ..settings import AppSettings
 from ..uploads import uploaded_images
 from .common import user_errors
+
+if TYPE_CHECKING:
+    from ...predict import Predictor
 
 
 def use_step(settings: AppSettings, session: gr.State) -> None:
