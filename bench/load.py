@@ -139,6 +139,8 @@ class PageProbe(threading.Thread):
 
 
 def start_app(home: Path, temp: Path) -> tuple[subprocess.Popen, str]:
+    """app.py on a free port, once it says it is ready to train: visitors of a workshop arrive
+    at an app started beforehand, not at one still loading its engine."""
     port = free_port()
     env = {
         **os.environ,
@@ -149,18 +151,18 @@ def start_app(home: Path, temp: Path) -> tuple[subprocess.Popen, str]:
         "HF_HUB_OFFLINE": "1",
     }
     app = subprocess.Popen(
-        [sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=sys.stderr
+        [sys.executable, "app.py"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=sys.stderr,
+        text=True,
     )
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(url, timeout=5).read()
-            return app, url
-        except OSError:
-            time.sleep(0.5)
-    app.kill()
-    raise SystemExit("app.py did not answer within 180 s")
+    for line in app.stdout:  # Gradio's lines, then ours once the engine is loaded
+        if line.startswith("* Ready to train"):
+            threading.Thread(target=app.stdout.read, daemon=True).start()  # keep the pipe clear
+            return app, f"http://127.0.0.1:{port}/"
+    raise SystemExit(f"app.py ended ({app.wait()}) before it was ready")
 
 
 def free_port() -> int:
