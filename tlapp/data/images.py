@@ -23,6 +23,11 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".png", ".gif", ".bmp", ".webp", ".ti
 MAX_IMAGE_PIXELS = 50_000_000  # ~7000x7000; larger files are skipped before decoding
 MAX_ASPECT = 20  # a 1000x1 strip would become a huge tensor once its short side is resized up
 
+# Pillow registers its formats on the first Image.open, and not safely when several threads make
+# that first call at once (the app's visitors): some then see no format and refuse a good image.
+# Registering them here, once, on import, leaves nothing for the threads to race over.
+Image.init()
+
 
 # ----------------------------------------------------------------------------- images
 def open_image(
