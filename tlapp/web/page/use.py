@@ -175,6 +175,10 @@ def _layout() -> dict:
     with gr.Row():
         image = gr.Image(
             type="filepath",
+            # The file as uploaded, opened by the predictor's own safe reader: with a mode to
+            # convert to, Gradio writes a converted copy in place under a name shared by every
+            # upload of the same picture, and a visitor could read another's half-written copy.
+            image_mode=None,
             label="An image to classify (upload, webcam or paste)",
             elem_id="predict-image",
             sources=["upload", "webcam", "clipboard"],
