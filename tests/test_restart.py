@@ -87,3 +87,16 @@ def test_a_killed_server_leaves_the_run_resumable_and_it_resumes(class_folder, t
 
 def download_path(run_dir: Path) -> str:
     return f"/download/{run_dir.parent.parent.name}/{run_dir.name}.zip"
+
+
+def test_a_run_cut_off_before_any_epoch_says_there_is_nothing_to_resume(tmp_path):
+    run_dir = tmp_path / "sessions" / "s" / "runs" / "r"
+    run_dir.mkdir(parents=True)
+    (run_dir / runs.RECORD).write_text(json.dumps({"status": "training"}))
+    done = tmp_path / "sessions" / "s" / "runs" / "done"
+    done.mkdir()
+    (done / runs.RECORD).write_text(json.dumps({"status": "done"}))
+    assert runs.mark_interrupted(tmp_path.glob(f"sessions/*/runs/*/{runs.RECORD}")) == [run_dir]
+    record = json.loads((run_dir / runs.RECORD).read_text())
+    assert record["status"] == "interrupted" and "nothing to continue" in record["message"]
+    assert json.loads((done / runs.RECORD).read_text()) == {"status": "done"}

@@ -260,7 +260,7 @@ def mark_interrupted(records: Iterable[Path]) -> list[Path]:
         info["status"] = "interrupted"
         info["message"] = "The app stopped while this run was training. " + (
             f"Continue it from its last finished epoch: tlapp train --resume {record.parent}"
-            if resumable
+            if resumable(record.parent)
             else "No epoch had finished, so there is nothing to continue: train it again."
         )
         write_json(record, info)
