@@ -26,7 +26,6 @@ import json
 import os
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -41,6 +40,9 @@ import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+from startup import start_app  # noqa: E402  (bench/startup.py: app.py started, once ready)
+
 COLOURS = {"red": (200, 40, 40), "green": (40, 170, 60), "blue": (40, 60, 200)}
 
 
@@ -138,41 +140,6 @@ class PageProbe(threading.Thread):
             self.done.wait(2.0)
 
 
-def start_app(home: Path, temp: Path) -> tuple[subprocess.Popen, str]:
-    """app.py on a free port, once it says it is ready to train: visitors of a workshop arrive
-    at an app started beforehand, not at one still loading its engine."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "GRADIO_TEMP_DIR": str(temp),
-        "GRADIO_SERVER_PORT": str(port),
-        "TLAPP_HOME": str(home),
-        "GRADIO_ANALYTICS_ENABLED": "False",
-        "HF_HUB_OFFLINE": "1",
-    }
-    app = subprocess.Popen(
-        [sys.executable, "app.py"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=sys.stderr,
-        text=True,
-    )
-    for line in app.stdout:  # Gradio's lines, then ours once the engine is loaded
-        if line.startswith("* Ready to train"):
-            threading.Thread(target=app.stdout.read, daemon=True).start()  # keep the pipe clear
-            return app, f"http://127.0.0.1:{port}/"
-    raise SystemExit(f"app.py ended ({app.wait()}) before it was ready")
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def peak_rss_gb(pid: int) -> float | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -260,7 +227,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="tlapp-load-") as tmp:
         work, home, temp = Path(tmp) / "visitors", Path(tmp) / "home", Path(tmp) / "gradio"
         work.mkdir()
-        app, url = (None, args.url) if args.url else start_app(home, temp)
+        app, url = (None, args.url) if args.url else start_app(home, {"GRADIO_TEMP_DIR": str(temp)})
         try:
             results, errors, probe = load(url, args.visitors, work, args.data)
             peak = peak_rss_gb(app.pid) if app else None

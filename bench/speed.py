@@ -223,17 +223,10 @@ def child(args) -> None:
     print("RESULT " + json.dumps(result), flush=True)
 
 
-def measure(engine: str, mode: str, args, data: Path, cache_dir: str, out: str) -> dict:
-    cmd = [
-        sys.executable,
-        __file__,
-        "--child",
-        "--engine",
-        engine,
-        "--mode",
-        mode,
-        "--data",
-        str(data),
+def run_flags(args) -> list[str]:
+    """The settings every measurement shares, as command-line flags (of this script and of
+    `tlapp train`)."""
+    return [
         "--model",
         args.model,
         "--img-size",
@@ -242,11 +235,19 @@ def measure(engine: str, mode: str, args, data: Path, cache_dir: str, out: str) 
         str(args.batch_size),
         "--epochs",
         str(args.epochs),
-        "--cache-dir",
-        cache_dir,
-        "--out",
-        out,
     ]
+
+
+def child_command(engine: str, mode: str, args, data: Path) -> list[str]:
+    """This script, run as one measurement in a fresh process."""
+    where = ["--data", str(data)]
+    return [sys.executable, __file__, "--child", "--engine", engine, "--mode", mode, *where] + (
+        run_flags(args)
+    )
+
+
+def measure(engine: str, mode: str, args, data: Path, cache_dir: str, out: str) -> dict:
+    cmd = child_command(engine, mode, args, data) + ["--cache-dir", cache_dir, "--out", out]
     done = subprocess.run(
         cmd,
         capture_output=True,
@@ -365,7 +366,7 @@ def whole_table(data: Path, args) -> str:
     from startup import startup_rows, whole_process_rows
 
     lines = ["", "| whole process | plain loop | tlapp | ratio |", "|---|---|---|---|"]
-    for what, plain, ours in whole_process_rows(data, args, __file__):
+    for what, plain, ours in whole_process_rows(data, args, child_command, run_flags):
         lines.append(f"| {what} | {plain:.1f} s | {ours:.1f} s | {plain / ours:.1f}x |")
     lines += ["", "| start-up | seconds (median of 3) |", "|---|---|"]
     lines += [f"| {what} | {seconds:.2f} s |" for what, seconds in startup_rows(data)]

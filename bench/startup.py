@@ -15,6 +15,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -32,61 +33,19 @@ def timed(cmd: list[str], env: dict | None = None) -> float:
     return time.perf_counter() - start
 
 
-def whole_process_rows(data: Path, args, speed_script: str) -> list[tuple[str, float, float]]:
+def whole_process_rows(
+    data: Path, args, child_command, run_flags
+) -> list[tuple[str, float, float]]:
     """(what, plain seconds, tlapp seconds): head only, first run and second run, whole
-    processes: the tutorial loop as a script, tlapp as `tlapp train`."""
+    processes: the tutorial loop as a script (bench/speed.py's `child_command`), tlapp as
+    `tlapp train` with the same settings (`run_flags`)."""
+    plain = timed(child_command("plain", "head", args, data))
     with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        plain = timed(
-            [
-                sys.executable,
-                speed_script,
-                "--child",
-                "--engine",
-                "plain",
-                "--mode",
-                "head",
-                "--data",
-                str(data),
-                "--model",
-                args.model,
-                "--img-size",
-                str(args.img_size),
-                "--batch-size",
-                str(args.batch_size),
-                "--epochs",
-                str(args.epochs),
-            ]
-        )
-        env = {**ENV, "TLAPP_CACHE": str(tmp / "cache")}  # a first run: nothing cached yet
-
-        def train(out: str) -> float:
-            return timed(
-                [
-                    sys.executable,
-                    "-m",
-                    "tlapp",
-                    "train",
-                    str(data),
-                    "--model",
-                    args.model,
-                    "--weights",
-                    "none",
-                    "--freeze",
-                    "all",
-                    "--img-size",
-                    str(args.img_size),
-                    "--batch-size",
-                    str(args.batch_size),
-                    "--epochs",
-                    str(args.epochs),
-                    "--out",
-                    str(tmp / out),
-                ],
-                env,
-            )
-
-        first, second = train("first"), train("second")
+        env = {**ENV, "TLAPP_CACHE": str(Path(tmp) / "cache")}  # a first run: nothing cached yet
+        train = [sys.executable, "-m", "tlapp", "train", str(data), *run_flags(args)]
+        train += ["--weights", "none", "--freeze", "all"]
+        first = timed([*train, "--out", str(Path(tmp) / "first")], env)
+        second = timed([*train, "--out", str(Path(tmp) / "second")], env)
     return [
         ("head only, whole process, first run", plain, first),
         ("head only, whole process, second run", plain, second),
@@ -120,26 +79,14 @@ def app_times(data: Path) -> tuple[float, dict[str, float]]:
     the run (images decoded, BatchNorm statistics, embeddings, the head), until it ends."""
     from gradio_client import Client
 
-    port = free_port()
     with tempfile.TemporaryDirectory() as home:
-        env = {**ENV, "TLAPP_HOME": home, "GRADIO_SERVER_PORT": str(port)}
         start = time.perf_counter()
-        app = subprocess.Popen(
-            [sys.executable, "app.py"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
+        app, url = start_app(Path(home), ready=False)
         try:
-            url = f"http://127.0.0.1:{port}/"
             page = wait_for_page(url, app) - start
             # A visitor takes longer than the engine's import to choose data and settings:
             # Train is pressed once the app says it is ready to train.
-            for line in app.stdout:
-                if line.startswith("* Ready to train"):
-                    break
+            wait_until_ready(app)
             client = Client(url, verbose=False)
             client.predict(str(data), 0.2, api_name="/load_folder")
             widgets = ("resnet18", "", "none", None, "", 5, 1, 224, 32, 0.001, False, False)
@@ -160,6 +107,35 @@ def app_times(data: Path) -> tuple[float, dict[str, float]]:
 
 
 PROGRESS = ("Decoding", "Estimating BatchNorm statistics", "Computing embeddings")
+
+
+def start_app(
+    home: Path, env: dict | None = None, ready: bool = True
+) -> tuple[subprocess.Popen, str]:
+    """`python app.py` on a free port with its own TLAPP_HOME; with `ready`, once it says it
+    is ready to train (its engine loaded), as an app started before a workshop is."""
+    port = free_port()
+    env = {**ENV, **(env or {}), "TLAPP_HOME": str(home), "GRADIO_SERVER_PORT": str(port)}
+    app = subprocess.Popen(
+        [sys.executable, "app.py"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    if ready:
+        wait_until_ready(app)
+    return app, f"http://127.0.0.1:{port}/"
+
+
+def wait_until_ready(app: subprocess.Popen) -> None:
+    """Read the app's lines until it says it is ready to train; then keep its pipe drained."""
+    for line in app.stdout:
+        if line.startswith("* Ready to train"):
+            threading.Thread(target=app.stdout.read, daemon=True).start()
+            return
+    raise SystemExit(f"app.py ended ({app.wait()}) before it was ready")
 
 
 def wait_for_page(url: str, app: subprocess.Popen) -> float:

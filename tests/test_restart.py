@@ -5,14 +5,13 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from conftest import download_run, free_port, start_training, zip_folder
 from gradio_client import Client, handle_file
-from test_settings import wait_for_config
+from test_settings import start_app_py, wait_for_config
 
 from tlapp import runs
 from tlapp.train import Job, resume_config
@@ -27,14 +26,7 @@ def start_app(home: Path, port: int) -> subprocess.Popen:
         "TLAPP_HOME": str(home),
         "GRADIO_ANALYTICS_ENABLED": "False",
     }
-    app = subprocess.Popen(
-        [sys.executable, "app.py"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    app = start_app_py(env)
     wait_for_config(f"http://127.0.0.1:{port}/config", app)
     return app
 

@@ -84,14 +84,7 @@ def test_app_py_serves_on_the_port_and_root_path_it_is_given(tmp_path):
         "TLAPP_HOME": str(tmp_path / "home"),
         "GRADIO_ANALYTICS_ENABLED": "False",
     }
-    app = subprocess.Popen(
-        [sys.executable, "app.py"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    app = start_app_py(env)
     try:
         config = wait_for_config(f"http://127.0.0.1:{port}/config", app)
         assert config["root"].endswith("/tlapp")
@@ -104,6 +97,18 @@ def test_app_py_serves_on_the_port_and_root_path_it_is_given(tmp_path):
     finally:
         app.terminate()
         app.wait(30)
+
+
+def start_app_py(env: dict) -> subprocess.Popen:
+    """`python app.py` from the repository, with its output kept for a failure's message."""
+    return subprocess.Popen(
+        [sys.executable, "app.py"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def wait_for_config(url: str, app: subprocess.Popen) -> dict:
