@@ -35,9 +35,9 @@ from .hardware import (
     resolve_precision,
     tune_backends,
 )
-from .head import HeadFit, fit_linear_head, fit_prototypes, fittable, set_linear_head
+from .head import fittable, set_linear_head
 from .recipes import class_weights, make_optimizer, make_scheduler, setup_model
-from .reuse import head_key, load_head, save_head
+from .reuse import fitted_head
 from .state import StopTraining
 
 
@@ -217,7 +217,7 @@ class Trainer:
         weights = self.class_weights.cpu() if self.class_weights is not None else None
         classes = len(self.dataset.classes)
         self.report("Fitting the head", 0, 1)  # the strength search takes seconds on a CPU
-        fit = self.reused_or_fitted_head(f, weights, classes)
+        fit = fitted_head(f, self.config, weights, classes, write=self.world.is_main)
         set_linear_head(self.model.get_classifier(), fit)
         self.report("Fitting the head", 1, 1)
         self.head_fit = fit
@@ -228,23 +228,6 @@ class Trainer:
         self.loss_sum = F.cross_entropy(train_logits, f.train_targets).item() * self.seen
         self.notes.append(fit.describe())
         self.emit("on_note")
-
-    def reused_or_fitted_head(self, f, weights, classes) -> HeadFit:
-        """The head for these embeddings, labels and settings: an identical earlier run's when
-        the cache kept one, else fitted now (and kept)."""
-        reuse = self.config.feature_cache
-        key = head_key(
-            f.store, f.train_hashes, f.train_targets, self.config.head, weights, self.config.seed
-        )
-        fit = load_head(f.store, key) if reuse else None
-        if fit is None:
-            if self.config.head == "prototypes":
-                fit = fit_prototypes(f.train, f.train_targets, classes)
-            else:
-                fit = fit_linear_head(f.train, f.train_targets, classes, weights, self.config.seed)
-            if reuse and self.world.is_main:
-                save_head(f.store, key, fit)
-        return fit
 
     def _stop_early_if_due(self) -> None:
         """After the page closed, or when fine-tuning has not beaten the best epoch for

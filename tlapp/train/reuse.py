@@ -4,7 +4,7 @@ what its key covers, kept in the embedding cache's folder beside the embeddings 
 
     if not load_batchnorm(store, model):          # statistics of these images, if kept
         estimate(...); save_batchnorm(store, model)
-    fit = load_head(store, key) or fit_now(...)   # key = head_key(...): embeddings, labels, settings
+    fit = fitted_head(features, config, class_weight, classes)   # reused, or fitted and kept
 
 In a workshop thirty visitors train the sample with the same settings and would compute the
 same statistics and the same head thirty times; one visitor's second run on unchanged data
@@ -23,7 +23,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from ..runs import atomic_write
-from .head import SOLVER, HeadFit
+from .head import SOLVER, HeadFit, fit_linear_head, fit_prototypes
 
 BATCHNORM = "batchnorm.safetensors"
 
@@ -118,3 +118,20 @@ def save_head(store: Store, key: str, fit: HeadFit) -> None:
     tensors = {"weight": fit.weight.contiguous(), "bias": fit.bias.contiguous()}
     metadata = {"fit": json.dumps(fields)}
     atomic_write(folder / f"{key}.safetensors", lambda tmp: save_file(tensors, tmp, metadata))
+
+
+def fitted_head(features, config, class_weight, classes: int, write: bool = True) -> HeadFit:
+    """Phase one's head for `features` (train.features.Features) under `config`: an identical
+    earlier run's when the cache kept one, else fitted now and kept (`write`: this process
+    writes the cache; under torchrun only rank 0 does)."""
+    f, reuse = features, config.feature_cache
+    key = head_key(f.store, f.train_hashes, f.train_targets, config.head, class_weight, config.seed)
+    fit = load_head(f.store, key) if reuse else None
+    if fit is None:
+        if config.head == "prototypes":
+            fit = fit_prototypes(f.train, f.train_targets, classes)
+        else:
+            fit = fit_linear_head(f.train, f.train_targets, classes, class_weight, config.seed)
+        if reuse and write:
+            save_head(f.store, key, fit)
+    return fit
