@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..data import Limits
-from .storage import default_budget
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 TRUE = {"1", "true", "yes", "on"}
@@ -35,7 +34,9 @@ class AppSettings:
     zero_gpu: bool = (
         False  # a ZeroGPU Space: a GPU only inside one request, so training uses the CPU
     )
-    disk_budget: int = 20 << 30  # bytes for uploads, runs and caches under home, all visitors
+    # Bytes for uploads, runs and caches under home, all visitors; the storage caps it by the
+    # free disk when it is first needed (web/storage.py), not while the app starts.
+    disk_budget: int = 20 << 30
 
     @staticmethod
     def from_env() -> AppSettings:
@@ -74,7 +75,5 @@ class AppSettings:
             env("GRADIO_ROOT_PATH", "").rstrip("/"),
             share,
             env("SPACES_ZERO_GPU", "").strip().lower() in TRUE | {"t"},
-            default_budget(
-                home, float(budget) if (budget := env("TLAPP_DISK_BUDGET_GB")) else None
-            ),
+            int(float(env("TLAPP_DISK_BUDGET_GB", 20)) * (1 << 30)),
         )

@@ -1,7 +1,7 @@
 """One disk budget for everything visitors leave on this machine: uploads, runs and the
 embedding cache, all under the app's home folder.
 
-    storage = Storage(settings.home, settings.disk_budget)
+    storage = Storage(settings.home, settings.disk_budget)   # bytes wanted; capped by the disk
     storage.make_room(keep=session.workdir, open_folders=..., busy_folders=...)
 
 Checked before an upload is unpacked and before a run starts. Over budget, the oldest idle
@@ -13,6 +13,7 @@ starts on a disk that cannot hold it, so no file is left half written.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 from pathlib import Path
@@ -23,8 +24,14 @@ GB = 1 << 30
 
 
 class Storage:
-    def __init__(self, home: Path, budget: int):
-        self.home, self.budget = Path(home), budget
+    def __init__(self, home: Path, wanted: int):
+        self.home, self.wanted = Path(home), wanted
+
+    @functools.cached_property
+    def budget(self) -> int:
+        """`wanted`, capped by the disk (`default_budget`): counted at the first upload or run,
+        so that starting the app never walks the folders of earlier sessions."""
+        return default_budget(self.home, self.wanted / GB)
 
     def used(self) -> int:
         """Bytes in files under the home folder (sessions and cache)."""
