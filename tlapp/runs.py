@@ -268,21 +268,6 @@ def mark_interrupted(records: Iterable[Path]) -> list[Path]:
     return marked
 
 
-def zip_run(run_dir: str | os.PathLike, dest_dir: str | os.PathLike | None = None) -> Path:
-    """The run folder as a zip file (what the page streams on request, written to disk)."""
-    run_dir = Path(run_dir)
-    dest = Path(dest_dir or run_dir.parent) / f"{run_dir.name}.zip"
-    dest.parent.mkdir(parents=True, exist_ok=True)
-
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as out:
-            for chunk in stream_zip(run_dir):
-                out.write(chunk)
-
-    atomic_write(dest, write)
-    return dest
-
-
 def zipped_files(run_dir: Path) -> list[Path]:
     """What a downloaded run holds: every file but the resume checkpoint (which doubles it)."""
     return [
