@@ -17,7 +17,7 @@ from tlapp.data import load_dataset
 from tlapp.models import CATALOG, build_model
 from tlapp.train import Job, Trainer
 from tlapp.train.callbacks import RunWriter
-from tlapp.train.head import fit_linear_head
+from tlapp.train.head import SELECTION_IMAGES, _folds, fit_linear_head, stratified_folds
 
 FAMILIES = [
     "test_resnet",
@@ -69,6 +69,31 @@ def test_augmented_views_are_extra_rows_and_a_tiny_set_still_fits():
     assert fit.rows == 90 and fit.images == 30 and "30 images × 3 views" in fit.describe()
     few = fit_linear_head(x[:10], y[:10], 5)  # two per class: nothing to hold out
     assert few.folds == 1 and torch.isfinite(few.weight).all()
+
+
+@pytest.mark.parametrize("k", [3, 5])
+def test_stratified_folds_partition_the_images_and_keep_class_shares_like_scikit_learn(k):
+    from sklearn.model_selection import StratifiedKFold
+
+    y = np.repeat([0, 1, 2, 3], [40, 17, 9, 25])
+    folds = stratified_folds(y, k, seed=0)
+    held = np.concatenate([h for _, h in folds])
+    assert sorted(held) == list(range(len(y)))  # every image held out exactly once
+    theirs = StratifiedKFold(k, shuffle=True, random_state=0).split(np.zeros(len(y)), y)
+    for (train, held), (_, their_held) in zip(folds, theirs):
+        assert set(train).isdisjoint(held) and len(train) + len(held) == len(y)
+        ours = np.bincount(y[held], minlength=4)
+        assert (abs(ours - np.bincount(y[their_held], minlength=4)) <= 1).all()  # shares
+        assert abs(len(held) - len(y) / k) <= 1  # sizes
+    assert stratified_folds(y, k, seed=1)[0][1].tolist() != folds[0][1].tolist()  # seeded
+
+
+def test_a_large_set_chooses_its_strength_on_a_stratified_sample():
+    y = np.repeat([0, 1, 2], [6000, 3000, 1000])
+    ((train, held),) = _folds(y, seed=0)
+    assert set(train).isdisjoint(held)
+    assert abs(len(train) + len(held) - SELECTION_IMAGES) <= 3
+    assert np.bincount(y[held]).tolist() == [240, 120, 40]  # a fifth, in the classes' shares
 
 
 FAST = dict(model="test_resnet", weights="none", img_size=48, batch_size=8, precision="fp32")

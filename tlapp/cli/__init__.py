@@ -32,7 +32,9 @@ One module per family of commands, each with its arguments (`add_*`) beside its 
 from __future__ import annotations
 
 import argparse
+import atexit
 import functools
+import gc
 import sys
 
 from .. import __version__
@@ -44,6 +46,11 @@ from .using import add_app, add_compare, add_export, add_predict, add_push
 
 # The engine (torch, timm, pandas) is imported inside each command, after the arguments are
 # parsed: `--help` and argument errors answer at once.
+
+# The engine leaves millions of objects behind (torch's and timm's modules), and the collection
+# Python makes of them as it exits took a second after a run had printed its result. Frozen at
+# exit, they are left to the operating system.
+atexit.register(gc.freeze)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,7 +24,7 @@ from .. import metrics
 from ..config import TrainConfig
 from ..data import Dataset
 from ..metrics import SMALL, small_validation  # noqa: F401  (re-exported; the page reads metrics)
-from ..train.head import fit_linear_head, fit_prototypes
+from ..train.head import fit_linear_head, fit_prototypes, stratified_folds
 from .embeddings import frozen_features
 
 
@@ -56,18 +56,15 @@ def cross_validate(config: TrainConfig, dataset: Dataset, folds: int = 5, progre
 def cross_validate_features(
     x: torch.Tensor, y: torch.Tensor, classes: list[str], folds: int, seed=0, head="logistic"
 ) -> CrossValidation:
-    """Stratified k-fold (scikit-learn's) of the head fit on embeddings `x` [n, dim]."""
-    from sklearn.model_selection import StratifiedKFold
-
+    """Stratified k-fold of the head fit on embeddings `x` [n, dim]."""
     counts = np.bincount(y.numpy(), minlength=len(classes))
     if folds < 2 or counts.min() < folds:
         raise ValueError(
             f"{folds}-fold cross-validation needs at least {folds} images in every class "
             f"(the smallest has {counts.min()}): use fewer folds or add images."
         )
-    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     accuracy, macro_f1, recalls = [], [], []
-    for train, held in splitter.split(np.zeros(len(y)), y.numpy()):
+    for train, held in stratified_folds(y.numpy(), folds, seed):
         train, held = torch.as_tensor(train), torch.as_tensor(held)
         if head == "prototypes":
             fit = fit_prototypes(x[train], y[train], len(classes))

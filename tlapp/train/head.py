@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 # Names the solver for the cache of fitted heads (train/reuse.py): change it when a change here
 # changes what a fit returns, so that heads fitted before are not taken for new ones.
-SOLVER = "lbfgs-path-2"
+SOLVER = "lbfgs-path-3"
 L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1)  # strength on the mean loss of centred, scaled features
 MAX_ITER = 300
 SELECTION_IMAGES = 2000  # the strength is chosen on at most this many training images
@@ -154,23 +154,38 @@ def _row_targets(y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
 
 def _folds(y: np.ndarray, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """Image splits to choose the strength on: 3 stratified folds for small sets, one held-out
-    fifth for large ones (the fits are cheap, but ten thousand images need no more)."""
-    from sklearn.model_selection import StratifiedKFold, StratifiedShuffleSplit
-
+    fifth of a stratified sample for large ones (the fits are cheap, but ten thousand images need
+    no more)."""
     counts = np.bincount(y)
     if len(counts[counts > 0]) < 2 or counts[counts > 0].min() < 3:
         return []  # too few images per class to hold any out: use the middle of the grid
     if len(y) < SELECTION_IMAGES:
-        splitter = StratifiedKFold(n_splits=3, shuffle=True, random_state=seed)
-        return list(splitter.split(np.zeros(len(y)), y))
-    # A large set: choose on a stratified sample of it, one held-out fifth.
-    splitter = StratifiedShuffleSplit(
-        n_splits=1,
-        train_size=SELECTION_IMAGES * 4 // 5,
-        test_size=SELECTION_IMAGES // 5,
-        random_state=seed,
-    )
-    return list(splitter.split(np.zeros(len(y)), y))
+        return stratified_folds(y, 3, seed)
+    train, held = stratified_folds(y, 5, seed, sample=SELECTION_IMAGES)[0]
+    return [(train, held)]
+
+
+def stratified_folds(
+    y: np.ndarray, k: int, seed: int, sample: int | None = None
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """k (train, held-out) index pairs that keep every class's share, as scikit-learn's
+    StratifiedKFold: each class's images are shuffled and dealt round the folds in turn, each class
+    going on where the last one stopped, so fold sizes differ by one at most. With `sample`, only
+    about that many images take part, the same share of every class.
+
+    Written out because importing scikit-learn took a second of a first head-only run."""
+    rng = np.random.default_rng(seed)
+    fold = np.full(len(y), -1)
+    dealt = 0
+    for c in np.unique(y):
+        members = rng.permutation(np.flatnonzero(y == c))
+        if sample is not None:
+            members = members[: max(k, round(len(members) * sample / len(y)))]
+        fold[members] = (dealt + np.arange(len(members))) % k
+        dealt += len(members)
+    return [
+        (np.flatnonzero((fold >= 0) & (fold != i)), np.flatnonzero(fold == i)) for i in range(k)
+    ]
 
 
 def _choose_l2(z, y, num_classes, class_weight, folds) -> float:
