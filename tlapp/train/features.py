@@ -276,7 +276,8 @@ def recalibrate_batchnorm(
             save_batchnorm(store, t.model)
     t.notes.append(
         "The backbone starts from random weights, so its BatchNorm statistics were estimated on "
-        "your training images before the head was fitted."
+        f"{min(BATCHNORM_IMAGES, len(t.dataset.split('train')))} of your training images before "
+        "the head was fitted."
     )
     return images
 
