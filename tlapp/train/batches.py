@@ -15,6 +15,7 @@ and become float on the device.
 
 from __future__ import annotations
 
+import functools
 import os
 import queue
 import threading
@@ -234,13 +235,19 @@ class ImageSource:
     def __init__(
         self,
         train: BatchFeed,
-        val: BatchFeed,
+        val: BatchFeed | Callable[[], BatchFeed],
         norm: dict,
         device: torch.device,
         channels_last: bool,
     ):
-        self.train, self.val, self.norm = train, val, norm
+        self.train, self._val, self.norm = train, val, norm
         self.device, self.channels_last = device, channels_last
+
+    @functools.cached_property
+    def val(self) -> BatchFeed:
+        """The validation feed; given as a function, it is made (its images decoded) when first
+        asked for."""
+        return self._val() if callable(self._val) else self._val
 
     @property
     def steps_per_epoch(self) -> int:

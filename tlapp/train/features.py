@@ -149,9 +149,14 @@ def image_feed(t: Trainer, split: str, paths: list[str], targets, train: bool) -
 
 
 def image_source(t: Trainer) -> ImageSource:
+    """The run's images, decoded: the training ones now, the validation ones when first used
+    (after the training images' embeddings, whose progress then shows a second sooner)."""
     d = t.dataset
     train = image_feed(t, "training", d.split("train")["path"].tolist(), d.targets("train"), True)
-    val = image_feed(t, "validation", d.split("val")["path"].tolist(), d.targets("val"), False)
+
+    def val() -> BatchFeed:
+        return image_feed(t, "validation", d.split("val")["path"].tolist(), d.targets("val"), False)
+
     return ImageSource(train, val, t.data_cfg, t.device, t.channels_last)
 
 
@@ -328,6 +333,8 @@ def _embed_missing(t: Trainer, paths, missing, views, images: ImageSource | None
         t.channels_last,
         progress,
     )
+    if not val:  # every validation image is cached: none is decoded
+        return list(done)
     # Validation images are decoded without augmentation: their augmented views are never used.
     after_train = lambda done, _: progress(len(train) + done, None)  # noqa: E731
     plain = embed(
