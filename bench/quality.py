@@ -96,7 +96,7 @@ def probe_child(spec: dict) -> dict:
 
     The split is tlapp's (load_dataset with the same seed). A random backbone is built as tlapp
     builds it (torch.manual_seed(seed), then timm.create_model), and its BatchNorm statistics are
-    averaged over the training images, as tlapp does for random weights."""
+    averaged over every training image (tlapp averages them over a seeded sample of 64)."""
     import timm
     import torch
     from PIL import Image
@@ -423,7 +423,7 @@ def footnotes(results: dict, args) -> str:
             f"digits: tlapp/sample/digits, resnet18 from random weights (the model hub is offline, so "
             f"there are no pretrained weights), 64 px, {e['digits']}, 20% validation (seed 0). "
             "The probe uses the same random backbone (same seed) with BatchNorm statistics "
-            "estimated on the training images, as tlapp does for random weights."
+            "estimated on every training image (tlapp: on a seeded sample of 64 of them)."
         ),
         "transfer": (
             "digits 0-4 → 5-9: run R is resnet18 at 32 px trained from random weights on every "
