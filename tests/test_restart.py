@@ -31,12 +31,15 @@ def start_app(home: Path, port: int) -> subprocess.Popen:
     return app
 
 
-def wait_for_file(path: Path, app: subprocess.Popen, timeout: float = 180) -> None:
+def wait_for(found, app: subprocess.Popen, what: str, timeout: float = 180):
+    """The first true value of `found()`, polled while the app runs (events happen on the
+    app's own threads: the run folder, for one, is made after Train has answered)."""
     deadline = time.monotonic() + timeout
-    while not path.exists():
+    while not (result := found()):
         if app.poll() is not None or time.monotonic() > deadline:
-            pytest.fail(f"{path.name} never appeared")
+            pytest.fail(f"{what} never appeared")
         time.sleep(0.02)
+    return result
 
 
 def test_a_killed_server_leaves_the_run_resumable_and_it_resumes(class_folder, tmp_path):
@@ -47,8 +50,9 @@ def test_a_killed_server_leaves_the_run_resumable_and_it_resumes(class_folder, t
         archive = zip_folder(class_folder, tmp_path / "colours.zip")
         client.predict(handle_file(str(archive)), 0.2, api_name="/load_upload")
         start_training(client, epochs=100)  # far more than can run before the kill below
-        (run_dir,) = home.glob("sessions/*/runs/*")
-        wait_for_file(run_dir / runs.CHECKPOINT / runs.TRAINER_STATE, app)
+        (run_dir,) = wait_for(lambda: list(home.glob("sessions/*/runs/*")), app, "the run folder")
+        checkpoint = run_dir / runs.CHECKPOINT / runs.TRAINER_STATE
+        wait_for(checkpoint.exists, app, "the first checkpoint")
     finally:
         app.send_signal(signal.SIGKILL)  # no chance to save or clean up
         app.wait(30)
