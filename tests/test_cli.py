@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from dataclasses import fields
 from importlib.metadata import version
 from pathlib import Path
@@ -105,6 +106,34 @@ def test_train_then_predict(class_folder, tmp_path):
     assert (probs.sum(axis=1) - 1).abs().max() < 1e-5
     assert (good["confidence"].astype(float) == probs.max(axis=1)).all()
     assert "skipped" in table["error"].iloc[-1]
+
+
+def test_a_terminated_run_stops_as_ctrl_c_stops_it_and_says_so(class_folder, tmp_path):
+    """SIGTERM (kill, a container stopping, a scheduler's time limit) is Ctrl-C: the run stops
+    within a batch and its folder records it, with the best model and the checkpoint kept."""
+    run = tmp_path / "run"
+    train = subprocess.Popen(
+        [sys.executable, "-m", "tlapp", "train", str(class_folder), "--model", "test_resnet"]
+        + ["--weights", "none", "--img-size", "32", "--freeze", "1", "--epochs", "500"]
+        + ["--out", str(run), "--cache-dir", str(tmp_path / "cache")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        while not (run / runs.CHECKPOINT / runs.TRAINER_STATE).exists():
+            assert train.poll() is None, train.communicate()[1]
+            time.sleep(0.05)
+        train.terminate()  # SIGTERM
+        out, err = train.communicate(timeout=120)
+    finally:
+        train.kill()
+    assert train.returncode == 130, err
+    assert "stopping after this batch" in err
+    info = runs.read_config(run)
+    assert info["status"] == "stopped" and (run / runs.WEIGHTS).exists()
+    last = max(row["epoch"] for row in runs.read_metrics(run))
+    assert runs.read_checkpoint(run, "cpu")[1]["epoch"] == last  # resumable from there
 
 
 def test_bad_settings_get_a_clear_error(class_folder):

@@ -19,8 +19,9 @@ from tlapp.train.distributed import RECORD
 TIMEOUT = 240
 
 
-def train(data, out, model: str, processes: int = 1):
-    """`tlapp train` on the CPU, under torchrun when `processes` > 1; its own embedding cache."""
+def train(data, out, model: str, processes: int = 1, epochs: int = 2, script=None):
+    """`tlapp train` on the CPU, under torchrun when `processes` > 1; its own embedding cache.
+    `script`: a Python file torchrun runs in place of `-m tlapp`, with the same arguments."""
     launch = [sys.executable, "-m", "tlapp"]
     if processes > 1:
         launch = [
@@ -33,14 +34,13 @@ def train(data, out, model: str, processes: int = 1):
             "127.0.0.1",
             "--master_port",
             str(free_port()),
-            "-m",
-            "tlapp",
+            *([str(script)] if script else ["-m", "tlapp"]),
         ]
     settings = {
         "--model": model,
         "--weights": "none",
         "--img-size": 32,
-        "--epochs": 2,
+        "--epochs": epochs,
         "--freeze": 1,  # the stem: the stages after it fine-tune
         "--batch-size": 8,
         "--lr": 0.003,
@@ -123,3 +123,37 @@ def test_every_process_validates_the_model_rank_0_saves(class_folder, tmp_path):
     last = pd.read_csv(run / runs.METRICS).iloc[-1]
     assert last["epoch"] == 2
     assert abs(F.cross_entropy(logits, targets).item() - last["val_loss"]) < 1e-4
+
+
+FAIL_ON_RANK_1 = """
+import os, sys
+from tlapp.cli import main
+from tlapp.train import loop
+
+if os.environ["RANK"] == "1":
+    def fail(self):
+        if self.epoch == 2:
+            raise RuntimeError("rank 1 fails on purpose")
+        return train_epoch(self)
+
+    train_epoch, loop.Trainer.train_epoch = loop.Trainer.train_epoch, fail
+sys.exit(main())
+"""
+
+
+def test_a_process_that_fails_ends_the_run_with_a_record_that_says_so(class_folder, tmp_path):
+    """torchrun ends the other processes (SIGTERM) when one fails: rank 0 still records how the
+    run ended, and how to go on from its last finished epoch."""
+    script = tmp_path / "fail_on_rank_1.py"
+    script.write_text(FAIL_ON_RANK_1)
+    run = tmp_path / "run"
+    out = train(class_folder, run, "test_vit", processes=2, epochs=50, script=script)
+    assert out.returncode != 0
+    assert "rank 1 fails on purpose" in out.stderr  # the failing process's own error
+    assert out.stderr.count("Scanning images") == 1  # rank 0 alone shows progress
+    info = runs.read_config(run)
+    assert info["status"] in ("failed", "stopped"), info["status"]  # not left at "training"
+    assert runs.read_checkpoint(run, "cpu")[1]["epoch"] == 1
+    if info["status"] == "failed":
+        assert "One of the run's processes failed" in info["message"]
+        assert f"tlapp train --resume {run}" in info["message"]

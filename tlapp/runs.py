@@ -258,14 +258,19 @@ def mark_interrupted(records: Iterable[Path]) -> list[Path]:
         if info.get("status") != "training":
             continue
         info["status"] = "interrupted"
-        info["message"] = "The app stopped while this run was training. " + (
-            f"Continue it from its last finished epoch: tlapp train --resume {record.parent}"
-            if resumable(record.parent)
-            else "No epoch had finished, so there is nothing to continue: train it again."
+        info["message"] = "The app stopped while this run was training. " + how_to_go_on(
+            record.parent
         )
         write_json(record, info)
         marked.append(record.parent)
     return marked
+
+
+def how_to_go_on(run_dir: Path) -> str:
+    """What to do with a run that was cut off: resume it, or train it again."""
+    if resumable(run_dir):
+        return f"Continue it from its last finished epoch: tlapp train --resume {run_dir}"
+    return "No epoch had finished, so there is nothing to continue: train it again."
 
 
 def zipped_files(run_dir: Path) -> list[Path]:

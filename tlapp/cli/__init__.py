@@ -22,7 +22,7 @@ Exit codes:
     0    success
     1    the data cannot be trained, training failed, or an image could not be read (predict)
     2    bad arguments or settings (an unknown model, a missing folder, a value out of range)
-    130  interrupted with Ctrl-C (a training run keeps its best model so far)
+    130  interrupted with Ctrl-C or SIGTERM (a training run keeps its best model so far)
 
 One module per family of commands, each with its arguments (`add_*`) beside its handler
 (`cmd_*`): `check`, `training` (train, lr-find), `using` (predict, export, push, compare, app),

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import signal
 import sys
+import threading
 import time
 from dataclasses import fields
 
@@ -50,7 +53,7 @@ def cmd_train(args) -> int:
     from ..data import DataError, load_dataset
     from ..models import preview_freeze
     from ..train import Job
-    from ..train.distributed import process_group, train_quietly
+    from ..train.distributed import launched_rank, process_group, train_quietly
 
     given = given_settings(args, [f.name for f in fields(TrainConfig) if f.name != "data"])
     if args.resume:
@@ -60,20 +63,41 @@ def cmd_train(args) -> int:
     else:
         raise DataError("Give the data to train on (a folder, .zip or CSV), or --resume RUN_DIR.")
     preview_freeze(config.model, config.freeze)  # a wrong model name or depth: exit 2, at once
+    # Under torchrun, one process per GPU: rank 0 writes the run folder and prints.
     show = Stages()
     dataset = load_dataset(
         config.data,
         config.val_fraction,
         config.seed,
         corrections=config.corrections or None,
-        progress=show,
+        progress=show if launched_rank() == 0 else None,
     )
-    # Under torchrun, one process per GPU: rank 0 writes the run folder and prints.
     with process_group(config) as world:
         if not world.is_main:
             return train_quietly(config, dataset, resume=bool(args.resume))
         job = Job(config, dataset, resume=bool(args.resume), callbacks=[StageEvents(show)])
-        return report(follow(job.start(), show), args.json)
+        with terminate_as_interrupt():
+            return report(follow(job.start(), show), args.json)
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt():
+    """SIGTERM stops the run as Ctrl-C does, and the run folder says how it ended: `kill`, a
+    container or job scheduler stopping, or torchrun ending the other processes of a run one of
+    whose processes failed (by default SIGTERM ends Python at once, leaving run.json at
+    "training")."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers belong to the main thread
+        return
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def resumed_config(run_dir: str, data: str, given: dict) -> TrainConfig:

@@ -121,6 +121,12 @@ def process_group(config: TrainConfig) -> Iterator[World]:
         dist.destroy_process_group()
 
 
+def launched_rank() -> int:
+    """This process's rank as torchrun set it, before the process group exists (0 without
+    torchrun)."""
+    return int(os.environ.get("RANK", 0))
+
+
 def check_setup(config: TrainConfig, size: int, local_rank: int) -> torch.device:
     """The device of a distributed run, or a sentence saying why it cannot run."""
     device = pick_device(config.device)

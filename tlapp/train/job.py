@@ -25,6 +25,7 @@ from ..config import TrainConfig, make_config
 from ..data import DataError, Dataset, load_dataset
 from ..models import ModelError
 from .callbacks import LiveState, RunWriter
+from .distributed import World
 from .hardware import background_priority
 from .loop import Trainer
 from .slots import TrainingSlots
@@ -167,10 +168,7 @@ class Job:
             if run_dir:
                 with contextlib.suppress(OSError):
                     (run_dir / "error.log").write_text(detail, encoding="utf-8")
-            self._fail(
-                f"Training failed unexpectedly ({type(err).__name__}: {err}). "
-                "The details are in error.log in the run folder."
-            )
+            self._fail(unexpected_message(err, run_dir))
 
     def _make_run_dir(self) -> Path:
         if self.config.out:
@@ -188,6 +186,16 @@ class Job:
                 info = runs.read_config(run_dir)
                 info.update(status="failed", message=message)
                 runs.write_config(run_dir, info)
+
+
+def unexpected_message(err: Exception, run_dir: Path | None) -> str:
+    what = f"{type(err).__name__}: {err}"
+    if World.current().parallel:  # under torchrun, most often another process ended first
+        return (
+            f"One of the run's processes failed or lost contact with the others ({what}); "
+            "each process prints its own error. " + (runs.how_to_go_on(run_dir) if run_dir else "")
+        )
+    return f"Training failed unexpectedly ({what}). The details are in error.log in the run folder."
 
 
 def disk_message(err: OSError) -> str:
