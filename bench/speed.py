@@ -11,7 +11,8 @@ same data, model, image size, batch size and number of epochs:
   transforms, a DataLoader with 2 workers, the whole model run forward every step (frozen
   parameters have requires_grad off), fp32, validation after every epoch;
 - tlapp: the engine's Job with its defaults (decode once, cached embeddings for head only,
-  bf16 and channels_last where the hardware has them), validation after every epoch.
+  bf16 and channels_last where the hardware has them), validation after every epoch; its
+  embedding pass's images/s is read from the engine's own progress reports.
 Each measurement runs in a fresh process, so peak memory is its own. On CUDA it also reports
 images/s against the model's FLOP ceiling. Prints a Markdown table.
 """
@@ -149,6 +150,27 @@ def plain_loop(
 
 
 # ----------------------------------------------------------------------------- tlapp
+class EmbeddingRate:
+    """A Trainer callback: images/s of the embedding pass, from the engine's own progress
+    reports (the images between two consecutive "Computing embeddings" reports over the time
+    between them: steady throughput, without the decoding that may come between)."""
+
+    def __init__(self):
+        self.images, self.seconds, self.last = 0, 0.0, None
+
+    def on_progress(self, t) -> None:
+        what, done, _ = t.progress
+        now = time.perf_counter()
+        if what == "Computing embeddings" and self.last and self.last[0] == what:
+            self.images += done - self.last[1]
+            self.seconds += now - self.last[2]
+        self.last = (what, done, now)
+
+    @property
+    def per_second(self) -> float | None:
+        return self.images / self.seconds if self.seconds else None
+
+
 def tlapp_run(
     data: Path,
     model_name: str,
@@ -174,8 +196,9 @@ def tlapp_run(
         out=out,
         cache_dir=cache_dir,
     )
+    rate = EmbeddingRate()
     start = time.perf_counter()
-    state = Job(config).start().wait()
+    state = Job(config, callbacks=[rate]).start().wait()
     wall = time.perf_counter() - start
     if state.status != "done":
         raise SystemExit(f"tlapp run failed: {state.message}")
@@ -186,6 +209,7 @@ def tlapp_run(
         "val_accuracy": state.history[-1]["val_accuracy"],
         "precision": info["precision"],
         "device": info["device"],
+        "embedding_images_per_s": rate.per_second,
     }
 
 
@@ -395,6 +419,10 @@ def print_table(rows, args) -> None:
             f"{ours['images_per_s']:.1f} | {ratio:.1f}x | {plain['peak_rss_gb']:.2f} GB | "
             f"{ours['peak_rss_gb']:.2f} GB |"
         )
+    rates = [(name, ours["embedding_images_per_s"]) for name, _, ours, _ in rows]
+    shown = [f"{name}: {rate:.0f} images/s" for name, rate in rates if rate]
+    if shown:
+        print(f"\ntlapp's embedding pass (frozen backbone, each image once): {'; '.join(shown)}.")
 
 
 if __name__ == "__main__":
