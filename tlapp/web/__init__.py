@@ -7,7 +7,7 @@
 | `uploads` | what the browser sent (zip, folder files, typed path) → a `Dataset` |
 | `page/` | one module per step (`data`, `model`, `train`, `insight`, `use`), `assets` (CSS, JS) |
 
-Nothing here imports torch, timm or scikit-learn when the page is built: they take seconds to
+Nothing here imports torch, timm or ONNX when the page is built: they take seconds to
 load, so handlers import the engine when they run, and `serve` loads it in the background once
 the page is answered.
 """
