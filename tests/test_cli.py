@@ -198,7 +198,8 @@ def test_json_records_resume_to_more_epochs_and_top_k(class_folder, tmp_path):
     assert check.returncode == 0, check.stderr
     record = json.loads(check.stdout)
     assert record["ready"] and record["classes"] == ["blue", "green", "red"]
-    assert sum(record["counts"]["train"].values()) + sum(record["counts"]["val"].values()) == 36
+    assert sum(sum(record["counts"][s].values()) for s in ("train", "val", "test")) == 36
+    assert record["counts"]["test"] == {"blue": 2, "green": 2, "red": 2}  # held back: 15%
     assert record["counts"]["total"] == {"blue": 12, "green": 12, "red": 12}
     assert record["skipped"] == [] and record["problems"] == [] and record["health"] == []
     assert "ready to train" in check.stderr
@@ -223,7 +224,11 @@ def test_json_records_resume_to_more_epochs_and_top_k(class_folder, tmp_path):
     record = json.loads(out.stdout)
     assert record["status"] == "done" and record["message"].startswith("Done. Best model")
     assert record["run_dir"] == str(run) and record["best_epoch"] == 1
-    assert 0 <= record["best_val_accuracy"] <= 1 and "test" in record
+    assert 0 <= record["best_val_accuracy"] <= 1
+    test = record["test"]  # a folder without test/: the held-back share, scored once
+    assert test["images"] == 6 and test["correct"] == round(test["accuracy"] * 6)
+    assert test["accuracy_low"] <= test["accuracy"] <= test["accuracy_high"]
+    assert 0 < test["accuracy_high"] - test["accuracy_low"] < 1
 
     # --resume --epochs N: N epochs in total, more than the run has done
     again = tlapp("train", "--resume", run, "--epochs", 1)

@@ -20,12 +20,57 @@ def test_class_folders_get_a_stratified_seeded_split(class_folder):
     ds = load_dataset(class_folder, val_fraction=0.25, seed=0)
     assert ds.classes == sorted(COLORS)
     assert ds.layout == "one folder per class"
-    for c in COLORS:
-        assert counts(ds)[(c, "train")] == 9 and counts(ds)[(c, "val")] == 3
+    for c in COLORS:  # 12 each: 15% held back for test (2), 25% for validation (3)
+        assert counts(ds)[(c, "train")] == 7 and counts(ds)[(c, "val")] == 3
+        assert counts(ds)[(c, "test")] == 2
     again = load_dataset(class_folder, val_fraction=0.25, seed=0)
-    assert again.split("val")["path"].tolist() == ds.split("val")["path"].tolist()
+    assert again.samples.equals(ds.samples)
     other = load_dataset(class_folder, val_fraction=0.25, seed=1)
     assert other.split("val")["path"].tolist() != ds.split("val")["path"].tolist()
+    assert other.split("test")["path"].tolist() != ds.split("test")["path"].tolist()
+
+
+def test_a_test_share_is_held_back_apart_from_train_and_validation(tmp_path):
+    root = write_classes(tmp_path / "d", per_class=40)
+    ds = load_dataset(root, val_fraction=0.2, seed=0, test_fraction=0.25)
+    test, val, train = (set(ds.split(s)["path"]) for s in ("test", "val", "train"))
+    assert not test & val and not test & train and not val & train
+    assert len(test | val | train) == 3 * 40
+    for c in COLORS:
+        assert counts(ds)[(c, "test")] == 10 and counts(ds)[(c, "val")] == 8
+    assert ds.warnings() == []
+    assert list(ds.report().columns) == ["class", "train", "val", "test", "total"]
+
+
+def test_no_test_share_reproduces_the_split_made_before_test_shares_existed(class_folder):
+    # Runs recorded before test shares resume with test_fraction 0: the same validation images.
+    ds = load_dataset(class_folder, val_fraction=0.25, seed=0, test_fraction=0)
+    assert "test" not in set(ds.samples["split"])
+    for c in COLORS:
+        assert counts(ds)[(c, "train")] == 9 and counts(ds)[(c, "val")] == 3
+    assert ds.warnings() == []  # asked for none: nothing to warn about
+
+
+def test_a_class_too_small_for_a_test_share_is_said_and_nothing_is_held_back(tmp_path):
+    root = write_classes(tmp_path / "d", per_class=12)
+    for extra in sorted((root / "red").iterdir())[6:]:
+        extra.unlink()  # red keeps 6 images
+    ds = load_dataset(root, seed=0)
+    assert "test" not in set(ds.samples["split"])
+    (warning,) = ds.warnings()
+    assert "No test images were held back" in warning and "'red' has only 6" in warning
+    assert "k-fold" in warning
+
+
+def test_given_train_and_val_folders_get_a_test_share_from_train_only(tmp_path):
+    for split, n in (("train", 20), ("val", 5)):
+        write_classes(tmp_path / "d" / split, per_class=n, seed=len(split))
+    ds = load_dataset(tmp_path / "d", seed=0)
+    given_val = {str(p) for p in (tmp_path / "d" / "val").rglob("*.png")}
+    assert set(ds.split("val")["path"]) == given_val  # validation stays as given
+    assert all("/train/" in p for p in ds.split("test")["path"])
+    for c in COLORS:
+        assert counts(ds)[(c, "test")] == 3 and counts(ds)[(c, "train")] == 17
 
 
 def test_copies_of_one_picture_stay_on_one_side_of_the_split(tmp_path):
@@ -42,8 +87,11 @@ def test_copies_of_one_picture_stay_on_one_side_of_the_split(tmp_path):
             family = [original, root / "red" / f"copy_{i}.png", root / "red" / f"bigger_{i}.png"]
             family += [root / "blue" / "mislabelled.png"] if i == 0 else []
             assert len({split_of[str(p)] for p in family}) == 1, (seed, i)
+        test_of = {str(p): s for p, s in zip(ds.samples["path"], ds.samples["split"])}
+        assert any(test_of[str(p)] == "test" for p in root.rglob("*.png"))
         assert counts(ds)[("red", "val")] == round(32 * 0.25)  # still the share asked for
         assert counts(ds)[("green", "val")] == 5
+        assert counts(ds)[("green", "test")] == 3
 
 
 def test_train_val_test_folders_are_used_as_given(split_folder):
@@ -96,7 +144,7 @@ def test_bad_files_are_skipped_with_a_reason_and_a_lying_gif_is_used(class_folde
     assert "decoded" in skipped["truncated.jpg"] or "read" in skipped["truncated.jpg"]
     assert "not an image" in skipped["readme.txt"]
     assert any(p.endswith("really_a_gif.jpg") for p in ds.samples["path"])
-    assert counts(ds)[("red", "train")] + counts(ds)[("red", "val")] == 13
+    assert sum(counts(ds).get(("red", s), 0) for s in ("train", "val", "test")) == 13
 
 
 @pytest.mark.parametrize("mode", ["RGBA", "LA", "P", "L", "I;16", "CMYK", "1"])
@@ -156,4 +204,5 @@ def test_a_class_with_one_image_stays_in_train(tmp_path):
     ds = load_dataset(root)
     assert counts(ds)[("blue", "train")] == 1 and ("blue", "val") not in counts(ds)
     ds.check()
-    assert len(ds.warnings()) == 1 and "'blue' has too few images" in ds.warnings()[0]
+    no_test, no_val = ds.warnings()
+    assert "'blue' has only 1 image " in no_test and "'blue' has too few images" in no_val

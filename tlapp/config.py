@@ -38,7 +38,8 @@ class TrainConfig:
     warmup_epochs: int = 1
     label_smoothing: float = 0.1
     augment: bool = True  # light: random resized crop, horizontal flip, mild colour jitter
-    val_fraction: float = 0.2
+    val_fraction: float = 0.2  # of each class, for choosing, when the data has no val/ folder
+    test_fraction: float = 0.15  # of each class, scored once at the end, when there is no test/
     seed: int = 0
     out: str = ""  # run folder; empty: a new folder under runs_root
     runs_root: str = "runs"
@@ -71,6 +72,7 @@ def make_config(**values) -> TrainConfig:
         ("layer_decay", float),
         ("patience", int),
         ("val_fraction", float),
+        ("test_fraction", float),
     ):
         if name in clean:
             clean[name] = cast(clean[name])
@@ -88,6 +90,15 @@ def _check_ranges(c: TrainConfig) -> None:
         (c.batch_size >= 1, "Batch size must be at least 1."),
         (0 < c.lr < 1, "Learning rate must be between 0 and 1 (try 0.001)."),
         (0 < c.val_fraction < 1, "The validation fraction must be between 0 and 1 (try 0.2)."),
+        (
+            0 <= c.test_fraction < 1,
+            "The test fraction must be at least 0 (no test images) and below 1 (try 0.15).",
+        ),
+        (
+            c.val_fraction + c.test_fraction <= 0.8,
+            "The validation and test fractions together must leave at least a fifth of the "
+            "images to train on (try 0.2 and 0.15).",
+        ),
         (0 <= c.label_smoothing < 1, "Label smoothing must be between 0 and 1."),
         (c.device in ("auto", "cpu", "cuda", "mps"), "Device must be auto, cpu, cuda or mps."),
         (

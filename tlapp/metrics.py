@@ -3,6 +3,7 @@
 cm = confusion_matrix(y_true, y_pred, num_classes)   # rows: true, columns: predicted
 table = per_class_table(cm, class_names)             # precision, recall, F1, support
 summary(cm)                                          # accuracy and macro F1
+wilson_interval(47, 50)                              # 95% interval of an accuracy
 """
 
 from __future__ import annotations
@@ -45,6 +46,17 @@ def summary(cm: np.ndarray) -> dict[str, float]:
         "accuracy": float(np.trace(cm) / total) if total else 0.0,
         "macro_f1": float(table["f1"].mean()) if len(table) else 0.0,
     }
+
+
+def wilson_interval(correct: int, total: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a proportion (95% for z=1.96): unlike the normal
+    approximation it stays inside [0, 1] and is honest for few images or accuracies near 100%."""
+    if total <= 0:
+        return 0.0, 1.0
+    p = correct / total
+    centre = (p + z * z / (2 * total)) / (1 + z * z / total)
+    half = z * np.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / (1 + z * z / total)
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
 
 
 SMALL = 30  # validation images per class under which one split says little

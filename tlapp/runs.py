@@ -225,6 +225,7 @@ def recorded_dataset(config: dict, stack) -> Dataset:
         config.get("seed", 0),
         extract_to=unpacked / source.stem if unpacked else None,
         corrections=corrections if corrections and Path(corrections).is_file() else None,
+        test_fraction=config.get("test_fraction", 0.0),  # runs from before test shares: none
     )
 
 
@@ -325,7 +326,19 @@ class _Pipe:
 
 
 # ----------------------------------------------------------------------------- comparing runs
-COMPARE_COLUMNS = ["run", "method", "model", "val_accuracy", "val_macro_f1", "seconds", "size_mb"]
+COMPARE_COLUMNS = [
+    "run",
+    "method",
+    "model",
+    "test_accuracy",
+    "test_low",
+    "test_high",
+    "test_images",
+    "val_accuracy",
+    "val_macro_f1",
+    "seconds",
+    "size_mb",
+]
 
 
 def method_of(info: dict) -> str:
@@ -343,8 +356,10 @@ def method_of(info: dict) -> str:
 
 
 def compare(run_dirs: list[str | os.PathLike]) -> pd.DataFrame:
-    """One row per run folder with a saved model: method, model, validation accuracy and macro
-    F1 of the kept epoch, wall time, model file size; best accuracy first."""
+    """One row per run folder with a saved model: method, model, the test score with its 95%
+    interval (when the run had test images), validation accuracy and macro F1 of the kept
+    epoch, wall time, model file size; best validation accuracy first (validation is what
+    chooses: ranking by the test score would make it one more choice)."""
     rows = []
     for run_dir in map(Path, run_dirs):
         try:
@@ -355,10 +370,15 @@ def compare(run_dirs: list[str | os.PathLike]) -> pd.DataFrame:
         if not weights.is_file() or info.get("best_epoch") is None:
             continue
         best = [r for r in read_metrics(run_dir) if r.get("epoch") == info["best_epoch"]]
+        test = info.get("test") or {}
         row = {
             "run": run_dir.name,
             "method": method_of(info),
             "model": info.get("arch", ""),
+            "test_accuracy": test.get("accuracy"),
+            "test_low": test.get("accuracy_low"),
+            "test_high": test.get("accuracy_high"),
+            "test_images": test.get("images"),
             "val_accuracy": info.get("best_val_accuracy"),
             "val_macro_f1": best[0].get("val_macro_f1") if best else None,
             "seconds": _seconds(info.get("started"), info.get("finished")),
@@ -376,7 +396,8 @@ def _adapted(row: dict, adabn: dict) -> dict:
     if before is not None and after is not None:
         n = adabn.get("labelled_images")
         row["method"] += f" (on {n} labelled target images: {before:.1%} → {after:.1%})"
-    return {**row, "val_accuracy": None, "val_macro_f1": None, "seconds": None}
+    cleared = ("test_accuracy", "test_low", "test_high", "test_images", "val_accuracy")
+    return {**row, **dict.fromkeys(cleared), "val_macro_f1": None, "seconds": None}
 
 
 def _seconds(started: str | None, finished: str | None) -> float | None:

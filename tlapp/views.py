@@ -140,7 +140,8 @@ def per_class_view(state: RunState) -> tuple[str, pd.DataFrame | None]:
         return "", None
     last = state.history[-1]
     best = (
-        f" · best so far: epoch {state.best_epoch} ({state.best_accuracy:.1%})"
+        f" · best so far: epoch {state.best_epoch} ({state.best_accuracy:.1%}; validation "
+        "chooses the epoch)"
         if state.has_model
         else ""
     )
@@ -149,6 +150,28 @@ def per_class_view(state: RunState) -> tuple[str, pd.DataFrame | None]:
         f"macro F1 **{last['val_macro_f1']:.3f}**{best}"
     )
     return text, state.per_class.round(3)
+
+
+def headline_markdown(test: dict | None, val_accuracy: float, best_epoch) -> str:
+    """The run's accuracy as a user should read it: the test score, on images used neither to
+    train nor to choose, with its 95% interval; validation named as the figure that chose."""
+    chose = f"Validation accuracy {val_accuracy:.1%} chose the kept epoch ({best_epoch})"
+    if not test:
+        return (
+            f"### Validation accuracy: {val_accuracy:.1%}\n"
+            "This run had no test images, so this is its only figure, and it is optimistic: "
+            "the same images chose the kept epoch. Keep a test share (the data step) or a "
+            "test/ folder for an estimate on new images, or ask *How sure is this accuracy?*"
+        )
+    low, high = test.get("accuracy_low"), test.get("accuracy_high")
+    interval = f" (95% interval {low:.0%}–{high:.0%})" if low is not None else ""
+    correct = test.get("correct", round(test["accuracy"] * test["images"]))
+    return (
+        f"### Accuracy on new images: {test['accuracy']:.1%}{interval}\n"
+        f"Right {correct} times in {test['images']} on test images it never trained on and "
+        f"that played no part in choosing it; macro F1 {test['macro_f1']:.3f}. "
+        f"{chose}, so that figure is optimistic and this one is not."
+    )
 
 
 def status_markdown(state: RunState) -> str:
@@ -161,13 +184,8 @@ def status_markdown(state: RunState) -> str:
         "training": "Training",
     }.get(state.status, "Starting")
     lines = [f"**{word}** · {state.progress_line()}"]
-    if state.test:
-        t = state.test
-        lines.append(
-            f"**Test set** (scored once, at the end): accuracy {t['accuracy']:.1%}, macro F1 "
-            f"{t['macro_f1']:.3f} on {t['images']} images. The best epoch was chosen on "
-            "validation, so the validation figure is optimistic; this one is not."
-        )
+    if state.finished and state.has_model:
+        lines.append(headline_markdown(state.test, state.best_accuracy, state.best_epoch))
     lines += [f"**Note:** {note}" for note in state.notes]
     if state.weights_note:
         warn = state.weights_fell_back

@@ -39,6 +39,8 @@ SETTINGS_HELP = {
     "label_smoothing": "label smoothing of the loss",
     "augment": "light augmentation: random resized crop, horizontal flip, mild colour jitter",
     "val_fraction": "share of each class held out for validation when there is no val/ folder",
+    "test_fraction": "share of each class held back when there is no test/ folder: scored once, "
+    "at the end, with the kept model (0: none)",
     "seed": "for the split and the training order",
     "out": "run folder; empty: a new one under --runs-root",
     "runs_root": "where new run folders go",
@@ -57,7 +59,7 @@ SETTINGS_HELP = {
 CHOICES = {"recipe": RECIPES}  # the others are checked by make_config, as the page's are
 
 
-DATA_SETTINGS = ["val_fraction", "seed"]
+DATA_SETTINGS = ["val_fraction", "test_fraction", "seed"]
 
 
 MODEL_SETTINGS = [
@@ -159,9 +161,9 @@ def sweep_args(p: argparse.ArgumentParser) -> None:
 def trainable_dataset(config, progress=None):
     """The config's dataset, or None after saying on stderr why it cannot be trained;
     `progress(what, done, total)` hears of the scanning."""
-    from ..data import load_dataset
+    from ..data import config_dataset
 
-    dataset = load_dataset(config.data, config.val_fraction, config.seed, progress=progress)
+    dataset = config_dataset(config, progress=progress)
     if dataset.problems():
         print(f"cannot train: {dataset.problems()[0]}", file=sys.stderr)
         return None

@@ -19,12 +19,12 @@ def add_check(command) -> None:
 
 
 def cmd_check(args) -> int:
-    from ..data import load_dataset
+    from ..data import config_dataset
     from ..health import check_health
 
     config = make_config(data=args.data, **given_settings(args, DATA_SETTINGS))
     show = Stages()
-    dataset = load_dataset(config.data, config.val_fraction, config.seed, progress=show)
+    dataset = config_dataset(config, progress=show)
     show.close()
     say = functools.partial(print, file=sys.stderr if args.json else sys.stdout)
     say(dataset.report().to_string(index=False))

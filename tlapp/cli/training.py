@@ -50,7 +50,7 @@ def add_find(command) -> None:
 
 
 def cmd_train(args) -> int:
-    from ..data import DataError, load_dataset
+    from ..data import DataError, config_dataset
     from ..models import preview_freeze
     from ..train import Job
     from ..train.distributed import launched_rank, process_group, train_quietly
@@ -65,13 +65,7 @@ def cmd_train(args) -> int:
     preview_freeze(config.model, config.freeze)  # a wrong model name or depth: exit 2, at once
     # Under torchrun, one process per GPU: rank 0 writes the run folder and prints.
     show = Stages()
-    dataset = load_dataset(
-        config.data,
-        config.val_fraction,
-        config.seed,
-        corrections=config.corrections or None,
-        progress=show if launched_rank() == 0 else None,
-    )
+    dataset = config_dataset(config, progress=show if launched_rank() == 0 else None)
     with process_group(config) as world:
         if not world.is_main:
             return train_quietly(config, dataset, resume=bool(args.resume))

@@ -192,10 +192,26 @@ def cmd_compare(args) -> int:
     if table.empty:
         raise ValueError("No run folder with a saved model was found there.")
     shown = table.assign(
-        val_accuracy=table["val_accuracy"].map(lambda v: "" if v is None or v != v else f"{v:.1%}"),
-        val_macro_f1=table["val_macro_f1"].map(lambda v: "" if v is None or v != v else f"{v:.3f}"),
-    )
+        test_accuracy=[
+            accuracy_with_interval(*row)
+            for row in table[["test_accuracy", "test_low", "test_high"]].itertuples(index=False)
+        ],
+        val_accuracy=table["val_accuracy"].map(lambda v: "" if _missing(v) else f"{v:.1%}"),
+        val_macro_f1=table["val_macro_f1"].map(lambda v: "" if _missing(v) else f"{v:.3f}"),
+    ).drop(columns=["test_low", "test_high"])
     print(shown.to_string(index=False), file=sys.stderr if args.json else sys.stdout)
     if args.json:
         print_json({"runs": table.to_dict("records")})
     return 0
+
+
+def _missing(value) -> bool:
+    return value is None or value != value  # None, or NaN in a pandas column
+
+
+def accuracy_with_interval(accuracy, low, high) -> str:
+    """'93.1% (88-96%)': an accuracy and its 95% interval, or '' when there is none."""
+    if _missing(accuracy):
+        return ""
+    interval = "" if _missing(low) or _missing(high) else f" ({low:.0%}-{high:.0%})"
+    return f"{accuracy:.1%}{interval}"

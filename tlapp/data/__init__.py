@@ -14,7 +14,7 @@ dataset with a report; safe image opening lives here and only here.
 | `dataset` | `Dataset`, `load_dataset`, the split (copies kept on one side), `Corrections` made on the page |
 """
 
-from .dataset import SPLITS, Corrections, Dataset, load_dataset
+from .dataset import SPLITS, TEST_FRACTION, Corrections, Dataset, config_dataset, load_dataset
 from .errors import DataError, ImageError
 from .hashes import default_cache_dir, file_hash, file_hashes
 from .images import IMAGE_SUFFIXES, MAX_IMAGE_PIXELS, open_image, probe_image, to_rgb
@@ -23,6 +23,7 @@ from .uploads import Limits, assemble_upload, extract_zip, safe_destination
 
 __all__ = [
     "SPLITS",
+    "TEST_FRACTION",
     "IMAGE_SUFFIXES",
     "MAX_IMAGE_PIXELS",
     "Corrections",
@@ -31,6 +32,7 @@ __all__ = [
     "ImageError",
     "Limits",
     "assemble_upload",
+    "config_dataset",
     "default_cache_dir",
     "extract_zip",
     "file_hash",

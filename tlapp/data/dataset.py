@@ -26,6 +26,7 @@ from .listing import _list_csv, _list_folder
 from .uploads import Limits, extract_zip
 
 SPLITS = ("train", "val", "test")
+TEST_FRACTION = 0.15  # of each class, held back for the test score when there is no test/
 
 
 @dataclass
@@ -84,6 +85,8 @@ class Dataset:
     root: str = ""
     empty_classes: list[str] = field(default_factory=list)
     val_fraction: float = 0.2  # the share split off when the data has no val/ folder
+    test_fraction: float = 0.0  # the share held back when the data has no test/ folder
+    test_note: str = ""  # why no test images were held back, when none could be
 
     def split(self, name: str) -> pd.DataFrame:
         return self.samples[self.samples["split"] == name].reset_index(drop=True)
@@ -161,7 +164,7 @@ class Dataset:
 
     def warnings(self) -> list[str]:
         """What does not stop training but deserves a word, each a sentence."""
-        out = []
+        out = [self.test_note] if self.test_note and self.test_fraction else []
         train, val = (
             self.split("train")["label"].value_counts(),
             self.split("val")["label"].value_counts(),
@@ -196,8 +199,11 @@ def load_dataset(
     limits: Limits = Limits(),
     corrections: str | os.PathLike | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    test_fraction: float = TEST_FRACTION,
 ) -> Dataset:
     """Scan a folder, a .zip or a .csv into a Dataset. Never raises for individual bad files.
+    Data without a test/ folder gets `test_fraction` of each class held back as its test split;
+    without a val/ folder, `val_fraction` of each class as validation.
     `progress(what, done, total)` hears of the scanning, hashing and comparing of the images."""
     source = Path(source)
     if not source.exists():
@@ -229,12 +235,24 @@ def load_dataset(
         declared,
         layout,
         str(source),
-        val_fraction,
+        (val_fraction, test_fraction),
         seed,
         limits.max_pixels,
         progress,
     )
     return dataset.corrected(Corrections.load(corrections)) if corrections else dataset
+
+
+def config_dataset(config, progress=None) -> Dataset:
+    """The dataset a TrainConfig trains on, split and corrected as its settings say."""
+    return load_dataset(
+        config.data,
+        config.val_fraction,
+        config.seed,
+        corrections=config.corrections or None,
+        progress=progress,
+        test_fraction=config.test_fraction,
+    )
 
 
 def _build(
@@ -243,7 +261,7 @@ def _build(
     declared: set[str],
     layout: str,
     root: str,
-    val_fraction: float,
+    shares: tuple[float, float],
     seed: int,
     max_pixels: int = MAX_IMAGE_PIXELS,
     progress=None,
@@ -259,7 +277,7 @@ def _build(
             rows.append((path, label, split, *res))
     samples = pd.DataFrame(rows, columns=["path", "label", "split", "width", "height", "mode"])
     classes = sorted(samples["label"].unique().tolist())
-    samples = _assign_splits(samples, val_fraction, seed, progress)
+    samples, test_note = _assign_splits(samples, *shares, seed, progress)
     return Dataset(
         samples=samples,
         classes=classes,
@@ -267,31 +285,76 @@ def _build(
         root=root,
         skipped=pd.DataFrame(skipped, columns=["path", "reason"]),
         empty_classes=sorted(c for c in declared if c not in classes),
-        val_fraction=val_fraction,
+        val_fraction=shares[0],
+        test_fraction=shares[1],
+        test_note=test_note,
     )
 
 
 def _assign_splits(
-    samples: pd.DataFrame, val_fraction: float, seed: int, progress=None
-) -> pd.DataFrame:
-    """Keep a given split; otherwise a stratified train/val split with a fixed seed that keeps
-    copies of one picture (exact or near duplicates) together on one side."""
+    samples: pd.DataFrame, val_fraction: float, test_fraction: float, seed: int, progress=None
+) -> tuple[pd.DataFrame, str]:
+    """Keep the splits the data gives; hold back what it lacks from its training images: first
+    a test share (only if every class can spare one), then a validation share. Each is
+    stratified, seeded, and keeps copies of one picture (exact or near duplicates) together on
+    one side. Returns the samples and, when no test share could be held back, why not."""
     samples = samples.sort_values(["label", "path"]).reset_index(drop=True)
-    if samples["split"].isin(["val"]).any():
-        samples["split"] = samples["split"].fillna("train")
-        return samples
+    given = set(samples["split"].dropna())
     samples["split"] = samples["split"].fillna("train")
+    wanted_splits = [s for s in ("test", "val") if s not in given]
+    note = ""
+    if "test" in wanted_splits:
+        test_fraction, note = _test_share(samples, test_fraction)
+    if not wanted_splits or (wanted_splits == ["test"] and not test_fraction):
+        return samples, note
     pool = samples[samples["split"] == "train"]
     group = dict(zip(pool.index, split_groups(fingerprints(pool["path"].tolist(), progress))))
+    fractions = {"test": test_fraction, "val": val_fraction}
+    kept = {label: 1 for label in pool["label"].unique()}  # every class keeps one to train on
+    for split in wanted_splits:
+        if fractions[split]:
+            # The validation seed is the one used before test shares existed: same split then.
+            salt = f"{seed}" if split == "val" else f"{seed}:test"
+            _hold_out(samples, pool, group, split, fractions[split], kept, salt)
+    return samples, note
+
+
+MIN_TEST_IMAGES = 10  # per class: below this a held-back test share says nothing
+
+
+def _test_share(samples: pd.DataFrame, test_fraction: float) -> tuple[float, str]:
+    """The test share to hold back (0 when some class is too small), and why not if not."""
+    if not test_fraction:
+        return 0.0, "No test images: the test share is set to 0."
+    counts = samples.loc[samples["split"] == "train", "label"].value_counts()
+    small = counts[counts < MIN_TEST_IMAGES]
+    if len(small):
+        label, n = small.idxmin(), int(small.min())
+        return 0.0, (
+            f"No test images were held back: class '{label}' has only {n} image{'s' * (n != 1)} "
+            f"({MIN_TEST_IMAGES} per class are needed to spare some), so no estimate on unseen "
+            "images is possible. Add images, add a test/ folder, or use k-fold "
+            "('How sure is this accuracy?') for a better estimate than validation alone."
+        )
+    return test_fraction, ""
+
+
+def _hold_out(samples, pool, group, split: str, fraction: float, kept: dict, seed: str) -> None:
+    """Move about `fraction` of each class of `pool` (still marked train) to `split`, whole
+    duplicate groups at a time; `kept` counts the images each class must keep for training."""
     members: dict[int, list[int]] = {}
     for i, g in group.items():
-        members.setdefault(g, []).append(i)
-    wanted = {  # validation images per class; every class keeps one to train on
-        label: min(n - 1, max(1, round(n * val_fraction))) if n > 1 else 0
-        for label, n in pool["label"].value_counts().items()
+        if samples.at[i, "split"] == "train":
+            members.setdefault(g, []).append(i)
+    left = samples.loc[pool.index]
+    left = left[left["split"] == "train"]
+    total = pool["label"].value_counts()
+    wanted = {
+        label: min(n - kept[label], max(1, round(total[label] * fraction))) if n > 1 else 0
+        for label, n in left["label"].value_counts().items()
     }
     decided: set[int] = set()
-    for label, idx in pool.groupby("label").groups.items():
+    for label, idx in left.groupby("label").groups.items():
         idx = list(idx)
         random.Random(f"{seed}:{label}").shuffle(idx)
         for i in idx:
@@ -299,8 +362,7 @@ def _assign_splits(
                 continue
             decided.add(group[i])
             together = samples.loc[members[group[i]], "label"].value_counts()
-            if all(wanted[lab] >= n for lab, n in together.items()):
-                samples.loc[members[group[i]], "split"] = "val"
+            if all(wanted.get(lab, 0) >= n for lab, n in together.items()):
+                samples.loc[members[group[i]], "split"] = split
                 for lab, n in together.items():
                     wanted[lab] -= n
-    return samples

@@ -170,7 +170,14 @@ def _scores(run_dir: Path, info: dict) -> dict:
         test["accuracy"] = float(scored["accuracy"])
     if _number(scored.get("macro_f1")):
         test["f1"] = float(scored["macro_f1"])
-    return {"val": val, "test": test, "epoch": epoch, "test_images": scored.get("images")}
+    interval = (scored.get("accuracy_low"), scored.get("accuracy_high"))
+    return {
+        "val": val,
+        "test": test,
+        "epoch": epoch,
+        "test_images": scored.get("images"),
+        "test_interval": interval if all(map(_number, interval)) else None,
+    }
 
 
 def _number(value) -> bool:
@@ -339,20 +346,23 @@ def _weights_sentence(info: dict) -> str:
 def _results(run_dir: Path, scores: dict, val_images: int) -> list[str]:
     val, test = scores["val"], scores["test"]
     out = ["## Results", ""]
+    if test:  # the figure to expect on new images comes first
+        said = ", ".join(f"{METRIC_NAMES[k]} **{_pct(v)}**" for k, v in test.items())
+        count = scores.get("test_images")
+        count = f"{count} " if count else ""
+        interval = scores.get("test_interval")
+        interval = f" (accuracy's 95% interval: {_pct(interval[0])} to {_pct(interval[1])})"
+        out += [
+            f"On the {count}test images, used neither for training nor for choosing the "
+            f"model and scored once at the end: {said}"
+            f"{interval if scores.get('test_interval') else ''}.",
+            "",
+        ]
     if val:
         said = ", ".join(f"{METRIC_NAMES[k]} **{_pct(v)}**" for k, v in val.items())
         out += [
             f"On the {val_images} validation images: {said}. The kept epoch was chosen on "
             "these images, so the figure is somewhat optimistic.",
-            "",
-        ]
-    if test:
-        said = ", ".join(f"{METRIC_NAMES[k]} **{_pct(v)}**" for k, v in test.items())
-        count = scores.get("test_images")
-        count = f"{count} " if count else ""
-        out += [
-            f"On the {count}test images, scored once at the end and never used to choose "
-            f"anything: {said}.",
             "",
         ]
     table = _per_class(run_dir)

@@ -242,6 +242,7 @@ def distill(
                 "batch_size",
                 "augment",
                 "val_fraction",
+                "test_fraction",
                 "seed",
                 "device",
                 "precision",
@@ -251,6 +252,7 @@ def distill(
             )
             if k in recorded
         }
+        settings.setdefault("test_fraction", 0.0)  # a teacher from before test shares had none
         size = img_size or recorded.get("img_size") or info["data_config"]["input_size"][-1]
         run_dir = Path(out) if out else runs.new_run_dir(teacher_dir.parent, student_model)
         created = not out or not run_dir.exists()

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .. import runs
 from ..config import TrainConfig, make_config
-from ..data import DataError, Dataset, load_dataset
+from ..data import DataError, Dataset, config_dataset
 from ..models import ModelError
 from .callbacks import LiveState, RunWriter
 from .distributed import World
@@ -137,12 +137,7 @@ class Job:
     def _train(self) -> None:
         run_dir = None
         try:
-            dataset = self.dataset or load_dataset(
-                self.config.data,
-                self.config.val_fraction,
-                self.config.seed,
-                corrections=self.config.corrections or None,
-            )
+            dataset = self.dataset or config_dataset(self.config)
             dataset.check()
             run_dir = self._make_run_dir()
             with self._lock:
@@ -211,5 +206,6 @@ def resume_config(run_dir: str | Path, **overrides) -> TrainConfig:
     """The configuration of an earlier run, to continue it in the same folder."""
     saved = runs.read_config(run_dir)["config"]
     saved.setdefault("recipe", "one-phase")  # runs from before the two-phase recipe
+    saved.setdefault("test_fraction", 0.0)  # runs from before test shares held none back
     saved.update(out=str(run_dir), **overrides)
     return make_config(**saved)

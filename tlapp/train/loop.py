@@ -202,10 +202,14 @@ class Trainer:
         cm = metrics.confusion_matrix(
             torch.cat(targets).numpy(), predicted, len(self.dataset.classes)
         )
-        summary = metrics.summary(cm)
+        summary, correct = metrics.summary(cm), int(cm.trace())
+        low, high = metrics.wilson_interval(correct, len(paths))
         self.test_result = {
             "images": len(paths),
+            "correct": correct,
             "accuracy": summary["accuracy"],
+            "accuracy_low": low,  # the 95% Wilson interval
+            "accuracy_high": high,
             "macro_f1": summary["macro_f1"],
             "epoch": self.best_epoch,
         }

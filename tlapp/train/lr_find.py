@@ -31,7 +31,7 @@ import pandas as pd
 import torch
 
 from ..config import TrainConfig
-from ..data import Dataset, load_dataset
+from ..data import Dataset, config_dataset
 from ..models import set_train_mode
 from .callbacks import Progress
 from .hardware import is_out_of_memory
@@ -76,10 +76,7 @@ def find_lr(
         raise ValueError("The sweep must start at a learning rate above 0 and below its end.")
     num_it = max(num_it, 6)  # as fastai: fewer points say nothing
     if dataset is None:
-        corrections = config.corrections or None
-        dataset = load_dataset(
-            config.data, config.val_fraction, config.seed, corrections=corrections
-        )
+        dataset = config_dataset(config)
     dataset.check()
     callbacks = [Progress(progress)] if progress else []
     with tempfile.TemporaryDirectory(prefix="tlapp-lr-find-") as tmp:

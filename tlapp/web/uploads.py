@@ -1,6 +1,6 @@
 """What the browser sent (a zip, a folder's files, a typed path) turned into a dataset.
 
-    dataset = dataset_from_upload(settings, session, "photos.zip", "", val_fraction=0.2)
+    dataset = dataset_from_upload(settings, session, "photos.zip", "", shares=(0.2, 0.15))
     dataset = dataset_from_folder_upload(settings, session, files, reported_paths, 0.2)
 
 Every upload unpacks into a new folder of the visitor's own, within the app's `Limits`; folders
@@ -31,13 +31,18 @@ class Sample:
     def __init__(self, folder: Path = SAMPLE_DATA):
         self.folder, self._loaded, self._lock = folder, {}, threading.Lock()
 
-    def load(self, val_fraction: float) -> tuple[Dataset, pd.DataFrame]:
-        """The dataset split with `val_fraction`, and its health findings."""
+    def load(self, shares: tuple[float, float]) -> tuple[Dataset, pd.DataFrame]:
+        """The dataset split with `shares` (validation, test), and its health findings."""
         with self._lock:
-            if val_fraction not in self._loaded:
-                dataset = load_dataset(self.folder, val_fraction)
-                self._loaded[val_fraction] = (dataset, check_health(dataset))
-            return self._loaded[val_fraction]
+            if shares not in self._loaded:
+                dataset = split_dataset(self.folder, shares)
+                self._loaded[shares] = (dataset, check_health(dataset))
+            return self._loaded[shares]
+
+
+def split_dataset(source, shares: tuple[float, float], **options) -> Dataset:
+    """load_dataset with the page's validation and test shares."""
+    return load_dataset(source, shares[0], test_fraction=shares[1], **options)
 
 
 # ----------------------------------------------------------------------------- data step
@@ -46,16 +51,14 @@ def dataset_from_upload(
     session: Session,
     upload: str | None,
     local_path: str,
-    val_fraction: float,
+    shares: tuple[float, float],
 ) -> Dataset:
     if local_path and local_path.strip():
         if not settings.allow_local_paths:
             raise DataError(
                 "Reading folders on the server is turned off here: upload a .zip instead."
             )
-        return load_dataset(
-            Path(local_path.strip()).expanduser(), val_fraction, limits=settings.limits
-        )
+        return split_dataset(Path(local_path.strip()).expanduser(), shares, limits=settings.limits)
     if not upload:
         raise DataError(
             "Choose data first: upload a .zip of class folders, or use the sample digits."
@@ -63,9 +66,9 @@ def dataset_from_upload(
     upload = Path(upload)
     if upload.suffix.lower() == ".zip":
         target = session.data_folder(upload.stem)
-        return load_dataset(upload, val_fraction, extract_to=target, limits=settings.limits)
+        return split_dataset(upload, shares, extract_to=target, limits=settings.limits)
     if upload.suffix.lower() == ".csv" and settings.allow_local_paths:
-        return load_dataset(upload, val_fraction, limits=settings.limits)
+        return split_dataset(upload, shares, limits=settings.limits)
     raise DataError(
         f"'{upload.name}' is not a .zip of class folders: zip the folder that holds "
         "one subfolder per class and upload that."
@@ -77,7 +80,7 @@ def dataset_from_folder_upload(
     session: Session,
     files: list[str] | None,
     reported: str,
-    val_fraction: float,
+    shares: tuple[float, float],
 ) -> Dataset:
     """A folder chosen or dropped in the browser: rebuild it from the files and their paths."""
     if not files:
@@ -86,14 +89,14 @@ def dataset_from_folder_upload(
         )
     if len(files) == 1 and Path(files[0]).suffix.lower() == ".zip":
         target = session.data_folder(Path(files[0]).stem)
-        return load_dataset(files[0], val_fraction, extract_to=target, limits=settings.limits)
+        return split_dataset(files[0], shares, extract_to=target, limits=settings.limits)
     try:
         paths = json.loads(reported or "[]")
     except json.JSONDecodeError:
         paths = []
     target = session.data_folder("folder")
     folder = assemble_upload(files, paths, target, settings.limits)
-    return load_dataset(folder, val_fraction, limits=settings.limits)
+    return split_dataset(folder, shares, limits=settings.limits)
 
 
 def weights_choice(mode: str, upload: str | None, path: str, settings: AppSettings) -> str:

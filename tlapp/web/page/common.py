@@ -20,7 +20,8 @@ HINTS = {
     "img_size": "Images are resized to this square size. Smaller is faster; 224 suits most models.",
     "batch_size": "Images per training step. Lower it if you run out of memory.",
     "lr": "How big each learning step is. The default suits fine-tuning; lower it if training diverges.",
-    "val_fraction": "Share of each class held back to measure accuracy (ignored when your data has a val/ folder).",
+    "val_fraction": "Share of each class used to choose the best epoch (ignored when your data has a val/ folder).",
+    "test_fraction": "Share of each class never trained on nor used for choosing: the accuracy to expect on new images (ignored when your data has a test/ folder; 0: none).",
     "augment": "Random crops, flips and slight colour changes, so the model sees more variety.",
     "balance": "Make rare classes count as much as common ones in training (when one class has "
     "far fewer images).",

@@ -7,6 +7,7 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
+from ...data import TEST_FRACTION
 from ...views import GALLERY_LIMIT, data_views, health_summary, thumbnail
 from ..sessions import Session, SessionRegistry
 from ..settings import AppSettings
@@ -56,9 +57,13 @@ def _sources(settings: AppSettings) -> dict:
             read_local = gr.Button(
                 "Read this folder", size="sm", visible=settings.allow_local_paths
             )
-    val_fraction = gr.Slider(
-        0.05, 0.5, value=0.2, step=0.05, label="Validation share", info=HINTS["val_fraction"]
-    )
+    with gr.Row():
+        val_fraction = gr.Slider(
+            0.05, 0.5, value=0.2, step=0.05, label="Validation share", info=HINTS["val_fraction"]
+        )
+        test_fraction = gr.Slider(
+            0, 0.3, value=TEST_FRACTION, step=0.05, label="Test share", info=HINTS["test_fraction"]
+        )
     return {
         "folder": folder,
         "archive": archive,
@@ -67,6 +72,7 @@ def _sources(settings: AppSettings) -> dict:
         "local": local,
         "read_local": read_local,
         "val_fraction": val_fraction,
+        "test_fraction": test_fraction,
     }
 
 
@@ -129,7 +135,8 @@ def _loader(registry: SessionRegistry, source):
     def load(state, *args):
         state = state or Session.new(registry.settings)
         registry.make_room(state)
-        loaded = source(state, *args[:-1], val_fraction=args[-1])  # a Dataset, or with findings
+        *given, val_fraction, test_fraction = args
+        loaded = source(state, *given, shares=(val_fraction, test_fraction))  # with findings?
         state.use(*(loaded if isinstance(loaded, tuple) else (loaded,)))
         return (state, *data_views(state.dataset), health_summary(state.findings))
 
@@ -139,42 +146,42 @@ def _loader(registry: SessionRegistry, source):
 def _wire(registry: SessionRegistry, session: gr.State, ui: dict) -> None:
     settings = registry.settings
 
-    def from_folder(state, files, reported, val_fraction):
-        return dataset_from_folder_upload(settings, state, files, reported, val_fraction)
+    def from_folder(state, files, reported, shares):
+        return dataset_from_folder_upload(settings, state, files, reported, shares)
 
-    def from_archive(state, file, val_fraction):
-        return dataset_from_upload(settings, state, file, "", val_fraction)
+    def from_archive(state, file, shares):
+        return dataset_from_upload(settings, state, file, "", shares)
 
-    def from_path(state, path, val_fraction):
-        return dataset_from_upload(settings, state, None, path, val_fraction)
+    def from_path(state, path, shares):
+        return dataset_from_upload(settings, state, None, path, shares)
 
     sample = Sample()
 
-    def from_sample(state, val_fraction):
-        return sample.load(val_fraction)
+    def from_sample(state, shares):
+        return sample.load(shares)
 
     ui["health"].select(show_finding, session, ui["health_gallery"], api_visibility="private")
     outputs = [session, ui["summary"], ui["report"], ui["skipped"], ui["health"]]
-    fraction = ui["val_fraction"]
+    shares = [ui["val_fraction"], ui["test_fraction"]]
     ui["folder"].upload(
         _loader(registry, from_folder),
-        [session, ui["folder"], ui["paths"], fraction],
+        [session, ui["folder"], ui["paths"], *shares],
         outputs,
         api_name="load_folder_upload",
     )
     ui["archive"].upload(
         _loader(registry, from_archive),
-        [session, ui["archive"], fraction],
+        [session, ui["archive"], *shares],
         outputs,
         api_name="load_upload",
     )
     from_local = _loader(registry, from_path)
     ui["read_local"].click(
-        from_local, [session, ui["local"], fraction], outputs, api_name="load_folder"
+        from_local, [session, ui["local"], *shares], outputs, api_name="load_folder"
     )
     ui["local"].submit(
-        from_local, [session, ui["local"], fraction], outputs, api_visibility="private"
+        from_local, [session, ui["local"], *shares], outputs, api_visibility="private"
     )
     ui["sample"].click(
-        _loader(registry, from_sample), [session, fraction], outputs, api_name="use_sample"
+        _loader(registry, from_sample), [session, *shares], outputs, api_name="use_sample"
     )

@@ -89,12 +89,18 @@ def _compare(state: Session | None):
     table = runs.compare(found)
     if table.empty:
         raise DataError("No run has a saved model yet: train one (or the instant baseline) first.")
-    table = table.round({"val_accuracy": 3, "val_macro_f1": 3, "seconds": 0})
-    return table.rename(columns=SHOWN)
+    table = table.round(
+        {"test_accuracy": 3, "test_low": 3, "test_high": 3, "val_accuracy": 3, "val_macro_f1": 3}
+    )
+    return table.round({"seconds": 0}).rename(columns=SHOWN)
 
 
 SHOWN = {
-    "val_accuracy": "validation accuracy",
+    "test_accuracy": "accuracy on test images",
+    "test_low": "95% interval from",
+    "test_high": "to",
+    "test_images": "test images",
+    "val_accuracy": "validation accuracy (chose the epoch)",
     "val_macro_f1": "macro F1",
     "seconds": "seconds",
     "size_mb": "size (MB)",

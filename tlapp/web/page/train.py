@@ -273,6 +273,7 @@ def config_from_page(settings: AppSettings, state: Session | None, *values) -> T
         augment=augment,
         balance_classes=balance,
         val_fraction=state.dataset.val_fraction,  # the split the data was loaded with
+        test_fraction=state.dataset.test_fraction,
         runs_root=str(state.workdir / "runs"),
         cache_dir=str(settings.home / "cache"),
         corrections=str(corrections.file) if len(corrections) else "",
