@@ -1,8 +1,8 @@
-"""Validation accuracy and wall time of each tlapp training recipe, side by side, in one run.
+"""Test accuracy, macro F1 and wall time of each tlapp training recipe, side by side, in one run.
 
-    python bench/quality.py                          # every part, 3 seeds: about 11 minutes on 2 cores
-    python bench/quality.py --only digits,transfer   # a subset (4 minutes)
-    python bench/quality.py --quick                  # a smoke test: 1 seed, 1 epoch (4 minutes)
+    python bench/quality.py --json bench/results/quality.json   # every part, 3 seeds (~25 min, 2 cores)
+    python bench/quality.py --only digits,transfer   # a subset
+    python bench/quality.py --quick                  # a smoke test: 1 seed, 1 epoch
 
 Rows (recipes):
   prototypes (no training)     --freeze all --head prototypes: the nearest normalised class mean
@@ -11,28 +11,31 @@ Rows (recipes):
   full fine-tune, one phase    --recipe one-phase --freeze 0: everything trains from the start
   linear probe (scikit-learn)  LogisticRegression(max_iter=5000) on plain centre-crop embeddings
                                of the same model and weights: the reference for head only
-Columns (parts, --only):
-  digits    the sample digits (tlapp/sample/digits: 500 images, 10 classes, 20% split off for
-            validation), resnet18 from random weights (the model hub is offline), 64 px, 5 epochs
+Columns (parts, --only), each over --seeds seeds (the split or the images drawn, and training):
+  digits    the sample digits (tlapp/sample/digits: 500 images, 10 classes; tlapp's own split:
+            15% test, 20% validation), resnet18 from random weights (the model hub is offline),
+            64 px, 5 epochs
   transfer  resnet18 at 32 px trained on digits 0-4 (default recipe, random start) into run R,
-            then digits 5-9 with 10 training images per class (validation: all the others),
-            starting from R; the default recipe from random weights as the baseline; 10 epochs
-  photos    tf_efficientnet_lite0 with ImageNet weights on the ants/bees photos, 224 px, 5 epochs
-  fewshot   the same with 10 training photos per class (validation: the full val set), 10 epochs
-transfer and fewshot are averaged over --seeds draws (the images drawn and the config seed).
+            then digits 5-9 with 10 training and 10 validation images per class (test: the other
+            30), starting from R; the default recipe from random weights as the baseline; 10 epochs
+  photos    tf_efficientnet_lite0 with ImageNet weights on the ants/bees photos, 224 px, 5 epochs;
+            the tutorial's val photos are the test set, validation is split off the train photos
+  fewshot   the same with 10 training and 10 validation photos per class, 10 epochs
 
-Every row is a fresh process with an empty embedding cache, timed from outside: its wall time
-includes start-up, imports, decoding, embedding and training. Prints the machine, a Markdown
-table (accuracy, ± the standard deviation over seeds, and mean wall time per run), the gain of
+Every figure is measured on test images, used neither for training nor for choosing the epoch;
+the validation accuracy that chose is kept in the raw results only. Every row is a fresh process
+with an empty embedding cache, timed from outside: its wall time includes start-up, imports,
+decoding, embedding, training and the test pass. Prints the machine, a Markdown table (test
+accuracy ± the standard deviation over seeds, macro F1, mean wall time per run), the gain of
 transfer over training from scratch, and plain PASS/MISS checks: head only at most one point
-below the probe, and the default recipe at least as good as head only. Progress goes to stderr.
-Real weights and photos: see bench/realdata.py.
+below the probe, and, seed by seed, whether the default recipe (which keeps phase one unless an
+epoch beats it on validation) is at least as good as head only on the test images. --json
+writes the raw results (bench/results.py). Real weights and photos: see bench/realdata.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import json
 import os
 import random
@@ -47,9 +50,12 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from realdata import WEIGHTS_DIR  # noqa: E402  (bench/realdata.py)
+from results import machine_line, write_results  # noqa: E402  (bench/results.py)
+
 DIGITS = ROOT / "tlapp" / "sample" / "digits"
 LITE0 = "tf_efficientnet_lite0"
-LITE0_FILE = "/work/shared/weights/tf_efficientnet_lite0.safetensors"
+LITE0_FILE = str(WEIGHTS_DIR / f"{LITE0}.safetensors")  # bench/realdata.py writes it
 
 PROTOTYPES = "prototypes (no training)"
 HEAD, DEFAULT, ONE_PHASE, PROBE = (
@@ -72,7 +78,8 @@ SOURCE_EPOCHS = 30  # the transfer part's source run R: trained until it has con
 
 # ----------------------------------------------------------------------------- child processes
 def train_child(spec: dict) -> dict:
-    """One tlapp run through its Job; the accuracy of the kept (best) epoch."""
+    """One tlapp run through its Job: the kept model's score on the test images (scored once,
+    at the end), and the validation accuracy that chose it, for reference."""
     from tlapp import runs
     from tlapp.config import make_config
     from tlapp.train import Job
@@ -82,17 +89,22 @@ def train_child(spec: dict) -> dict:
         info = runs.read_config(spec["out"])
     except runs.RunError:
         info = {}
-    saved = state.best_epoch is not None and state.status != "failed"
+    test = state.test if state.best_epoch is not None and state.status != "failed" else None
     return {
-        "acc": state.best_accuracy if saved else None,
-        "status": state.status,
+        "acc": test["accuracy"] if test else None,
+        "f1": test["macro_f1"] if test else None,
+        "test_images": test["images"] if test else None,
+        "val_acc": state.best_accuracy if test else None,
+        "kept_epoch": state.best_epoch,
+        "status": state.status if test or state.status != "done" else "no test images",
         "message": state.message,
         "precision": info.get("precision"),
     }
 
 
 def probe_child(spec: dict) -> dict:
-    """scikit-learn's logistic regression on plain centre-crop embeddings of the same backbone.
+    """scikit-learn's logistic regression on plain centre-crop embeddings of the same backbone,
+    fitted on the training images and scored on the test images.
 
     The split is tlapp's (load_dataset with the same seed). A random backbone is built as tlapp
     builds it (torch.manual_seed(seed), then timm.create_model), and its BatchNorm statistics are
@@ -101,6 +113,7 @@ def probe_child(spec: dict) -> dict:
     import torch
     from PIL import Image
     from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import f1_score
 
     from tlapp.data import load_dataset
 
@@ -117,12 +130,18 @@ def probe_child(spec: dict) -> dict:
         paths = data.split(split)["path"]
         return torch.stack([transform(Image.open(p).convert("RGB")) for p in paths])
 
-    train, val = pixels("train"), pixels("val")
+    train, test = pixels("train"), pixels("test")
     if not spec["weights"]:
         estimate_batchnorm(model, train)
-    x_train, x_val = embed(model, train), embed(model, val)
+    x_train, x_test = embed(model, train), embed(model, test)
     clf = LogisticRegression(max_iter=5000).fit(x_train, data.targets("train"))
-    return {"acc": float(clf.score(x_val, data.targets("val"))), "status": "done"}
+    predicted, truth = clf.predict(x_test), data.targets("test")
+    return {
+        "acc": float((predicted == truth).mean()),
+        "f1": float(f1_score(truth, predicted, average="macro")),
+        "test_images": len(truth),
+        "status": "done",
+    }
 
 
 def load_backbone(model, path: str) -> None:
@@ -229,9 +248,10 @@ class Bench:
 
 
 # ----------------------------------------------------------------------------- data sets
-def draw(source: Path, dest: Path, per_class: int, seed: int, classes=None) -> Path:
-    """train/ with `per_class` images per class drawn with `seed`; val/ with source's val/ if it
-    has one, else every image not drawn."""
+def draw(source: Path, dest: Path, shots: int, seed: int, classes=None, val_shots=None) -> Path:
+    """A copy of `source` with `shots` training images per class drawn with `seed`, as
+    train/; val/: `val_shots` more per class (None: none, tlapp splits its own); test/:
+    source's val/ when it has one (a photo set's own held-out images), else every image left."""
     rng = random.Random(seed)
     root = source / "train" if (source / "train").is_dir() else source
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
@@ -239,13 +259,23 @@ def draw(source: Path, dest: Path, per_class: int, seed: int, classes=None) -> P
             continue
         files = sorted(folder.iterdir())
         rng.shuffle(files)
-        train, val = files[:per_class], files[per_class:]
+        val_end = shots + (val_shots or 0)
+        split = {"train": files[:shots], "val": files[shots:val_end], "test": files[val_end:]}
         if (source / "val").is_dir():
-            val = sorted((source / "val" / folder.name).iterdir())
-        for split, group in (("train", train), ("val", val)):
-            (dest / split / folder.name).mkdir(parents=True, exist_ok=True)
+            split["test"] = sorted((source / "val" / folder.name).iterdir())
+        for name, group in split.items():
+            (dest / name / folder.name).mkdir(parents=True, exist_ok=True)
             for f in group:
-                shutil.copy(f, dest / split / folder.name / f.name)
+                shutil.copy(f, dest / name / folder.name / f.name)
+    return dest
+
+
+def photos_with_test(photos: Path, dest: Path) -> Path:
+    """The photo set with its own val/ as test/: tlapp splits its validation share off train/,
+    and the tutorial's held-out photos are scored once, never used to choose."""
+    if not dest.exists():
+        shutil.copytree(photos / "train", dest / "train")
+        shutil.copytree(photos / "val", dest / "test")
     return dest
 
 
@@ -257,9 +287,21 @@ def source_digits(dest: Path) -> Path:
 
 
 # ----------------------------------------------------------------------------- parts
-def part_digits(bench: Bench, epochs: int) -> dict:
-    common = dict(model="resnet18", img_size=64, epochs=epochs)
-    return {k: [v] for k, v in bench.recipes("digits", DIGITS, "none", None, **common).items()}
+def over_seeds(seeds: int, one_seed) -> dict:
+    """{row: [result per seed]} from `one_seed(seed) -> {row: result}`."""
+    rows: dict[str, list] = {}
+    for seed in range(seeds):
+        for name, result in one_seed(seed).items():
+            rows.setdefault(name, []).append({**result, "seed": seed})
+    return rows
+
+
+def part_digits(bench: Bench, epochs: int, seeds: int) -> dict:
+    def one(seed):
+        common = dict(model="resnet18", img_size=64, epochs=epochs, seed=seed)
+        return bench.recipes(f"digits seed {seed}", DIGITS, "none", None, **common)
+
+    return over_seeds(seeds, one)
 
 
 def part_transfer(bench: Bench, epochs: int, seeds: int, source_epochs: int) -> dict:
@@ -270,47 +312,51 @@ def part_transfer(bench: Bench, epochs: int, seeds: int, source_epochs: int) -> 
     )
     if r["acc"] is None:
         return {}
-    rows = {name: [] for name in ROWS}
-    for seed in range(seeds):
-        target = draw(DIGITS, bench.work / f"digits-5-9-{seed}", 10, seed, list("56789"))
+
+    def one(seed):
+        target = draw(DIGITS, bench.work / f"digits-5-9-{seed}", 10, seed, list("56789"), 10)
         label = f"transfer seed {seed}"
         weights = str(Path(r["run"]) / "model.safetensors")
         found = bench.recipes(label, target, r["run"], weights, epochs=epochs, seed=seed, **common)
         found[SCRATCH] = bench.train(
             f"{label}: {SCRATCH}", target, weights="none", epochs=epochs, seed=seed, **common
         )
-        for name, result in found.items():
-            rows[name].append(result)
-    rows["source R"] = [r]
-    return rows
+        return found
+
+    return {**over_seeds(seeds, one), "source R": [r]}
 
 
-def part_photos(bench: Bench, photos: Path, weights: Path, epochs: int) -> dict:
-    common = dict(model=LITE0, img_size=224, epochs=epochs)
-    found = bench.recipes("photos", photos, weights, str(weights), **common)
-    return {k: [v] for k, v in found.items()}
+def part_photos(bench: Bench, photos: Path, weights: Path, epochs: int, seeds: int) -> dict:
+    data = photos_with_test(photos, bench.work / "photos")
+
+    def one(seed):
+        common = dict(model=LITE0, img_size=224, epochs=epochs, seed=seed)
+        return bench.recipes(f"photos seed {seed}", data, weights, str(weights), **common)
+
+    return over_seeds(seeds, one)
 
 
 def part_fewshot(bench: Bench, photos: Path, weights: Path, epochs: int, seeds: int) -> dict:
-    rows = {name: [] for name in ROWS if name != SCRATCH}
-    for seed in range(seeds):
-        data = draw(photos, bench.work / f"photos-10-{seed}", 10, seed)
+    def one(seed):
+        data = draw(photos, bench.work / f"photos-10-{seed}", 10, seed, val_shots=10)
         common = dict(model=LITE0, img_size=224, epochs=epochs, seed=seed)
-        found = bench.recipes(f"fewshot seed {seed}", data, weights, str(weights), **common)
-        for name, result in found.items():
-            rows[name].append(result)
-    return rows
+        return bench.recipes(f"fewshot seed {seed}", data, weights, str(weights), **common)
+
+    return over_seeds(seeds, one)
 
 
 # ----------------------------------------------------------------------------- report
 def summary(results: list[dict]) -> dict | None:
-    """Mean and standard deviation of accuracy over seeds, mean wall time; None if none ran."""
+    """Mean and standard deviation over seeds of test accuracy and macro F1, mean wall time;
+    None if nothing ran."""
     accs = [r["acc"] for r in results if r["acc"] is not None]
+    f1s = [r["f1"] for r in results if r.get("f1") is not None]
     if not results:
         return None
     return {
         "acc": float(np.mean(accs)) if accs else None,
         "std": float(np.std(accs)) if len(accs) > 1 else None,
+        "f1": float(np.mean(f1s)) if f1s else None,
         "wall": float(np.mean([r["wall"] for r in results])),
         "runs": len(results),
         "failed": len(results) - len(accs),
@@ -323,8 +369,9 @@ def cell(s: dict | None) -> str:
     if s["acc"] is None:
         return f"failed ({s['wall']:.0f} s)"
     spread = f" ± {s['std']:.1%}" if s["std"] is not None else ""
+    f1 = f" · F1 {s['f1']:.3f}" if s["f1"] is not None else ""
     failed = f", {s['failed']} of {s['runs']} failed" if s["failed"] else ""
-    return f"{s['acc']:.1%}{spread} · {s['wall']:.0f} s{failed}"
+    return f"{s['acc']:.1%}{spread}{f1} · {s['wall']:.0f} s{failed}"
 
 
 def table(results: dict) -> str:
@@ -341,7 +388,9 @@ def table(results: dict) -> str:
 
 
 def checks(results: dict) -> list[str]:
-    """Plain checks, not assertions: PASS or MISS with the figures."""
+    """Plain checks on the test images, not assertions: PASS or MISS with the figures. The
+    default recipe keeps phase one unless an epoch beats it on validation: whether that choice
+    also holds on unseen images is counted seed by seed."""
     out = []
     for name, rows in results.items():
         head, default, probe = (summary(rows.get(r, [])) for r in (HEAD, DEFAULT, PROBE))
@@ -350,41 +399,38 @@ def checks(results: dict) -> list[str]:
             verdict = "PASS" if gap >= -0.01 else "MISS"
             out.append(
                 f"{verdict} {name}: head only {head['acc']:.1%} reaches the probe "
-                f"{probe['acc']:.1%} ({gap * 100:+.1f} points)"
+                f"{probe['acc']:.1%} on test ({gap * 100:+.1f} points)"
             )
-        if head and head["acc"] is not None and default and default["acc"] is not None:
-            verdict = "PASS" if default["acc"] >= head["acc"] else "MISS"
+        pairs = paired(rows.get(DEFAULT, []), rows.get(HEAD, []))
+        if pairs:
+            held = sum(d >= h for d, h in pairs)
+            gaps = ", ".join(f"{(d - h) * 100:+.1f}" for d, h in pairs)
+            verdict = "PASS" if held == len(pairs) else "MISS"
             out.append(
-                f"{verdict} {name}: default {default['acc']:.1%} >= head only {head['acc']:.1%} "
-                f"({(default['acc'] - head['acc']) * 100:+.1f} points)"
+                f"{verdict} {name}: default >= head only on test in {held} of "
+                f"{plural(len(pairs), 'seed')} (points per seed: {gaps})"
             )
     return out
 
 
+def paired(a: list[dict], b: list[dict]) -> list[tuple[float, float]]:
+    """Test accuracies of two rows, paired by seed, where both ran."""
+    by_seed = {r["seed"]: r["acc"] for r in b if r["acc"] is not None}
+    return [
+        (r["acc"], by_seed[r["seed"]]) for r in a if r["acc"] is not None and r["seed"] in by_seed
+    ]
+
+
 def transfer_gain(rows: dict) -> str:
     """Transfer minus scratch, paired by seed."""
-    pairs = [
-        (t["acc"], s["acc"])
-        for t, s in zip(rows.get(DEFAULT, []), rows.get(SCRATCH, []))
-        if t["acc"] is not None and s["acc"] is not None
-    ]
+    pairs = paired(rows.get(DEFAULT, []), rows.get(SCRATCH, []))
     if not pairs:
         return "Transfer gain: not measured (runs failed)."
     gains = np.array([(t - s) * 100 for t, s in pairs])
     spread = f" ± {gains.std():.1f}" if len(gains) > 1 else ""
     return (
-        f"Transfer gain (two-phase from R minus two-phase from random weights, paired by seed, "
-        f"{plural(len(gains), 'seed')}): {gains.mean():+.1f}{spread} points."
-    )
-
-
-def machine(precision: str | None) -> str:
-    with open("/proc/cpuinfo") as f:
-        cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "?")
-    torch = importlib.metadata.version("torch")
-    return (
-        f"Machine: {cpu}, {len(os.sched_getaffinity(0))} CPU cores, no GPU, torch {torch}; "
-        f"tlapp precision: {precision or 'unknown'}."
+        f"Transfer gain on test (two-phase from R minus two-phase from random weights, paired "
+        f"by seed, {plural(len(gains), 'seed')}): {gains.mean():+.1f}{spread} points."
     )
 
 
@@ -397,21 +443,15 @@ def precision_of(results: dict) -> str | None:
     return None
 
 
-def report(results: dict, args, elapsed: float) -> None:
+def report(results: dict, args, elapsed: float) -> str:
+    """The whole printed report, as text."""
     if not results:
-        print("Nothing was measured (see the messages above).")
-        return
-    print(machine(precision_of(results)))
-    print()
-    print(table(results))
-    print()
-    print(footnotes(results, args))
+        return "Nothing was measured (see the messages above)."
+    out = [machine_line(precision_of(results)), "", table(results), "", footnotes(results, args)]
     if "transfer" in results:
-        print()
-        print(transfer_gain(results["transfer"]))
-    print()
-    print("\n".join(checks(results)))
-    print(f"\nWhole benchmark: {elapsed / 60:.1f} minutes.")
+        out += ["", transfer_gain(results["transfer"])]
+    out += ["", "\n".join(checks(results)), f"\nWhole benchmark: {elapsed / 60:.1f} minutes."]
+    return "\n".join(out)
 
 
 def footnotes(results: dict, args) -> str:
@@ -421,37 +461,41 @@ def footnotes(results: dict, args) -> str:
     notes = {
         "digits": (
             f"digits: tlapp/sample/digits, resnet18 from random weights (the model hub is offline, so "
-            f"there are no pretrained weights), 64 px, {e['digits']}, 20% validation (seed 0). "
-            "The probe uses the same random backbone (same seed) with BatchNorm statistics "
-            "estimated on every training image (tlapp: on a seeded sample of 64 of them)."
+            f"there are no pretrained weights), 64 px, {e['digits']}; tlapp's own split of each "
+            "class: 15% test, 20% validation, the rest to train; the seed draws the split and "
+            "seeds training. The probe uses the same random backbone (same seed) with BatchNorm "
+            "statistics estimated on every training image (tlapp: on a seeded sample of 64)."
         ),
         "transfer": (
             "digits 0-4 → 5-9: run R is resnet18 at 32 px trained from random weights on every "
             f"image of digits 0-4 (default recipe, {plural(args.source_epochs, 'epoch')}, "
-            f"{source} on its 20% validation split). The target is digits 5-9 with 10 training "
-            "images per class and every other image for validation. Every row but the baseline "
-            f"starts from R's backbone (the probe: R's model.safetensors); {e['transfer']}; "
-            f"{seeds} (the images drawn and the config seed)."
+            f"{source} on its test share). The target is digits 5-9 with 10 training and 10 "
+            "validation images per class drawn by the seed, and the other 30 per class as test. "
+            f"Every row but the baseline starts from R's backbone (the probe: R's "
+            f"model.safetensors); {e['transfer']}."
         ),
         "photos": (
-            f"ants/bees: tf_efficientnet_lite0 with ImageNet weights ({args.weights}), 224 px, "
-            f"the given train/val split, {e['photos']}."
+            f"ants/bees: tf_efficientnet_lite0 with ImageNet weights, 224 px, {e['photos']}; the "
+            "tutorial's 153 val photos are the test set; tlapp splits its validation share (20% "
+            "of each class, by the seed) off the 245 train photos."
         ),
         "fewshot": (
-            "10 photos per class: the same with 10 training photos per class drawn at random, "
-            f"validation on the full val set, {e['fewshot']}; {seeds}."
+            "10 photos per class: the same with 10 training and 10 validation photos per class "
+            f"drawn by the seed from the train photos, test on the 153 val photos, {e['fewshot']}."
         ),
     }
     lines = [notes[p] for p in results]
     lines.append(
-        "Accuracy is on the validation images, of the epoch tlapp keeps (the best by validation "
-        "accuracy). Wall time is the mean per run, of a fresh process with an empty embedding "
-        "cache: start-up, imports, decoding, embedding and training."
+        f"Accuracy and macro F1 are on the test images, which neither trained nor chose "
+        f"anything, of the model tlapp keeps (chosen on validation); {seeds}. Wall time is the "
+        "mean per run, of a fresh process with an empty embedding cache: start-up, imports, "
+        "decoding, embedding, training and the test pass."
     )
     lines.append(
         "The scikit-learn probe runs in a fresh process too: LogisticRegression(max_iter=5000), "
         "default C=1, on fp32 pre-logit embeddings after timm's evaluation transform (resize, "
-        "centre crop) at the same image size; its wall time includes the embedding pass."
+        "centre crop) at the same image size, fitted on the training images, scored on the same "
+        "test images; its wall time includes the embedding pass."
     )
     return "\n".join(f"- {line}" for line in lines)
 
@@ -489,14 +533,14 @@ def run(args, work: Path) -> dict:
     bench, parts, results = Bench(work), args.only.split(","), {}
     epochs = {p: args.epochs or EPOCHS[p] for p in PARTS}
     if "digits" in parts:
-        results["digits"] = part_digits(bench, epochs["digits"])
+        results["digits"] = part_digits(bench, epochs["digits"], args.seeds)
     if "transfer" in parts:
         results["transfer"] = part_transfer(
             bench, epochs["transfer"], args.seeds, args.source_epochs
         )
     real = real_data(args) if {"photos", "fewshot"} & set(parts) else None
     if real and "photos" in parts:
-        results["photos"] = part_photos(bench, *real, epochs["photos"])
+        results["photos"] = part_photos(bench, *real, epochs["photos"], args.seeds)
     if real and "fewshot" in parts:
         results["fewshot"] = part_fewshot(bench, *real, epochs["fewshot"], args.seeds)
     return results
@@ -505,12 +549,13 @@ def run(args, work: Path) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--only", default=",".join(PARTS), help="parts to run, comma-separated")
-    p.add_argument("--seeds", type=int, default=3, help="seeds for transfer and fewshot")
+    p.add_argument("--seeds", type=int, default=3, help="seeds (splits and training) per part")
     p.add_argument("--epochs", type=int, default=0, help="fine-tuning epochs for every part")
     p.add_argument("--source-epochs", type=int, default=SOURCE_EPOCHS, help="epochs of run R")
     p.add_argument("--quick", action="store_true", help="smoke test: 1 seed, 1 epoch, R 2 epochs")
     p.add_argument("--photos", default="", help="the ants/bees folder (default: realdata's)")
     p.add_argument("--weights", default=LITE0_FILE, help="tf_efficientnet_lite0 .safetensors")
+    p.add_argument("--json", default="", help="write the raw results here (bench/results/…)")
     p.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
@@ -523,7 +568,12 @@ def main() -> None:
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="tlapp-quality-") as tmp:
         results = run(args, Path(tmp))
-    report(results, args, time.perf_counter() - start)
+    text = report(results, args, time.perf_counter() - start)
+    print(text)
+    if args.json:
+        extra = {"precision": precision_of(results), "checks": checks(results)}
+        tables = {"accuracy": table(results)} if results else {}
+        write_results(args.json, {"parts": results, "report": text, **extra}, tables)
 
 
 if __name__ == "__main__":
