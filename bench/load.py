@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import re
 import statistics
 import sys
@@ -41,6 +40,7 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
+from results import machine_line, write_results  # noqa: E402  (bench/results.py)
 from startup import start_app  # noqa: E402  (bench/startup.py: app.py started, once ready)
 
 COLOURS = {"red": (200, 40, 40), "green": (40, 170, 60), "blue": (40, 60, 200)}
@@ -74,11 +74,11 @@ def visit(
     start = time.perf_counter()
     client = Client(url, verbose=False)
     if data == "sample":
-        client.predict(0.2, api_name="/use_sample")
+        client.predict(0.2, 0.15, api_name="/use_sample")
         classes, image = SAMPLE_CLASSES, next(SAMPLE_IMAGE.iterdir())
     else:
         archive = visitor_zip(index, work)
-        client.predict(handle_file(str(archive)), 0.2, api_name="/load_upload")
+        client.predict(handle_file(str(archive)), 0.2, 0.15, api_name="/load_upload")
         classes = {f"v{index}-{name}" for name in COLOURS}
         with zipfile.ZipFile(archive) as zf:
             image = work / f"visitor-{index}-probe.png"
@@ -184,7 +184,8 @@ def isolated(results: list[dict]) -> int:
     )
 
 
-def report(results, errors, probe, visitors, peak, disk, cores, data) -> str:
+def table(results, probe, visitors, peak, disk) -> str:
+    """The measures as a Markdown table."""
     finished = [r for r in results if r["status"] == "Finished"]
     times = sorted(r["seconds"] for r in finished)
     page = [t for t in probe.times if t != float("inf")]
@@ -211,11 +212,7 @@ def report(results, errors, probe, visitors, peak, disk, cores, data) -> str:
         ),
         ("saw only their own session, run and classes", f"{isolated(results)} of {visitors}"),
     ]
-    what = "the sample digits" if data == "sample" else "an upload of their own"
-    lines = [f"{visitors} visitors on {what}, {cores} CPU cores", "", "| measure | value |"]
-    lines += ["|---|---|", *(f"| {k} | {v} |" for k, v in rows)]
-    lines += [f"- failed: {e}" for e in errors]
-    return "\n".join(lines)
+    return "\n".join(["| measure | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)])
 
 
 def main() -> None:
@@ -223,6 +220,7 @@ def main() -> None:
     p.add_argument("--visitors", type=int, default=30)
     p.add_argument("--data", choices=["sample", "upload"], default="sample")
     p.add_argument("--url", default="", help="an app already running (default: start app.py)")
+    p.add_argument("--json", default="", help="write the raw results here (bench/results/…)")
     args = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="tlapp-load-") as tmp:
         work, home, temp = Path(tmp) / "visitors", Path(tmp) / "home", Path(tmp) / "gradio"
@@ -236,8 +234,14 @@ def main() -> None:
             if app:
                 app.terminate()
                 app.wait(30)
-    cores = len(os.sched_getaffinity(0))
-    print(report(results, errors, probe, args.visitors, peak, disk, cores, args.data))
+    what = "the sample digits" if args.data == "sample" else "an upload of their own"
+    measures = table(results, probe, args.visitors, peak, disk)
+    print(f"{args.visitors} visitors on {what}; {machine_line()}\n\n{measures}")
+    print("\n".join(f"- failed: {e}" for e in errors))
+    if args.json:
+        raw = {"visitors": results, "errors": errors, "page_seconds": probe.times}
+        raw.update(peak_gb=peak, disk_gb=disk, data=args.data, visitors_asked=args.visitors)
+        write_results(args.json, raw, {"load": measures})
 
 
 if __name__ == "__main__":

@@ -88,7 +88,7 @@ def app_times(data: Path) -> tuple[float, dict[str, float]]:
             # Train is pressed once the app says it is ready to train.
             wait_until_ready(app)
             client = Client(url, verbose=False)
-            client.predict(str(data), 0.2, api_name="/load_folder")
+            client.predict(str(data), 0.2, 0.15, api_name="/load_folder")
             widgets = ("resnet18", "", "none", None, "", 5, 1, 224, 32, 0.001, False, False)
             pressed = time.perf_counter()
             client.predict(*widgets, api_name="/train")

@@ -285,7 +285,7 @@ def test_the_page_exports_onnx_and_shows_the_code(tmp_path, class_folder, monkey
         with pytest.raises(Exception, match="Train a model first"):
             client.predict(api_name="/export_onnx")
         archive = zip_folder(class_folder, tmp_path / "colours.zip", wrapper="colours")
-        client.predict(handle_file(str(archive)), 0.2, api_name="/load_upload")
+        client.predict(handle_file(str(archive)), 0.2, 0.15, api_name="/load_upload")
         start_training(client, epochs=1)
         status = poll_until(client, "Finished", "Stopped", "Failed", "Diverged")[0]
         assert status.startswith("**Finished**"), status

@@ -280,7 +280,7 @@ def test_every_confusion_cell_opens_its_images_in_the_app(tmp_path, class_folder
     try:
         client = Client(url, verbose=False)
         archive = zip_folder(class_folder, tmp_path / "c.zip")
-        client.predict(handle_file(str(archive)), 0.4, api_name="/load_upload")
+        client.predict(handle_file(str(archive)), 0.4, 0.15, api_name="/load_upload")
         start_training(client, epochs=2, augment=False)
         out = poll_until(client, "Finished")
         counts = matrix_counts(out[4])

@@ -48,7 +48,7 @@ def test_a_killed_server_leaves_the_run_resumable_and_it_resumes(class_folder, t
     try:
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
         archive = zip_folder(class_folder, tmp_path / "colours.zip")
-        client.predict(handle_file(str(archive)), 0.2, api_name="/load_upload")
+        client.predict(handle_file(str(archive)), 0.2, 0.15, api_name="/load_upload")
         start_training(client, epochs=100)  # far more than can run before the kill below
         (run_dir,) = wait_for(lambda: list(home.glob("sessions/*/runs/*")), app, "the run folder")
         checkpoint = run_dir / runs.CHECKPOINT / runs.TRAINER_STATE

@@ -23,7 +23,7 @@ def app(tmp_path):
 
 def visitor(url, archive):
     client = Client(url, verbose=False)
-    client.predict(handle_file(str(archive)), 0.2, api_name="/load_upload")
+    client.predict(handle_file(str(archive)), 0.2, 0.15, api_name="/load_upload")
     return client
 
 

@@ -71,14 +71,14 @@ def test_a_visitor_over_the_budget_sweeps_an_idle_one_who_is_then_told(class_fol
     try:
         archive = zip_folder(class_folder, tmp_path / "colours.zip")
         a = Client(url, verbose=False)
-        a.predict(handle_file(str(archive)), 0.2, api_name="/load_upload")
+        a.predict(handle_file(str(archive)), 0.2, 0.15, api_name="/load_upload")
         start_training(a, epochs=1)
         assert poll_until(a, "Finished", "Failed")[0].startswith("**Finished**")
         (a_folder,) = (settings.home / "sessions").iterdir()
         assert folder_size(a_folder) > settings.disk_budget
 
         b = Client(url, verbose=False)
-        summary, *_ = b.predict(handle_file(str(archive)), 0.2, api_name="/load_upload")
+        summary, *_ = b.predict(handle_file(str(archive)), 0.2, 0.15, api_name="/load_upload")
         assert "36 images" in summary and not (a_folder / "runs").exists()
         with pytest.raises(Exception, match="ran short of space.*load your data again"):
             start_training(a, epochs=1)
