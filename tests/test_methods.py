@@ -23,9 +23,10 @@ from tlapp.methods import (
     distill,
     self_train,
 )
+from tlapp.methods.kfold import copy_groups
 from tlapp.predict import Predictor
 from tlapp.train import Job
-from tlapp.train.head import fit_prototypes
+from tlapp.train.head import fit_prototypes, stratified_folds
 
 FAST = dict(model="test_resnet", weights="none", img_size=48, batch_size=8)
 
@@ -76,13 +77,79 @@ def test_kfold_spreads_shrink_with_more_data():
 
 def test_kfold_on_a_dataset_reports_mean_spread_and_recall_per_class(class_folder, tmp_path):
     config = make_config(data=str(class_folder), cache_dir=str(tmp_path / "cache"), **FAST)
-    cv = cross_validate(config, load_dataset(class_folder), folds=3)
-    assert cv.folds == 3 and cv.images == 12 * len(COLORS)
+    dataset = load_dataset(class_folder)
+    cv = cross_validate(config, dataset, folds=3)
+    labelled = len(dataset.split("train")) + len(dataset.split("val"))
+    assert len(dataset.split("test")) > 0 and labelled < 12 * len(COLORS)  # a test share is kept
+    assert cv.folds == 3 and cv.images == labelled  # train and validation pooled, never test
     assert list(cv.per_class["class"]) == sorted(COLORS)
     assert 0 <= min(cv.accuracy) <= max(cv.accuracy) <= 1
-    assert "over 3 folds of 36 labelled images" in cv.describe()
+    assert f"over 3 folds of {labelled} labelled images" in cv.describe()
     with pytest.raises(ValueError, match="at least 20 images in every class"):
         cross_validate(config, load_dataset(class_folder), folds=20)
+
+
+def test_grouped_folds_keep_each_group_whole_and_class_shares_like_scikit_learn():
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    for seed in range(5):
+        rng = np.random.default_rng(seed)
+        sizes = rng.choice([1, 1, 1, 1, 2, 2, 3, 5], size=120)  # groups of copies among singles
+        groups = np.repeat(np.arange(120), sizes)
+        y = np.repeat(rng.choice(4, size=120, p=[0.4, 0.3, 0.2, 0.1]), sizes)
+        y[np.flatnonzero(sizes[groups] == 5)[::5]] = 3  # some groups hold two classes
+        folds = stratified_folds(y, 5, seed, groups=groups)
+        held = np.concatenate([h for _, h in folds])
+        assert sorted(held) == list(range(len(y)))  # every image held out exactly once
+        for train, held in folds:
+            assert len(train) + len(held) == len(y)
+            assert set(groups[train]).isdisjoint(groups[held])  # no group on both sides
+        theirs = StratifiedGroupKFold(5, shuffle=True, random_state=seed).split(y, y, groups)
+        assert share_error(y, folds) <= share_error(y, list(theirs)) + 1e-9
+
+
+def share_error(y: np.ndarray, folds) -> float:
+    """The largest gap between a class's images in a held-out fold and its fair share."""
+    fair = np.bincount(y) / len(folds)
+    return max(np.abs(np.bincount(y[held], minlength=len(fair)) - fair).max() for _, held in folds)
+
+
+def test_kfold_keeps_copies_of_a_picture_in_one_fold_and_never_uses_test_images(
+    tmp_path, monkeypatch
+):
+    data = tmp_path / "data"
+    write_classes(data / "train", 8, seed=1)
+    write_classes(data / "val", 3, seed=2)
+    write_classes(data / "test", 3, seed=3)
+    copies = []  # (original, copy): exact and resized copies, within train and across train/val
+    for c in COLORS:
+        originals = sorted((data / "train" / c).iterdir())
+        for i, (where, resize) in enumerate([("train", False), ("val", False), ("val", True)]):
+            copy = data / where / c / f"copy_{i}.png"
+            image = Image.open(originals[i])
+            (image.resize((40, 40)) if resize else image).save(copy)
+            copies.append((str(originals[i]), str(copy)))
+    dealt = []
+
+    def recorded(*args, **kwargs):
+        dealt.append(stratified_folds(*args, **kwargs))
+        return dealt[-1]
+
+    monkeypatch.setattr("tlapp.methods.kfold.stratified_folds", recorded)
+    dataset = load_dataset(data)
+    config = make_config(data=str(data), cache_dir=str(tmp_path / "cache"), **FAST)
+    cv = cross_validate(config, dataset, folds=3)
+
+    paths = dataset.split("train")["path"].tolist() + dataset.split("val")["path"].tolist()
+    assert cv.images == len(paths) == (8 + 3 + 3) * len(COLORS)  # train and val, no test image
+    groups = copy_groups(dataset)
+    assert all(groups[paths.index(a)] == groups[paths.index(b)] for a, b in copies)
+    (folds,) = dealt
+    held = np.concatenate([h for _, h in folds])
+    assert sorted(held) == list(range(len(paths)))  # complete, and each image in one fold only
+    for train, held in folds:
+        assert set(train).isdisjoint(held) and len(train) + len(held) == len(paths)
+        assert set(groups[train]).isdisjoint(groups[held])  # no copy on both sides
 
 
 # Colours 8 levels apart: with two labelled images per class the head is unsure of some, and

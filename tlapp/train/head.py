@@ -8,9 +8,11 @@
 With the backbone frozen, training the head is a multinomial logistic regression: a convex
 problem that full-batch L-BFGS solves in a few dozen steps, where a few epochs of AdamW from a
 random start stop far from the optimum. Features are centred and scaled for the solver and the
-result is folded back into plain weights. The L2 strength is chosen on the training images alone (held
-out by image, so an image's augmented views never sit on both sides), by validation log loss;
-the final head is then refitted on every training row from that choice.
+result is folded back into plain weights. The L2 strength is chosen on the training images alone
+(held out by image, so an image's augmented views never sit on both sides), by validation log
+loss; the final head is then refitted on every training row from that choice. A class with
+fewer than 3 images leaves nothing to hold out: then the default strength is used, and
+describe() says so.
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ import torch.nn.functional as F
 
 # Names the solver for the cache of fitted heads (train/reuse.py): change it when a change here
 # changes what a fit returns, so that heads fitted before are not taken for new ones.
-SOLVER = "lbfgs-path-3"
+SOLVER = "lbfgs-path-4"
 L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1)  # strength on the mean loss of centred, scaled features
+DEFAULT_L2 = L2_GRID[1]  # used when the training images are too few to choose one
 MAX_ITER = 300
 SELECTION_IMAGES = 2000  # the strength is chosen on at most this many training images
 
@@ -38,7 +41,7 @@ class HeadFit:
     iterations: int  # of the final fit
     rows: int  # training rows (images x views)
     images: int
-    folds: int  # internal splits the strength was chosen on
+    folds: int  # internal splits the strength was chosen on; 0: none, the default was used
     seconds: float
     losses: list[float]  # training loss at each evaluation of the final fit
     how: str = ""  # set for heads that are not a regression: the sentence describe() gives
@@ -57,14 +60,23 @@ class HeadFit:
             return self.how
         views = self.rows // max(self.images, 1)
         rows = f"{self.images} images" + (f" × {views} views" if views > 1 else "")
-        chosen = (
-            f"weight decay {self.l2:g} chosen on {self.folds}-fold splits of the training images"
-            if self.folds > 1
-            else f"weight decay {self.l2:g} chosen on held-out training images"
-        )
         return (
             f"Head fitted to convergence on frozen features: logistic regression on {rows}, "
-            f"full-batch L-BFGS ({self.iterations} iterations), {chosen}; {self.seconds:.1f} s."
+            f"full-batch L-BFGS ({self.iterations} iterations), {self._weight_decay()}; "
+            f"{self.seconds:.1f} s."
+        )
+
+    def _weight_decay(self) -> str:
+        """How the L2 strength came about: chosen on folds, on one held-out share, or not
+        chosen at all (a class too small to hold any image out)."""
+        decay = f"weight decay {self.l2:g}"
+        if self.folds > 1:
+            return f"{decay} chosen on {self.folds}-fold splits of the training images"
+        if self.folds == 1:
+            return f"{decay} chosen on held-out training images"
+        return (
+            f"{decay} (the default: too few images per class to choose it on held-out "
+            "training images)"
         )
 
 
@@ -86,7 +98,7 @@ def fit_linear_head(
     scale = (_rows(x) - mean).pow(2).mean().sqrt() + 1e-6
     z = (x - mean) / scale
     folds = _folds(y.numpy(), seed)
-    l2 = _choose_l2(z, y, num_classes, class_weight, folds) if folds else L2_GRID[1]
+    l2 = _choose_l2(z, y, num_classes, class_weight, folds) if folds else DEFAULT_L2
     w, b, losses, iterations = _lbfgs(_rows(z), _row_targets(y, z), num_classes, l2, class_weight)
     weight = w / scale  # back to raw features: W·(x-μ)/s + b = (W/s)·x + (b - (W/s)·μ)
     bias = b - weight @ mean
@@ -97,7 +109,7 @@ def fit_linear_head(
         iterations,
         z.shape[0] * z.shape[1],
         len(y),
-        max(len(folds), 1),
+        len(folds),
         time.perf_counter() - start,
         losses,
     )
@@ -158,7 +170,7 @@ def _folds(y: np.ndarray, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     no more)."""
     counts = np.bincount(y)
     if len(counts[counts > 0]) < 2 or counts[counts > 0].min() < 3:
-        return []  # too few images per class to hold any out: use the middle of the grid
+        return []  # too few images per class to hold any out: DEFAULT_L2 is used
     if len(y) < SELECTION_IMAGES:
         return stratified_folds(y, 3, seed)
     train, held = stratified_folds(y, 5, seed, sample=SELECTION_IMAGES)[0]
@@ -166,26 +178,68 @@ def _folds(y: np.ndarray, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 def stratified_folds(
-    y: np.ndarray, k: int, seed: int, sample: int | None = None
+    y: np.ndarray,
+    k: int,
+    seed: int,
+    sample: int | None = None,
+    groups: np.ndarray | None = None,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """k (train, held-out) index pairs that keep every class's share, as scikit-learn's
-    StratifiedKFold: each class's images are shuffled and dealt round the folds in turn, each class
-    going on where the last one stopped, so fold sizes differ by one at most. With `sample`, only
-    about that many images take part, the same share of every class.
+    StratifiedKFold: each class's images are shuffled and dealt round the folds, each to the fold
+    holding the fewest of its class (then the fewest images), so fold sizes differ by one at most.
+    With `sample`, only about that many images take part, the same share of every class.
+
+    With `groups` (a number per image; copies of one picture share one, as
+    data.duplicates.split_groups gives), whole groups are dealt instead of images, as
+    scikit-learn's StratifiedGroupKFold does: every group lies in one fold, the largest groups of
+    a class are dealt first, and a group counts as its most common class. Without it, every image
+    is its own group and the folds are exactly the ungrouped ones.
 
     Written out because importing scikit-learn took a second of a first head-only run."""
+    y = np.asarray(y)
     rng = np.random.default_rng(seed)
-    fold = np.full(len(y), -1)
-    dealt = 0
-    for c in np.unique(y):
-        members = rng.permutation(np.flatnonzero(y == c))
+    group_of, label, size, classes_in = _image_groups(y, groups)
+    classes = np.unique(y)
+    column = {c: i for i, c in enumerate(classes.tolist())}
+    of_class = [[0] * len(classes) for _ in range(k)]  # images of each class per fold
+    total = [0] * k
+    fold_of_group = np.full(len(size), -1)
+    for c in classes:
+        own = rng.permutation(np.flatnonzero(label == c))
         if sample is not None:
-            members = members[: max(k, round(len(members) * sample / len(y)))]
-        fold[members] = (dealt + np.arange(len(members))) % k
-        dealt += len(members)
+            wanted = max(k, round(int(size[own].sum()) * sample / len(y)))
+            own = own[: np.searchsorted(np.cumsum(size[own]), wanted) + 1]
+        own = own[np.argsort(-size[own], kind="stable")]  # large groups first: they fit worst
+        place = column[c]
+        for g in own.tolist():
+            f = min(range(k), key=lambda i: (of_class[i][place], total[i], i))
+            fold_of_group[g] = f
+            for member_class, n in classes_in(g):
+                of_class[f][column[member_class]] += n
+                total[f] += n
+    fold = fold_of_group[group_of]
     return [
         (np.flatnonzero((fold >= 0) & (fold != i)), np.flatnonzero(fold == i)) for i in range(k)
     ]
+
+
+def _image_groups(y: np.ndarray, groups: np.ndarray | None):
+    """(group index per image, class per group, images per group, classes_in(group) -> [(class,
+    images)]): a group's class is its most common one (the smallest on a tie)."""
+    if groups is None:
+        return np.arange(len(y)), y, np.ones(len(y), dtype=int), lambda g: [(y[g].item(), 1)]
+    _, group_of, size = np.unique(np.asarray(groups), return_inverse=True, return_counts=True)
+    group_of = group_of.reshape(-1)
+    label = np.empty(len(size), dtype=y.dtype)
+    label[group_of] = y  # right for single images; groups of copies are set below
+    order = np.argsort(group_of, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(size)[:-1]])
+    mixed = {}
+    for g in np.flatnonzero(size > 1).tolist():
+        values, counts = np.unique(y[order[starts[g] : starts[g] + size[g]]], return_counts=True)
+        label[g] = values[np.argmax(counts)]
+        mixed[g] = list(zip(values.tolist(), counts.tolist()))
+    return group_of, label, size, lambda g: mixed.get(g) or [(label[g].item(), 1)]
 
 
 def _choose_l2(z, y, num_classes, class_weight, folds) -> float:
