@@ -2,19 +2,24 @@
 
     python bench/methods.py photos     # ants/bees with EfficientNet-Lite0 ImageNet weights
     python bench/methods.py digits     # the sample digits, resnet18 from random weights
+    python bench/methods.py digits --json methods.json   # also the raw figures as JSON
 
 The labelled training set is small on purpose (10 images per class for the photos, 10 for the
 digits), the rest of the training images serve as unlabelled images, and validation is the
 usual split. On it: prototypes, head only, the two-phase default, 5-fold cross-validation of
 the head, self-training with the unlabelled images, AdaBN on a darkened, blue-cast copy of the
-validation images (scored on that copy before and after), and distillation of the two-phase
-run into a smaller timm model (with its int8 ONNX export). Prints each method's own line and
-`tlapp compare` over the run folders. Real weights and photos: bench/realdata.py.
+validation images, and distillation of the two-phase run into a smaller timm model (with its
+int8 ONNX export). The copy is cut into two disjoint halves, each class shuffled (seeded) and
+halved: AdaBN re-estimates its statistics on one half, unlabelled, and is scored before and
+after on the other, so that no image it is scored on set the statistics. Prints each method's
+own line and `tlapp compare` over the run folders; `--json FILE` also writes the machine, the
+command and every printed row's figures. Real weights and photos: bench/realdata.py.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import random
 import shutil
 import sys
@@ -72,6 +77,22 @@ def shifted(labelled_val: Path, dest: Path) -> Path:
     return dest
 
 
+def halves(folder: Path, dest: Path, seed: int) -> tuple[Path, Path]:
+    """The images of `folder` (class subfolders) in two disjoint halves, dest/adapt/<class> and
+    dest/score/<class>: each class's images shuffled (seeded) and cut in two, the odd one out
+    going to the scored half."""
+    rng = random.Random(seed)
+    for class_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
+        files = sorted(f for f in class_dir.iterdir() if f.is_file())
+        rng.shuffle(files)
+        half = len(files) // 2
+        for part, chosen in (("adapt", files[:half]), ("score", files[half:])):
+            (dest / part / class_dir.name).mkdir(parents=True, exist_ok=True)
+            for f in chosen:
+                shutil.copy(f, dest / part / class_dir.name / f.name)
+    return dest / "adapt", dest / "score"
+
+
 def timed(label: str, work):
     start = time.perf_counter()
     result = work()
@@ -85,6 +106,12 @@ def main() -> None:
     p.add_argument("--per-class", type=int, default=10)
     p.add_argument("--weights", default="/work/shared/weights/tf_efficientnet_lite0.safetensors")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--json",
+        default="",
+        metavar="FILE",
+        help="also write the raw results there: machine, command and every printed row",
+    )
     args = p.parse_args()
 
     from tlapp import runs
@@ -127,32 +154,98 @@ def main() -> None:
         tuned = train("two-phase", epochs=5)
         dataset = load_dataset(labelled, seed=args.seed)
         config = make_config(freeze="all", **common)
-        lines = []
+        lines, rows = [], []  # the printed lines, and their figures for --json
         cv = timed("k-fold", lambda: cross_validate(config, dataset, folds=5))
         lines.append(f"5-fold cross-validation of the head: {cv.describe()}")
+        rows.append(
+            method_row(
+                "5-fold cross-validation",
+                lines[-1],
+                folds=cv.folds,
+                images=cv.images,
+                accuracy=cv.accuracy,
+                macro_f1=cv.macro_f1,
+            )
+        )
         st = timed("self-training", lambda: self_train(config, dataset, [unlabelled], 0.9))
         lines.append(f"Self-training: {st.describe()}")
+        rows.append(
+            method_row(
+                "self-training",
+                lines[-1],
+                threshold=st.threshold,
+                rounds=st.rounds,
+                taken=st.taken,
+                val_images=st.val_images,
+                val_accuracy_before=st.val_accuracy_before,
+                val_accuracy_after=st.val_accuracy_after,
+            )
+        )
         target = shifted(labelled / "val", Path(tmp) / "shifted")
+        adapt_on, score_on = halves(target, Path(tmp) / "shifted-halves", args.seed)
         for run in (head, tuned):
-            ada = timed(f"AdaBN {run.name}", lambda r=run: adapt_batchnorm(r, [target], target))
+            ada = timed(f"AdaBN {run.name}", lambda r=run: adapt_batchnorm(r, [adapt_on], score_on))
             lines.append(f"AdaBN on {run.name}: {ada.describe()}")
+            rows.append(
+                method_row(
+                    f"AdaBN on {run.name}",
+                    lines[-1],
+                    adapted_on_images=ada.target_images,
+                    scored_on_images=ada.labelled_images,
+                    accuracy_before=ada.accuracy_before,
+                    accuracy_after=ada.accuracy_after,
+                )
+            )
         report = timed(
             "distillation",
             lambda: distill(
                 tuned, setup["student"], out / "distilled", 10, unlabelled_paths=[unlabelled]
             ),
         )
-        lines.append(f"Distillation:\n{report.table.to_string(index=False)}")
+        distilled = report.table.to_string(index=False)
+        lines.append(f"Distillation:\n{distilled}")
+        rows += table_rows("distillation", report.table, distilled.splitlines()[1:])
         folders = sorted(p for p in out.iterdir() if p.is_dir())
         table = runs.compare(folders)
         print(f"{args.dataset}: {args.per_class} labelled images per class, {setup['model']}")
         print()
+        printed = [
+            dict(zip(table.columns, map(_cell, row))) for row in table.itertuples(index=False)
+        ]
         print("| " + " | ".join(table.columns) + " |")
         print("|---" * len(table.columns) + "|")
-        for row in table.itertuples(index=False):
-            print("| " + " | ".join(_cell(v) for v in row) + " |")
+        for cells in printed:
+            print("| " + " | ".join(cells.values()) + " |")
         print()
         print("\n\n".join(lines))
+        if args.json:
+            from speed import write_raw_results
+
+            compared = table_rows("compare", table, printed)
+            write_raw_results(args.json, compared + rows)
+
+
+def method_row(method: str, printed: str, **figures) -> dict:
+    """A method's printed line and its figures, for --json."""
+    return {"table": "methods", "method": method, **_plain(figures), "printed": printed}
+
+
+def table_rows(name: str, table, printed: list) -> list[dict]:
+    """Each row of a printed table (a DataFrame) with what was printed of it (its cells, or
+    its line), for --json."""
+    return [
+        {"table": name, **_plain(row), "printed": line}
+        for row, line in zip(table.to_dict("records"), printed)
+    ]
+
+
+def _plain(values: dict) -> dict:
+    """Numbers as JSON holds them: numpy scalars as Python ones, NaN as null."""
+    out = {}
+    for key, value in values.items():
+        value = value.item() if hasattr(value, "item") else value
+        out[str(key)] = None if isinstance(value, float) and math.isnan(value) else value
+    return out
 
 
 def _cell(value) -> str:

@@ -4,6 +4,7 @@
     python bench/speed.py --images 120 --epochs 2 --modes head   # a quick look
     python bench/speed.py --photos /data/hymenoptera --modes head --whole   # real photos, and
                                         # whole processes: tlapp train, --help, app start-up
+    python bench/speed.py --json speed.json     # also the raw figures: machine, command, rows
 
 Builds a folder of real-looking JPEGs (varied sizes, some large photos), then times, on the
 same data, model, image size, batch size and number of epochs:
@@ -14,15 +15,27 @@ same data, model, image size, batch size and number of epochs:
   bf16 and channels_last where the hardware has them), validation after every epoch; its
   embedding pass's images/s is read from the engine's own progress reports.
 Each measurement runs in a fresh process, so peak memory is its own. On CUDA it also reports
-images/s against the model's FLOP ceiling. Prints a Markdown table.
+images/s against the model's FLOP ceiling. Prints a Markdown table; `--json FILE` also writes
+the machine, the command and every printed row's figures, unrounded, with its printed cells.
+
+images/s is the images each side actually put through its model over its wall time:
+- plain: every training and validation image, every epoch it ran (it runs them all);
+- tlapp, head only: every training and validation image once, embedded (or, on the second
+  run, read from the embedding cache; the head is then fitted on the embeddings, and the
+  epochs setting plays no part), and the test images scored once at the end;
+- tlapp, fine-tuning: the same embedding pass for phase one, then every training and
+  validation image in each fine-tuning epoch it ran, and the test images once.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
+import platform
 import resource
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -128,6 +141,7 @@ def plain_loop(
     )
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=0.1)
+    processed = 0  # every image put through the model, training and validation
     start = time.perf_counter()
     for _ in range(epochs):
         model.train()
@@ -136,15 +150,20 @@ def plain_loop(
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+            processed += len(images)
         model.eval()
         correct = 0
         with torch.no_grad():
             for images, targets in val:
                 correct += (model(images).argmax(1) == targets).sum().item()
+                processed += len(images)
     wall = time.perf_counter() - start
     return {
         "wall_s": wall,
-        "train_images": len(train.dataset) * epochs,
+        "images": processed,
+        "trained_images": len(train.dataset) * epochs,
+        "epochs_run": epochs,
+        "split": {"train": len(train.dataset), "val": len(val.dataset)},
         "val_accuracy": correct / len(val.dataset),
     }
 
@@ -203,14 +222,27 @@ def tlapp_run(
     if state.status != "done":
         raise SystemExit(f"tlapp run failed: {state.message}")
     info = runs.read_config(out)
+    split = info["dataset"]["images"]
+    phases = [row["phase"] for row in state.history]  # one row per epoch it ran
+    tuned = phases.count("fine-tune")
     return {
         "wall_s": wall,
-        "train_images": info["dataset"]["images"]["train"] * epochs,
+        "images": processed_by_tlapp(split, len(phases), (info.get("test") or {}).get("images")),
+        "trained_images": split["train"] * tuned,
+        "fine_tuning_epochs_run": tuned,
+        "split": split,
         "val_accuracy": state.history[-1]["val_accuracy"],
         "precision": info["precision"],
         "device": info["device"],
         "embedding_images_per_s": rate.per_second,
     }
+
+
+def processed_by_tlapp(split: dict, passes: int, test_images: int | None) -> int:
+    """Images a tlapp run put through its model: the training and validation images once per
+    epoch row of its metrics (phase one's embedding pass is epoch 0, each fine-tuning epoch
+    one more), and the test images scored once at the end."""
+    return (split["train"] + split["val"]) * passes + (test_images or 0)
 
 
 def resolve_freeze(model_name: str, mode: str):
@@ -283,7 +315,7 @@ def measure(engine: str, mode: str, args, data: Path, cache_dir: str, out: str) 
     if done.returncode or not lines:
         raise SystemExit(f"{engine}/{mode} failed:\n{done.stderr[-3000:]}")
     result = json.loads(lines[-1][len("RESULT ") :])
-    result["images_per_s"] = result["train_images"] / result["wall_s"]
+    result["images_per_s"] = result["images"] / result["wall_s"]
     print(
         f"  {engine:5s} {MODE_NAMES[mode]:18s} {result['wall_s']:7.1f} s  "
         f"{result['images_per_s']:7.1f} img/s  peak {result['peak_rss_gb']:.2f} GB",
@@ -293,12 +325,13 @@ def measure(engine: str, mode: str, args, data: Path, cache_dir: str, out: str) 
 
 
 # ----------------------------------------------------------------------------- GPU ceiling
-def gpu_report(args) -> str:
-    """resnet50 at 224, bf16, from a folder of JPEGs: images/s and share of the FLOP ceiling."""
+def gpu_report(args) -> tuple[str, dict | None]:
+    """resnet50 at 224, bf16, from a folder of JPEGs: trained images/s and share of the FLOP
+    ceiling, as a sentence and as figures (None without a GPU)."""
     import torch
 
     if not torch.cuda.is_available():
-        return "No CUDA GPU here: the GPU rows were not measured."
+        return "No CUDA GPU here: the GPU rows were not measured.", None
     import timm
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -323,14 +356,29 @@ def gpu_report(args) -> str:
             str(Path(tmp) / "cache"),
             str(Path(tmp) / "run"),
         )
-    ips = result["train_images"] / result["wall_s"]
+    # Trained images only: the FLOPs counted are a forward and backward pass, which validation
+    # and the embedding pass do not make (a lower bound on the share, as the wall time holds them).
+    ips = result["trained_images"] / result["wall_s"]
     peak = next((v for k, v in GPU_PEAK_BF16.items() if k in name), None)
     share = f"{ips * flops_per_image / peak:.1%}" if peak else "unknown (GPU not in the table)"
-    return (
+    text = (
         f"GPU {name}: resnet50 224 px bf16, batch 256, {args.gpu_images} JPEGs, full fine-tune: "
-        f"{ips:,.0f} images/s end to end; {flops_per_image / 1e9:.1f} GFLOP per image (fwd+bwd) "
+        f"{ips:,.0f} trained images/s end to end (training images × epochs run over the whole "
+        f"run's time); {flops_per_image / 1e9:.1f} GFLOP per image (fwd+bwd) "
         f"→ share of the bf16 ceiling: {share}."
     )
+    figures = {
+        "table": "gpu ceiling",
+        "gpu": name,
+        "wall_s": result["wall_s"],
+        "trained_images": result["trained_images"],
+        "trained_images_per_s": ips,
+        "flops_per_image": flops_per_image,
+        "peak_flops": peak,
+        "ceiling_share": ips * flops_per_image / peak if peak else None,
+        "printed": text,
+    }
+    return text, figures
 
 
 # ----------------------------------------------------------------------------- main
@@ -346,6 +394,12 @@ def main() -> None:
     p.add_argument("--photos", default="", help="a folder of real photos instead of generated")
     p.add_argument(
         "--whole", action="store_true", help="also whole processes and start-up (bench/startup.py)"
+    )
+    p.add_argument(
+        "--json",
+        default="",
+        metavar="FILE",
+        help="also write the raw results there: machine, command and every printed row",
     )
     for hidden in ("--engine", "--mode", "--data", "--cache-dir", "--out"):
         p.add_argument(hidden, default="", help=argparse.SUPPRESS)
@@ -378,51 +432,187 @@ def main() -> None:
                 rows.append(
                     ("head only, second run", plain, again, plain["wall_s"] / again["wall_s"])
                 )
-        whole = whole_table(data, args) if args.whole else ""
-    print_table(rows, args)
-    print(whole)
-    print("\n" + gpu_report(args))
+        whole = whole_rows(data, args) if args.whole else []
+    speed = [speed_row(*row) for row in rows]
+    print_table(rows, speed, args)
+    if whole:
+        print(whole_table(whole))
+    gpu_text, gpu = gpu_report(args)
+    print("\n" + gpu_text)
+    if args.json:
+        write_raw_results(args.json, speed + whole + ([gpu] if gpu else []))
 
 
-def whole_table(data: Path, args) -> str:
+# ----------------------------------------------------------------------------- tables
+SPEED_COLUMNS = (
+    "mode",
+    "plain loop",
+    "tlapp",
+    "plain img/s",
+    "tlapp img/s",
+    "speed-up",
+    "plain peak RSS",
+    "tlapp peak RSS",
+)
+IMAGES_PER_S = (
+    "images/s: the images each side put through its model over its wall time. Plain: every "
+    "training and validation image, every epoch. tlapp, head only: every training and "
+    "validation image once (embedded, or read from the embedding cache on the second run; "
+    "epochs play no part), and the test images once. tlapp, fine-tuning: that pass for phase "
+    "one, then every training and validation image in each fine-tuning epoch it ran, and the "
+    "test images once."
+)
+
+
+def speed_row(name: str, plain: dict, ours: dict, ratio: float) -> dict:
+    """One row of the speed table: its figures, unrounded, and the cells it prints."""
+    cells = (
+        name,
+        f"{plain['wall_s']:.1f} s",
+        f"{ours['wall_s']:.1f} s",
+        f"{plain['images_per_s']:.1f}",
+        f"{ours['images_per_s']:.1f}",
+        f"{ratio:.1f}x",
+        f"{plain['peak_rss_gb']:.2f} GB",
+        f"{ours['peak_rss_gb']:.2f} GB",
+    )
+    return {
+        "table": "speed",
+        "mode": name,
+        "plain": side_figures(plain),
+        "tlapp": side_figures(ours),
+        "speed_up": ratio,
+        "printed": dict(zip(SPEED_COLUMNS, cells)),
+    }
+
+
+def side_figures(result: dict) -> dict:
+    """One side's measurement as --json keeps it."""
+    keys = (
+        "wall_s",
+        "images",
+        "images_per_s",
+        "trained_images",
+        "epochs_run",
+        "fine_tuning_epochs_run",
+        "split",
+        "val_accuracy",
+        "peak_rss_gb",
+        "precision",
+        "device",
+        "embedding_images_per_s",
+    )
+    return {k: result[k] for k in keys if k in result}
+
+
+def markdown(columns, rows: list[dict]) -> list[str]:
+    """A Markdown table of rows' printed cells."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    return lines + ["| " + " | ".join(row["printed"][c] for c in columns) + " |" for row in rows]
+
+
+def whole_rows(data: Path, args) -> list[dict]:
     """Whole processes, imports included: what a user waits for (bench/startup.py)."""
     sys.path.insert(0, str(Path(__file__).parent))
     from startup import startup_rows, whole_process_rows
 
-    lines = ["", "| whole process | plain loop | tlapp | ratio |", "|---|---|---|---|"]
+    rows = []
     for what, plain, ours in whole_process_rows(data, args, child_command, run_flags):
-        lines.append(f"| {what} | {plain:.1f} s | {ours:.1f} s | {plain / ours:.1f}x |")
-    lines += ["", "| start-up | seconds (median of 3) |", "|---|---|"]
-    lines += [f"| {what} | {seconds:.2f} s |" for what, seconds in startup_rows(data)]
-    return "\n".join(lines)
+        cells = (what, f"{plain:.1f} s", f"{ours:.1f} s", f"{plain / ours:.1f}x")
+        rows.append(
+            {
+                "table": "whole process",
+                "what": what,
+                "plain_s": plain,
+                "tlapp_s": ours,
+                "ratio": plain / ours,
+                "printed": dict(zip(WHOLE_COLUMNS, cells)),
+            }
+        )
+    for what, seconds in startup_rows(data):
+        cells = (what, f"{seconds:.2f} s")
+        rows.append(
+            {
+                "table": "start-up",
+                "what": what,
+                "seconds": seconds,
+                "printed": dict(zip(STARTUP_COLUMNS, cells)),
+            }
+        )
+    return rows
 
 
-def print_table(rows, args) -> None:
-    import platform
+WHOLE_COLUMNS = ("whole process", "plain loop", "tlapp", "ratio")
+STARTUP_COLUMNS = ("start-up", "seconds (median of 3)")
 
+
+def whole_table(rows: list[dict]) -> str:
+    whole = [r for r in rows if r["table"] == "whole process"]
+    startup = [r for r in rows if r["table"] == "start-up"]
+    return "\n".join(["", *markdown(WHOLE_COLUMNS, whole), "", *markdown(STARTUP_COLUMNS, startup)])
+
+
+def print_table(rows, speed: list[dict], args) -> None:
     import torch
 
-    cpu = platform.processor() or platform.machine()
+    ours = rows[0][2]
+    split = ours["split"]
+    source = f"photos from {args.photos}" if args.photos else "JPEGs"
     print(
-        f"\n{args.model}, {args.img_size} px, {args.images} "
-        f"{'photos from ' + args.photos if args.photos else 'JPEGs (80% train)'}, batch {args.batch_size}, "
-        f"{args.epochs} epochs; {os.cpu_count()} CPU cores ({cpu}), torch {torch.__version__}; "
-        f"tlapp precision: {rows[0][2].get('precision')}, device {rows[0][2].get('device')}.\n"
+        f"\n{args.model}, {args.img_size} px, {args.images} {source} (train {split['train']}, "
+        f"val {split['val']}, test {split.get('test', 0)}), batch {args.batch_size}, "
+        f"{args.epochs} epochs; {cores()} CPU cores ({cpu_model()}), torch {torch.__version__}; "
+        f"tlapp precision: {ours.get('precision')}, device {ours.get('device')}.\n"
     )
-    print(
-        "| mode | plain loop | tlapp | plain img/s | tlapp img/s | speed-up | plain peak RSS | tlapp peak RSS |"
-    )
-    print("|---|---|---|---|---|---|---|---|")
-    for name, plain, ours, ratio in rows:
-        print(
-            f"| {name} | {plain['wall_s']:.1f} s | {ours['wall_s']:.1f} s | {plain['images_per_s']:.1f} | "
-            f"{ours['images_per_s']:.1f} | {ratio:.1f}x | {plain['peak_rss_gb']:.2f} GB | "
-            f"{ours['peak_rss_gb']:.2f} GB |"
-        )
+    print("\n".join(markdown(SPEED_COLUMNS, speed)))
+    print(f"\n{IMAGES_PER_S}")
     rates = [(name, ours["embedding_images_per_s"]) for name, _, ours, _ in rows]
     shown = [f"{name}: {rate:.0f} images/s" for name, rate in rates if rate]
     if shown:
         print(f"\ntlapp's embedding pass (frozen backbone, each image once): {'; '.join(shown)}.")
+
+
+# ----------------------------------------------------------------------------- raw results
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo on Linux), else what platform knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cores() -> int:
+    """The CPU cores this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def machine() -> dict:
+    """What the figures were measured on, and when."""
+    import timm
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {
+        "cpu": cpu_model(),
+        "cores": cores(),
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "gpu": gpu,
+    }
+
+
+def write_raw_results(path: str, rows: list[dict]) -> None:
+    """`rows` (each a printed row's figures and its "printed" cells) as JSON at `path`, with the
+    machine and the command line that produced them. Also used by bench/methods.py."""
+    record = {"machine": machine(), "command": shlex.join(["python", *sys.argv]), "rows": rows}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    print(f"raw results: {path}", file=sys.stderr)
 
 
 if __name__ == "__main__":
