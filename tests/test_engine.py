@@ -195,3 +195,21 @@ def test_balanced_class_weights_are_inverse_frequencies(tmp_path):
     counts = ds.split("train")["label"].value_counts()
     assert weights[1] / weights[0] == pytest.approx(counts["a"] / counts["b"])
     assert (weights * torch.tensor([counts["a"], counts["b"]])).sum() == pytest.approx(counts.sum())
+
+
+def test_the_wilson_interval_matches_published_values():
+    from tlapp.metrics import wilson_interval
+
+    # Newcombe (1998), Table I: 81 of 263, and 0 of 10 and 10 of 10 at the ends.
+    assert np.allclose(wilson_interval(81, 263), (0.2553, 0.3662), atol=5e-5)
+    assert wilson_interval(0, 10)[0] == 0 and np.isclose(
+        wilson_interval(0, 10)[1], 0.2775, atol=5e-5
+    )
+    assert wilson_interval(10, 10)[1] == 1 and np.isclose(
+        wilson_interval(10, 10)[0], 0.7225, atol=5e-5
+    )
+    low, high = wilson_interval(47, 50)
+    assert (
+        low < 47 / 50 < high
+        and wilson_interval(470, 500)[1] - wilson_interval(470, 500)[0] < high - low
+    )

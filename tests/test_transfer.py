@@ -17,7 +17,13 @@ from tlapp.data import load_dataset
 from tlapp.models import CATALOG, build_model
 from tlapp.train import Job, Trainer
 from tlapp.train.callbacks import RunWriter
-from tlapp.train.head import SELECTION_IMAGES, _folds, fit_linear_head, stratified_folds
+from tlapp.train.head import (
+    DEFAULT_L2,
+    SELECTION_IMAGES,
+    _folds,
+    fit_linear_head,
+    stratified_folds,
+)
 
 FAMILIES = [
     "test_resnet",
@@ -68,7 +74,20 @@ def test_augmented_views_are_extra_rows_and_a_tiny_set_still_fits():
     fit = fit_linear_head(views, y, 5)
     assert fit.rows == 90 and fit.images == 30 and "30 images × 3 views" in fit.describe()
     few = fit_linear_head(x[:10], y[:10], 5)  # two per class: nothing to hold out
-    assert few.folds == 1 and torch.isfinite(few.weight).all()
+    assert few.folds == 0 and torch.isfinite(few.weight).all()
+
+
+def test_the_head_fit_says_whether_its_weight_decay_was_chosen_or_the_default():
+    x, y = gaussian_embeddings(3, 30)  # six images per class: three folds to choose on
+    chosen = fit_linear_head(x, y, 5).describe()
+    assert "chosen on 3-fold splits of the training images" in chosen and "default" not in chosen
+    few = fit_linear_head(x[:10], y[:10], 5)  # two per class: no fold can hold one out
+    said = few.describe()
+    assert f"weight decay {DEFAULT_L2:g} (the default: too few images per class" in said
+    assert "chosen" not in said
+    large = SELECTION_IMAGES + 500  # one held-out share of a stratified sample
+    big = fit_linear_head(*gaussian_embeddings(4, large, dim=8), 5)
+    assert big.folds == 1 and "chosen on held-out training images" in big.describe()
 
 
 @pytest.mark.parametrize("k", [3, 5])
@@ -164,7 +183,24 @@ def test_a_test_split_is_scored_once_at_the_end_apart_from_validation(split_fold
     assert info["test"] == state.test
     from tlapp.views import status_markdown
 
-    assert "**Test set** (scored once, at the end)" in status_markdown(state)
+    shown = status_markdown(state)
+    assert "Accuracy on new images" in shown and "95% interval" in shown
+    assert f"Right {state.test['correct']} times in 6 on test images" in shown
+
+
+@pytest.mark.parametrize("freeze", ["all", 0])  # phase one kept from its embeddings, or not
+def test_the_test_score_is_the_saved_models_on_the_held_back_images(class_folder, tmp_path, freeze):
+    from tlapp.predict import Predictor
+
+    state = run(class_folder, tmp_path, freeze=freeze, epochs=1)
+    dataset = load_dataset(class_folder)  # the default split, as the run made it
+    test = dataset.split("test")
+    assert state.test["images"] == len(test) == 6
+    predicted = Predictor(tmp_path / "run", "cpu").table(test["path"].tolist())["prediction"]
+    correct = int((predicted.to_numpy() == test["label"].to_numpy()).sum())
+    assert state.test["correct"] == correct
+    low, high = state.test["accuracy_low"], state.test["accuracy_high"]
+    assert low <= correct / 6 <= high and high - low > 0.2  # six images say little
 
 
 def test_continuing_an_earlier_run_on_the_same_classes_keeps_its_trained_head(

@@ -56,7 +56,9 @@ def wilson_interval(correct: int, total: int, z: float = 1.96) -> tuple[float, f
     p = correct / total
     centre = (p + z * z / (2 * total)) / (1 + z * z / total)
     half = z * np.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / (1 + z * z / total)
-    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+    low = 0.0 if correct == 0 else max(0.0, centre - half)  # exact at the ends, not 1 - 1e-16
+    high = 1.0 if correct == total else min(1.0, centre + half)
+    return float(low), float(high)
 
 
 SMALL = 30  # validation images per class under which one split says little

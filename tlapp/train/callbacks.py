@@ -222,7 +222,8 @@ def describe_recipe(t: Trainer) -> list[str]:
             head,
             f"Phase two fine-tunes the unfrozen stages for {t.config.epochs} epochs with "
             f"{decay}, and keeps the best epoch: if none beats phase one, phase one's model is "
-            f"kept, so fine-tuning never makes the result worse.{early}",
+            f"kept, so on the validation images fine-tuning never makes the result worse (the "
+            f"test score, when there is one, says whether that holds on new images).{early}",
         ]
     if t.weights.head_kept:
         return [

@@ -126,6 +126,7 @@ class Features:
     val_targets: torch.Tensor
     store: EmbeddingStore  # where they are kept, with what else was computed from them
     train_hashes: list[str]  # the training images' contents, in the order of `train`
+    test: torch.Tensor | None = None  # [images, dim]: the plain view, to score phase one's head
 
 
 def image_feed(t: Trainer, split: str, paths: list[str], targets, train: bool) -> BatchFeed:
@@ -193,13 +194,15 @@ def embedding_key(t: Trainer, train_hashes: list[str] | None = None) -> str:
 
 
 def gather_features(t: Trainer, images: ImageSource | None = None) -> Features:
-    """Embeddings of every train and val image: from the cache, or computed now and cached.
+    """Embeddings of every train, val and test image: from the cache, or computed now and cached.
+    The test ones only ever score the kept head at the end: nothing is fitted or chosen on them.
 
     Missing ones are computed from `images` when the run has decoded them already (fine-tuning),
     otherwise only the missing images are decoded."""
     d, views = t.dataset, 1
     train_paths, val_paths = d.split("train")["path"].tolist(), d.split("val")["path"].tolist()
-    paths = train_paths + val_paths
+    test_paths = d.split("test")["path"].tolist()
+    paths = train_paths + val_paths + test_paths
     hashes = file_hashes(paths, t.report)
     recalibrated = t.weights.kind == "random"
     key = embedding_key(t, hashes[: len(train_paths)] if recalibrated else None)
@@ -222,14 +225,15 @@ def gather_features(t: Trainer, images: ImageSource | None = None) -> Features:
             store.add(new)
         cached |= new
     rows = torch.stack([cached[h][:views] for h in hashes])
-    n = len(train_paths)
+    n, v = len(train_paths), len(train_paths) + len(val_paths)
     return Features(
         rows[:n],
         torch.as_tensor(d.targets("train")),
-        rows[n:, 0],
+        rows[n:v, 0],
         torch.as_tensor(d.targets("val")),
         store,
         hashes[:n],
+        rows[v:, 0],
     )
 
 
@@ -304,25 +308,22 @@ def _plain_batches(t: Trainer, feed: BatchFeed):
 
 def _embed_missing(t: Trainer, paths, missing, views, images: ImageSource | None):
     """[len(missing), views, dim] embeddings, in the order of `missing`."""
-    # Counted over all the missing images: training ones first, then validation ones.
+    # Counted over all the missing images: training ones first, then validation, then test.
     progress = lambda done, _: t.report("Computing embeddings", done, len(missing))  # noqa: E731
     if images is None:
-        targets = np.zeros(len(missing), dtype=np.int64)
-        feed = image_feed(t, "new", [paths[i] for i in missing], targets, train=True)
-        return embed(
-            t.model,
-            feed,
-            list(range(len(missing))),
-            views,
-            t.data_cfg,
-            t.device,
-            t.autocast,
-            t.channels_last,
-            progress,
-        )
-    n_train = len(images.train.images)
+        return _embed_decoding(t, [paths[i] for i in missing], views, progress)
+    n_train, n_decoded = (
+        len(images.train.images),
+        len(t.dataset.split("val")) + len(images.train.images),
+    )
     train = [i for i in missing if i < n_train]
-    val = [i - n_train for i in missing if i >= n_train]
+    val = [i - n_train for i in missing if n_train <= i < n_decoded]
+    test = [paths[i] for i in missing if i >= n_decoded]  # not decoded for fine-tuning: now
+    if test:
+        after = lambda done, _: progress(len(missing) - len(test) + done, None)  # noqa: E731
+        return _embed_missing(t, paths, missing[: -len(test)], views, images) + list(
+            _embed_decoding(t, test, views, after)
+        )
     done = embed(
         t.model,
         images.train,
@@ -342,3 +343,12 @@ def _embed_missing(t: Trainer, paths, missing, views, images: ImageSource | None
         t.model, images.val, val, 1, t.data_cfg, t.device, t.autocast, t.channels_last, after_train
     )
     return list(done) + list(plain.expand(-1, views, -1).clone())
+
+
+def _embed_decoding(t: Trainer, paths: list[str], views: int, progress) -> torch.Tensor:
+    """[len(paths), views, dim] embeddings of images decoded for this alone."""
+    targets = np.zeros(len(paths), dtype=np.int64)
+    feed = image_feed(t, "new", paths, targets, train=True)
+    indices = list(range(len(paths)))
+    norm, device, autocast, channels_last = t.data_cfg, t.device, t.autocast, t.channels_last
+    return embed(t.model, feed, indices, views, norm, device, autocast, channels_last, progress)

@@ -185,23 +185,18 @@ class Trainer:
         paths = self.dataset.split("test")["path"].tolist()
         if not paths or self.best_epoch is None:
             return
-        if self.best_state is not None:
-            self.model.load_state_dict(self.best_state)
-        try:
-            feed = image_feed(self, "test", paths, self.dataset.targets("test"), train=False)
-        except StopTraining:
-            return
-        source = ImageSource(feed, feed, self.data_cfg, self.device, self.channels_last)
-        self.model.eval()
-        logits, targets = [], []
-        for inputs, target in source.val_batches():
-            with self.autocast:
-                logits.append(source.forward(self.net, inputs).float().cpu())
-            targets.append(target.cpu())
-        predicted = torch.cat(logits).argmax(1).numpy()
-        cm = metrics.confusion_matrix(
-            torch.cat(targets).numpy(), predicted, len(self.dataset.classes)
-        )
+        features = getattr(self, "features", None)
+        if self.best_epoch == 0 and features is not None and features.test is not None:
+            # Phase one kept: the frozen backbone's test embeddings (cached) and the fitted head.
+            fit = self.head_fit
+            predicted = F.linear(features.test.float(), fit.weight, fit.bias).argmax(1).numpy()
+        else:
+            try:
+                predicted = self._predict_images("test", paths)
+            except StopTraining:
+                return
+        targets = self.dataset.targets("test")
+        cm = metrics.confusion_matrix(targets, predicted, len(self.dataset.classes))
         summary, correct = metrics.summary(cm), int(cm.trace())
         low, high = metrics.wilson_interval(correct, len(paths))
         self.test_result = {
@@ -213,6 +208,19 @@ class Trainer:
             "macro_f1": summary["macro_f1"],
             "epoch": self.best_epoch,
         }
+
+    def _predict_images(self, split: str, paths: list[str]):
+        """The kept model's predicted class of each image, decoded for this alone."""
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+        feed = image_feed(self, split, paths, self.dataset.targets(split), train=False)
+        source = ImageSource(feed, feed, self.data_cfg, self.device, self.channels_last)
+        self.model.eval()
+        logits = []
+        for inputs, _ in source.val_batches():
+            with self.autocast:
+                logits.append(source.forward(self.net, inputs).float().cpu())
+        return torch.cat(logits).argmax(1).numpy()
 
     def fit_head(self) -> None:
         """Phase one: the classifier fitted to convergence on the frozen backbone's embeddings."""
