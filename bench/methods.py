@@ -4,11 +4,11 @@
     python bench/methods.py digits     # the sample digits, resnet18 from random weights
     python bench/methods.py digits --json methods.json   # also the raw figures as JSON
 
-The labelled training set is small on purpose (10 images per class for the photos, 10 for the
-digits), the rest of the training images serve as unlabelled images, and validation is the
-usual split. On it: prototypes, head only, the two-phase default, 5-fold cross-validation of
+The labelled training set is small on purpose (10 images per class, and 10 more for
+validation), the rest of the training images serve as unlabelled images, and the test images
+(the photos' own val/ set, or a fifth of the digits) are scored once, never used to choose. On it: prototypes, head only, the two-phase default, 5-fold cross-validation of
 the head, self-training with the unlabelled images, AdaBN on a darkened, blue-cast copy of the
-validation images, and distillation of the two-phase run into a smaller timm model (with its
+test images, and distillation of the two-phase run into a smaller timm model (with its
 int8 ONNX export). The copy is cut into two disjoint halves, each class shuffled (seeded) and
 halved: AdaBN re-estimates its statistics on one half, unlabelled, and is scored before and
 after on the other, so that no image it is scored on set the statistics. Prints each method's
@@ -32,6 +32,8 @@ from PIL import Image, ImageEnhance
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from realdata import WEIGHTS_DIR  # noqa: E402  (bench/realdata.py)
+from results import machine_line, write_results  # noqa: E402  (bench/results.py)
 
 SETUPS = {
     "photos": dict(model="tf_efficientnet_lite0", img_size=224, student="test_resnet"),
@@ -40,21 +42,23 @@ SETUPS = {
 
 
 def split(source: Path, dest: Path, per_class: int, seed: int) -> Path:
-    """dest/labelled/{train,val}/class and dest/unlabelled/: `per_class` training images per
-    class, the source's val/ (or a fifth of each class) for validation, the rest unlabelled."""
+    """dest/labelled/{train,val,test}/class and dest/unlabelled/: `per_class` training and as
+    many validation images per class, the source's val/ (or a fifth of each class) as the test
+    images, scored once and never used to choose, the rest unlabelled."""
     rng = random.Random(seed)
     train_root = source / "train" if (source / "train").is_dir() else source
     for folder in sorted(p for p in train_root.iterdir() if p.is_dir()):
         files = sorted(folder.iterdir())
         rng.shuffle(files)
         if (source / "val").is_dir():
-            val = sorted((source / "val" / folder.name).iterdir())
+            test = sorted((source / "val" / folder.name).iterdir())
         else:
-            val, files = files[: len(files) // 5], files[len(files) // 5 :]
+            test, files = files[: len(files) // 5], files[len(files) // 5 :]
         groups = {
             dest / "labelled" / "train" / folder.name: files[:per_class],
-            dest / "labelled" / "val" / folder.name: val,
-            dest / "unlabelled": files[per_class:],
+            dest / "labelled" / "val" / folder.name: files[per_class : 2 * per_class],
+            dest / "labelled" / "test" / folder.name: test,
+            dest / "unlabelled": files[2 * per_class :],
         }
         for target, chosen in groups.items():
             target.mkdir(parents=True, exist_ok=True)
@@ -104,7 +108,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("dataset", choices=sorted(SETUPS))
     p.add_argument("--per-class", type=int, default=10)
-    p.add_argument("--weights", default="/work/shared/weights/tf_efficientnet_lite0.safetensors")
+    p.add_argument("--weights", default=str(WEIGHTS_DIR / "tf_efficientnet_lite0.safetensors"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--json",
@@ -181,7 +185,7 @@ def main() -> None:
                 val_accuracy_after=st.val_accuracy_after,
             )
         )
-        target = shifted(labelled / "val", Path(tmp) / "shifted")
+        target = shifted(labelled / "test", Path(tmp) / "shifted")
         adapt_on, score_on = halves(target, Path(tmp) / "shifted-halves", args.seed)
         for run in (head, tuned):
             ada = timed(f"AdaBN {run.name}", lambda r=run: adapt_batchnorm(r, [adapt_on], score_on))
@@ -207,22 +211,29 @@ def main() -> None:
         rows += table_rows("distillation", report.table, distilled.splitlines()[1:])
         folders = sorted(p for p in out.iterdir() if p.is_dir())
         table = runs.compare(folders)
-        print(f"{args.dataset}: {args.per_class} labelled images per class, {setup['model']}")
-        print()
         printed = [
-            dict(zip(table.columns, map(_cell, row))) for row in table.itertuples(index=False)
+            {column: _cell(column, value) for column, value in zip(table.columns, row)}
+            for row in table.itertuples(index=False)
         ]
-        print("| " + " | ".join(table.columns) + " |")
-        print("|---" * len(table.columns) + "|")
-        for cells in printed:
-            print("| " + " | ".join(cells.values()) + " |")
-        print()
-        print("\n\n".join(lines))
+        lines = [line.replace(str(out) + "/", "") for line in lines]  # no temporary paths
+        text = "\n".join(
+            [
+                f"{args.dataset}: {args.per_class} labelled images per class, {setup['model']}. "
+                + machine_line(),
+                "",
+                "| " + " | ".join(table.columns) + " |",
+                "|---" * len(table.columns) + "|",
+                *("| " + " | ".join(cells.values()) + " |" for cells in printed),
+                "",
+                "```",
+                "\n\n".join(lines),
+                "```",
+            ]
+        )
+        print(text)
         if args.json:
-            from speed import write_raw_results
-
             compared = table_rows("compare", table, printed)
-            write_raw_results(args.json, compared + rows)
+            write_results(args.json, {"rows": compared + rows}, {"methods": text})
 
 
 def method_row(method: str, printed: str, **figures) -> dict:
@@ -248,10 +259,19 @@ def _plain(values: dict) -> dict:
     return out
 
 
-def _cell(value) -> str:
-    if isinstance(value, float):
-        return f"{value:.3f}" if value == value else ""
-    return str(value)
+def _cell(column: str, value) -> str:
+    """A compare-table cell as printed: shares as percentages, counts as whole numbers."""
+    if value is None or (isinstance(value, float) and value != value):
+        return ""
+    if column.startswith(("test_", "val_")) and column != "test_images":
+        return (
+            f"{value:.1%}"
+            if "accuracy" in column or column in ("test_low", "test_high")
+            else f"{value:.3f}"
+        )
+    if column in ("test_images", "seconds"):
+        return f"{value:.0f}"
+    return f"{value:.1f}" if isinstance(value, float) else str(value)
 
 
 if __name__ == "__main__":

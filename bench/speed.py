@@ -30,12 +30,9 @@ images/s is the images each side actually put through its model over its wall ti
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import resource
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -44,6 +41,9 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results import machine_line, write_results  # noqa: E402  (bench/results.py)
 
 ROOT = Path(__file__).resolve().parent.parent
 MODES = {"head": "all", "last": "last", "full": 0}  # freeze depth per mode
@@ -434,13 +434,17 @@ def main() -> None:
                 )
         whole = whole_rows(data, args) if args.whole else []
     speed = [speed_row(*row) for row in rows]
-    print_table(rows, speed, args)
+    tables = {"speed": speed_table(rows, speed, args)}
+    print("\n" + tables["speed"] + f"\n\n{IMAGES_PER_S}")
     if whole:
-        print(whole_table(whole))
+        tables.update(whole_tables(whole))
+        print("\n" + tables["whole"] + "\n\n" + tables["startup"])
     gpu_text, gpu = gpu_report(args)
     print("\n" + gpu_text)
+    if gpu:
+        tables["gpu"] = gpu_text
     if args.json:
-        write_raw_results(args.json, speed + whole + ([gpu] if gpu else []))
+        write_results(args.json, {"rows": speed + whole + ([gpu] if gpu else [])}, tables)
 
 
 # ----------------------------------------------------------------------------- tables
@@ -513,7 +517,6 @@ def markdown(columns, rows: list[dict]) -> list[str]:
 
 def whole_rows(data: Path, args) -> list[dict]:
     """Whole processes, imports included: what a user waits for (bench/startup.py)."""
-    sys.path.insert(0, str(Path(__file__).parent))
     from startup import startup_rows, whole_process_rows
 
     rows = []
@@ -546,73 +549,35 @@ WHOLE_COLUMNS = ("whole process", "plain loop", "tlapp", "ratio")
 STARTUP_COLUMNS = ("start-up", "seconds (median of 3)")
 
 
-def whole_table(rows: list[dict]) -> str:
+def whole_tables(rows: list[dict]) -> dict[str, str]:
     whole = [r for r in rows if r["table"] == "whole process"]
     startup = [r for r in rows if r["table"] == "start-up"]
-    return "\n".join(["", *markdown(WHOLE_COLUMNS, whole), "", *markdown(STARTUP_COLUMNS, startup)])
-
-
-def print_table(rows, speed: list[dict], args) -> None:
-    import torch
-
-    ours = rows[0][2]
-    split = ours["split"]
-    source = f"photos from {args.photos}" if args.photos else "JPEGs"
-    print(
-        f"\n{args.model}, {args.img_size} px, {args.images} {source} (train {split['train']}, "
-        f"val {split['val']}, test {split.get('test', 0)}), batch {args.batch_size}, "
-        f"{args.epochs} epochs; {cores()} CPU cores ({cpu_model()}), torch {torch.__version__}; "
-        f"tlapp precision: {ours.get('precision')}, device {ours.get('device')}.\n"
-    )
-    print("\n".join(markdown(SPEED_COLUMNS, speed)))
-    print(f"\n{IMAGES_PER_S}")
-    rates = [(name, ours["embedding_images_per_s"]) for name, _, ours, _ in rows]
-    shown = [f"{name}: {rate:.0f} images/s" for name, rate in rates if rate]
-    if shown:
-        print(f"\ntlapp's embedding pass (frozen backbone, each image once): {'; '.join(shown)}.")
-
-
-# ----------------------------------------------------------------------------- raw results
-def cpu_model() -> str:
-    """The CPU's model name (from /proc/cpuinfo on Linux), else what platform knows."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def cores() -> int:
-    """The CPU cores this process may use."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-
-
-def machine() -> dict:
-    """What the figures were measured on, and when."""
-    import timm
-    import torch
-
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {
-        "cpu": cpu_model(),
-        "cores": cores(),
-        "torch": torch.__version__,
-        "timm": timm.__version__,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "gpu": gpu,
+        "whole": "\n".join(markdown(WHOLE_COLUMNS, whole)),
+        "startup": "\n".join(markdown(STARTUP_COLUMNS, startup)),
     }
 
 
-def write_raw_results(path: str, rows: list[dict]) -> None:
-    """`rows` (each a printed row's figures and its "printed" cells) as JSON at `path`, with the
-    machine and the command line that produced them. Also used by bench/methods.py."""
-    record = {"machine": machine(), "command": shlex.join(["python", *sys.argv]), "rows": rows}
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
-    print(f"raw results: {path}", file=sys.stderr)
+def speed_table(rows, speed: list[dict], args) -> str:
+    """What was run and on what, the table, and tlapp's embedding pass in images/s."""
+    ours = rows[0][2]
+    split = ours["split"]
+    source = "photos" if args.photos else "generated JPEGs"
+    lines = [
+        f"{args.model}, {args.img_size} px, {args.images} {source} (train {split['train']}, "
+        f"val {split['val']}, test {split.get('test', 0)}), batch {args.batch_size}, "
+        f"{args.epochs} epochs. {machine_line(ours.get('precision'))}",
+        "",
+        *markdown(SPEED_COLUMNS, speed),
+    ]
+    rates = [(name, ours["embedding_images_per_s"]) for name, _, ours, _ in rows]
+    shown = [f"{name}: {rate:.0f} images/s" for name, rate in rates if rate]
+    if shown:
+        lines += [
+            "",
+            f"tlapp's embedding pass (frozen backbone, each image once): {'; '.join(shown)}.",
+        ]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
