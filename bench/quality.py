@@ -556,10 +556,13 @@ def main() -> None:
     p.add_argument("--photos", default="", help="the ants/bees folder (default: realdata's)")
     p.add_argument("--weights", default=LITE0_FILE, help="tf_efficientnet_lite0 .safetensors")
     p.add_argument("--json", default="", help="write the raw results here (bench/results/…)")
+    p.add_argument("--tables-from", default="", help="remake a results file's tables, no run")
     p.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         return child(args.child[0], json.loads(args.child[1]))
+    if args.tables_from:
+        return retable(args.tables_from)
     unknown = set(args.only.split(",")) - set(PARTS)
     if unknown:
         p.error(f"unknown parts: {', '.join(sorted(unknown))} (known: {', '.join(PARTS)})")
@@ -572,8 +575,24 @@ def main() -> None:
     print(text)
     if args.json:
         extra = {"precision": precision_of(results), "checks": checks(results)}
-        tables = {"accuracy": table(results)} if results else {}
-        write_results(args.json, {"parts": results, "report": text, **extra}, tables)
+        write_results(args.json, {"parts": results, "report": text, **extra}, tables(results))
+
+
+def tables(results: dict) -> dict[str, str]:
+    """The tables the README quotes: accuracy per recipe and part, and the checks."""
+    if not results:
+        return {}
+    lines = checks(results)
+    if "transfer" in results:
+        lines.append(transfer_gain(results["transfer"]))
+    return {"accuracy": table(results), "checks": "```\n" + "\n".join(lines) + "\n```"}
+
+
+def retable(path: str) -> None:
+    """Make a results file's tables again from its raw figures (after a change of layout)."""
+    record = json.loads(Path(path).read_text(encoding="utf-8"))
+    record["tables"] = tables(record["parts"])
+    Path(path).write_text(json.dumps(record, indent=1, default=str) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -23,13 +23,12 @@ config.json; model.safetensors; metrics.csv), without the resume checkpoint.
 Quantisation: dynamic int8 through ONNX Runtime's `quantize_dynamic` (`export_onnx(run,
 quantize=True)`, which keeps it only if at least 98% of the validation images keep their top-1
 class; otherwise the table says it was refused, and why). This is the one that serves CNNs:
-ONNX Runtime quantises the weights of convolutions as well as of linear layers, so a resnet18
-trained on the sample digits went from 44.7 MB (ONNX) to 11.2 MB, every validation prediction
-unchanged, whereas `torch.ao.quantization.quantize_dynamic` quantises only `nn.Linear` (and
-recurrent) layers, which in a CNN is the classifier alone: the same model shrank by 0.02 MB.
-Dynamic int8 convolutions (ConvInteger) save size, not time: on a 2-core EPYC with VNNI the int8
-ONNX files ran several times slower than the float ONNX files, so the int8 row's note gives the
-float ONNX latency beside it. Teacher and student latencies are PyTorch's (fp32, eval mode), the
+ONNX Runtime quantises the weights of convolutions as well as of linear layers, so a CNN's file
+shrinks about four times (`bench/methods.py` reports the sizes), whereas
+`torch.ao.quantization.quantize_dynamic` quantises only `nn.Linear` (and recurrent) layers, which
+in a CNN is the classifier alone. Dynamic int8 convolutions (ConvInteger) save size, not
+necessarily time: on a CPU they can run slower than the float ONNX file, so the int8 row's note
+gives the float ONNX latency beside it. Teacher and student latencies are PyTorch's (fp32, eval mode), the
 int8 row's ONNX Runtime's, each at batch 1 with the thread count torch is set to: the median of
 `timed_runs` calls after a warm-up, preprocessing excluded.
 """
