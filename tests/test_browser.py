@@ -112,6 +112,11 @@ def test_folder_pick_train_stop_and_predict(page, tmp_path):
     page.click("#stop-btn")
     wait_for(page, "document.querySelector('#status').innerText.includes('Stopped')", timeout=30)
     assert "Stopped by the user" in page.inner_text("#status")
+    # the headline is the kept model's score on the held-back test images, with its interval
+    wait_for(page, "document.querySelector('#status').innerText.includes('Accuracy on new images')")
+    status = page.inner_text("#status")
+    assert "95% interval" in status and "times in 6 on test images" in status
+    page.screenshot(path=str(ARTIFACTS / "stopped-page.png"))
     page.wait_for_selector("#download-run", state="visible", timeout=10_000)
 
     # a confusion-matrix cell opens a gallery of exactly its images; an image shows its heat map

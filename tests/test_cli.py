@@ -357,3 +357,25 @@ def test_distill_prints_teacher_student_and_int8_and_writes_a_run(class_folder, 
     assert tlapp("predict", student, class_folder / "red").returncode == 0
     bad = tlapp("distill", teacher, "--student", "resnet1")
     assert bad.returncode == 2 and "is not a timm model name" in bad.stderr
+
+
+def test_distill_exits_1_when_the_student_diverged(monkeypatch, tmp_path):
+    """The README's exit codes hold for distill: a diverged student is kept, but the command
+    failed (it used to exit 0)."""
+    import pandas as pd
+
+    import tlapp.methods
+    from tlapp.cli import main
+    from tlapp.methods.distill import DistillReport
+
+    def student(status):
+        table = pd.DataFrame(
+            {"model": ["student"], "size (MB)": [1.5], "CPU latency (ms)": [1.0]}
+        ).assign(**{"val accuracy": [0.5]})
+        return lambda *a, **k: DistillReport(tmp_path / "s", tmp_path / "t", status, "", table)
+
+    command = ["distill", str(tmp_path / "t"), "--student", "test_resnet"]
+    for status, code in (("diverged", 1), ("done", 0), ("stopped", 130)):
+        monkeypatch.setattr(tlapp.methods, "distill", student(status))
+        assert main(command) == code, status
+        assert main([*command, "--json"]) == code, status

@@ -168,3 +168,9 @@ def trainable_dataset(config, progress=None):
         print(f"cannot train: {dataset.problems()[0]}", file=sys.stderr)
         return None
     return dataset
+
+
+def exit_code(status: str) -> int:
+    """A training run's (or a student's) status as the exit code the README's table gives: 0
+    done, 130 stopped (Ctrl-C or SIGTERM), 1 diverged or failed."""
+    return {"done": 0, "stopped": 130}.get(status, 1)

@@ -10,6 +10,7 @@ from .args import (
     DATA_SETTINGS,
     EMBEDDING_SETTINGS,
     data_arg,
+    exit_code,
     given_settings,
     json_arg,
     positive,
@@ -190,4 +191,4 @@ def cmd_distill(args) -> int:
                 "table": report.table.to_dict("records"),  # a refused int8 row: nulls, a note
             }
         )
-    return 0
+    return exit_code(report.status)  # a diverged student is kept, but the command failed

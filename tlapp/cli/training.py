@@ -16,6 +16,7 @@ from .args import (
     MODEL_SETTINGS,
     RESUMABLE,
     data_arg,
+    exit_code,
     given_settings,
     json_arg,
     print_json,
@@ -151,7 +152,7 @@ def report(state, as_json: bool = False) -> int:
                 "notes": state.notes,
             }
         )
-    return {"done": 0, "stopped": 130}.get(state.status, 1)
+    return exit_code(state.status)
 
 
 def follow(job, show: Stages):
