@@ -104,6 +104,19 @@ def test_offline_auto_falls_back_loudly_and_strict_pretrained_fails():
         build_model("test_resnet", 3, "pretrained")
 
 
+@pytest.mark.parametrize("weights", ["auto", "pretrained"])
+def test_an_old_huggingface_hub_is_said_never_a_silent_random_start(monkeypatch, weights):
+    """huggingface_hub before 1.2.1 has no constants.is_offline_mode: weights 'auto' must not
+    fall back to random weights as if merely offline, but say what to install."""
+    from huggingface_hub import constants
+
+    monkeypatch.delattr(constants, "is_offline_mode")
+    with pytest.raises(ModelError, match=r"too old .* pip install -U 'huggingface_hub>=1\.2\.1'"):
+        build_model("test_resnet", 3, weights)
+    monkeypatch.undo()
+    assert build_model("test_resnet", 3, "auto")[1].kind == "random"  # offline here: fallback
+
+
 @pytest.fixture
 def hub_settings(monkeypatch):
     """huggingface_hub's settings read again from the environment, as a user who sets HF_ENDPOINT

@@ -115,6 +115,8 @@ def _build(name: str, num_classes: int, weights: str, img_size: int | None):
     if mode in ("auto", "pretrained"):
         try:
             return create_pretrained(name, **kwargs)
+        except HubTooOld:  # an install to mend, not a reason to train from random weights
+            raise
         except Exception as err:  # offline, no weights published, hub error: all the same here
             if mode == "pretrained":
                 raise ModelError(
@@ -167,11 +169,33 @@ def neutral_head(model: torch.nn.Module) -> None:
                     layers[-1].bias.zero_()
 
 
+HUB_MINIMUM = "1.2.1"  # constants.is_offline_mode(); get_session() with httpx's follow_redirects
+
+
+class HubTooOld(ModelError):
+    """The installed huggingface_hub lacks what the weight download uses."""
+
+
+def require_hub() -> None:
+    """Raise HubTooOld, a sentence saying how to mend it, when huggingface_hub is older than
+    HUB_MINIMUM (checked by what this module uses, not by the version string)."""
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    if not (hasattr(constants, "is_offline_mode") and hasattr(huggingface_hub, "get_session")):
+        raise HubTooOld(
+            f"huggingface_hub {huggingface_hub.__version__} is too old to fetch pretrained "
+            f"weights (tlapp needs {HUB_MINIMUM} or later): run "
+            f"pip install -U 'huggingface_hub>={HUB_MINIMUM}', or choose weights 'none'."
+        )
+
+
 def create_pretrained(name: str, **kwargs) -> tuple[torch.nn.Module, Weights]:
     """Default pretrained weights: from the local hub cache if there, else from the hub.
 
     The hub (or the mirror HF_ENDPOINT names) is tried only when it answers within seconds;
     offline, huggingface_hub would otherwise spend most of a minute retrying before giving up."""
+    require_hub()
     cfg = timm.models.get_pretrained_cfg(name)
     hub_id = cfg.hf_hub_id if cfg else None
     cached = _cached_weights(hub_id) if hub_id else None
