@@ -301,3 +301,14 @@ def test_the_page_exports_onnx_and_shows_the_code(tmp_path, class_folder, monkey
             client.predict(REPO, "", True, api_name="/push_to_hub")
     finally:
         demo.close()
+
+
+def test_hub_failures_are_told_by_their_types_not_their_names():
+    class ConnectError(Exception):  # named like httpx's, but no transport error
+        pass
+
+    assert hub._hub_problem(ConnectError("boom")) is None
+    assert hub._hub_problem(transport_error()).startswith(
+        "The Hugging Face Hub could not be reached"
+    )
+    assert hub._hub_problem(TimeoutError()).startswith("The Hugging Face Hub could not be reached")

@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import socket
+import sys
 import tempfile
 from pathlib import Path
 
@@ -127,22 +128,17 @@ def _fill(folder: Path, run_dir: Path, repo_id: str) -> None:
     (folder / CARD).write_text(model_card(run_dir, repo_id), encoding="utf-8")
 
 
-TRANSPORT_MODULES = {"httpx", "httpx2", "httpcore", "requests", "urllib3", "aiohttp"}
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """The connection failures (no route, name lookup, proxy, timeout) of the HTTP library that
+    huggingface_hub sends with: the base class of its transport errors, found through the HTTP
+    error huggingface_hub re-exports (httpx in 1.x, its successor later)."""
+    from huggingface_hub import errors
 
-
-TRANSPORT_NAMES = {
-    "ConnectError",
-    "ConnectTimeout",
-    "ConnectionError",
-    "NetworkError",
-    "ProxyError",
-    "ReadTimeout",
-    "SSLError",
-    "TimeoutException",
-    "Timeout",
-    "TransportError",
-    "WriteTimeout",
-}
+    base = getattr(errors, "HTTPError", None)
+    library = sys.modules.get(base.__module__.split(".")[0]) if base else None
+    if library is None or not hasattr(library, "TransportError"):
+        import httpx as library
+    return (library.TransportError, ConnectionError, TimeoutError, socket.gaierror)
 
 
 def _hub_problem(err: BaseException) -> str | None:
@@ -160,11 +156,7 @@ def _hub_problem(err: BaseException) -> str | None:
             )
         detail = getattr(err, "server_message", None) or str(err).splitlines()[0]
         return f"The Hugging Face Hub refused the upload (HTTP {status or '?'}: {detail})."
-    transport = any(
-        cls.__module__.split(".")[0] in TRANSPORT_MODULES and cls.__name__ in TRANSPORT_NAMES
-        for cls in type(err).__mro__
-    )
-    if transport or isinstance(err, (ConnectionError, TimeoutError, socket.gaierror)):
+    if isinstance(err, _transport_errors()):
         return (
             "The Hugging Face Hub could not be reached: check the internet connection "
             "(and any proxy) and try again."
