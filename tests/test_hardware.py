@@ -80,6 +80,27 @@ def test_apple_gpus_get_fp16_and_bf16_only_where_metal_has_it(monkeypatch):
     assert resolve_precision("auto", MPS) == "bf16"
 
 
+@pytest.mark.parametrize("version", ["2.4.1", "2.5.1+cpu", "2.6.0", "2.10.0"])
+def test_apple_gpus_get_mixed_precision_only_from_torch_2_6(monkeypatch, version):
+    from tlapp.train.hardware import precision_note
+
+    machine(monkeypatch, mps=True, macos14=True)
+    monkeypatch.setattr(torch, "__version__", version)
+    if version.startswith(("2.4", "2.5")):
+        assert resolve_precision("auto", MPS) == "fp32"
+        assert version in precision_note("auto", MPS) and "2.6 or later" in precision_note(
+            "auto", MPS
+        )
+        for asked in ("fp16", "bf16"):
+            with pytest.raises(ValueError, match=r"needs torch 2\.6 or later.*choose fp32"):
+                resolve_precision(asked, MPS)
+    else:
+        assert resolve_precision("auto", MPS) == "bf16"
+        assert resolve_precision("fp16", MPS) == "fp16" and precision_note("auto", MPS) == ""
+    assert resolve_precision("fp32", MPS) == "fp32"
+    assert precision_note("auto", CPU) == "" and resolve_precision("auto", CUDA) in ("bf16", "fp16")
+
+
 @pytest.mark.parametrize("cpu_bf16, expected", [(True, "bf16"), (False, "fp32")])
 def test_on_the_cpu_nothing_changes(monkeypatch, cpu_bf16, expected):
     machine(monkeypatch, cpu_bf16=cpu_bf16)

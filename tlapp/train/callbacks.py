@@ -16,6 +16,7 @@ import torch
 from .. import metrics, runs
 from ..models import size_kwargs
 from .features import POLICY
+from .hardware import precision_note
 from .loop import Trainer
 from .state import RunState
 
@@ -269,6 +270,7 @@ def run_info(t: Trainer) -> dict:
         },
         "device": str(t.device),
         "precision": t.precision,
+        "precision_note": precision_note(t.config.precision, t.device),
         "recipe": describe_recipe(t),
         "versions": {"torch": torch.__version__, "timm": timm.__version__},
         "status": "training",

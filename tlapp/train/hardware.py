@@ -61,12 +61,41 @@ def bf16_supported(device: torch.device) -> bool:
     return cpu_supports_bf16()
 
 
+# Autocast on Apple GPUs came in torch 2.5, and GradScaler steps failed there in its first
+# releases: mixed precision on MPS from 2.6 on, fp32 before.
+MPS_MIXED_PRECISION = (2, 6)
+
+
+def torch_release() -> tuple[int, int]:
+    """(major, minor) of the installed torch, from its version string ('2.5.1+cpu': (2, 5))."""
+    major, minor = torch.__version__.split("+")[0].split(".")[:2]
+    return int(major), int("".join(c for c in minor if c.isdigit()) or 0)
+
+
+def precision_note(choice: str, device: torch.device) -> str:
+    """Why auto chose fp32 on an Apple GPU, for run.json; empty when nothing needs saying."""
+    if choice == "auto" and device.type == "mps" and torch_release() < MPS_MIXED_PRECISION:
+        return (
+            f"fp32 on the Apple GPU: torch {torch.__version__} predates reliable mixed "
+            f"precision there ({'.'.join(map(str, MPS_MIXED_PRECISION))} or later)."
+        )
+    return ""
+
+
 def resolve_precision(choice: str, device: torch.device) -> str:
     """fp32, bf16 or fp16 (mixed precision: autocast, with a GradScaler for fp16).
 
     auto: bf16 where the device runs it natively; fp16 on GPUs without it (CUDA before Ampere,
-    Apple GPUs), fp32 on CPUs without it. Asked for explicitly, bf16 on an Apple GPU without it
-    and fp16 on the CPU are errors."""
+    Apple GPUs), fp32 on CPUs without it and on Apple GPUs under a torch before 2.6. Asked for
+    explicitly, mixed precision on an Apple GPU that cannot run it and fp16 on the CPU are
+    errors."""
+    if device.type == "mps" and torch_release() < MPS_MIXED_PRECISION:
+        if choice in ("bf16", "fp16"):
+            raise ValueError(
+                f"Mixed precision on an Apple GPU needs torch 2.6 or later (this is "
+                f"{torch.__version__}): choose fp32, or upgrade torch."
+            )
+        return "fp32"
     if choice == "auto":
         if bf16_supported(device):
             return "bf16"
