@@ -405,6 +405,16 @@ def preview_freeze(name: str, depth: int | str, num_classes: int = 2) -> FreezeP
     return freeze_plan(_meta_model(check_name(name), num_classes), depth)
 
 
+def saved_bytes(name: str, num_classes: int, freeze: int | str) -> int:
+    """What a run of `name` writes, estimated before anything is built (on the meta device: no
+    memory, no initialisation): its fp32 weights in model.safetensors and, when stages train,
+    the resume checkpoint's weights and AdamW's two moments of each trainable parameter."""
+    model = _meta_model(check_name(name), num_classes)
+    plan = freeze_plan(model, freeze)
+    weights = 4 * sum(t.numel() for t in (*model.parameters(), *model.buffers()))
+    return weights if plan.depth == len(plan.stages) else 2 * weights + 8 * plan.trainable
+
+
 def resolve_depth(model: torch.nn.Module, depth: int | str) -> int:
     n = len(stages(model))
     if isinstance(depth, str):

@@ -97,22 +97,22 @@ class SessionRegistry:
 
     def __init__(self, settings: AppSettings):
         self.settings, self.by_hash, self.lock = settings, {}, threading.Lock()
-        self.storage = Storage(settings.home, settings.disk_budget)
+        self.storage = Storage(settings.home, settings.disk_budget, settings.upload_temp)
         self.writers: dict[Path, Session] = {}  # every session that asked to write, by folder
         self.closed: set[Path] = set()  # ... and those whose page has closed since
         self._sweeping = threading.Lock()  # one sweep at a time: two would count folders twice
         # Nothing trains yet: a run that says it does was cut off when the app last stopped.
         runs.mark_interrupted((settings.home / "sessions").glob(f"*/runs/*/{runs.RECORD}"))
 
-    def make_room(self, session: Session) -> None:
-        """Before `session` writes (an upload, a run): within the disk budget, by sweeping idle
-        sessions if need be, or a DataError that says the machine is full."""
+    def make_room(self, session: Session, incoming: int = 0) -> None:
+        """Before `session` writes `incoming` bytes (an upload, a run): within the disk budget,
+        by sweeping idle sessions if need be, or a DataError that says the machine is full."""
         session.after_sweep()
         with self.lock:
             self.writers[session.workdir] = session  # pages that never announced themselves too
         open_folders, busy = self._live()
         with self._sweeping:
-            self.storage.make_room(session.workdir, open_folders, busy)
+            self.storage.make_room(session.workdir, open_folders, busy, incoming)
 
     def _live(self) -> tuple[set[Path], set[Path]]:
         """Folders of pages still open, and of sessions whose job runs (open or not)."""

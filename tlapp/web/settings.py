@@ -37,6 +37,9 @@ class AppSettings:
     # Bytes for uploads, runs and caches under home, all visitors; the storage caps it by the
     # free disk when it is first needed (web/storage.py), not while the app starts.
     disk_budget: int = 20 << 30
+    # Where Gradio writes what browsers upload, counted in the budget; None: GRADIO_TEMP_DIR,
+    # else Gradio's default.
+    upload_temp: Path | None = None
 
     @staticmethod
     def from_env() -> AppSettings:

@@ -2,9 +2,11 @@
 embedding cache, all under the app's home folder.
 
     storage = Storage(settings.home, settings.disk_budget)   # bytes wanted; capped by the disk
-    storage.make_room(keep=session.workdir, open_folders=..., busy_folders=...)
+    storage.make_room(keep=session.workdir, open_folders=..., busy_folders=..., incoming=bytes)
 
-Checked before an upload is unpacked and before a run starts. Over budget, the oldest idle
+Checked before an upload is unpacked and before a run starts, counting what is about to be
+written (`incoming`: the upload's unpacked size, or a run's estimated files) and Gradio's own
+temporary folder, where the browser's uploads land first. Over budget, the oldest idle
 sessions are swept first (pages already closed before pages still open, never a session that is
 training, never the visitor asking), then the embedding cache (it only saves time). If that is
 not enough, the visitor is told in a sentence and nothing is written: an upload or a run never
@@ -16,6 +18,7 @@ from __future__ import annotations
 import functools
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 from ..data import DataError
@@ -23,9 +26,15 @@ from ..data import DataError
 GB = 1 << 30
 
 
+def gradio_temp() -> Path:
+    """Where Gradio keeps what browsers upload (GRADIO_TEMP_DIR, else its default)."""
+    return Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio")
+
+
 class Storage:
-    def __init__(self, home: Path, wanted: int):
+    def __init__(self, home: Path, wanted: int, uploads: Path | None = None):
         self.home, self.wanted = Path(home), wanted
+        self.uploads = uploads or gradio_temp()  # counted, never swept: Gradio's to clear
 
     @functools.cached_property
     def budget(self) -> int:
@@ -34,26 +43,44 @@ class Storage:
         return default_budget(self.home, self.wanted / GB)
 
     def used(self) -> int:
-        """Bytes in files under the home folder (sessions and cache)."""
-        return folder_size(self.home)
+        """Bytes in files under the home folder (sessions and cache) and Gradio's uploads."""
+        return folder_size(self.home) + folder_size(self.uploads)
 
-    def make_room(self, keep: Path, open_folders: set[Path], busy_folders: set[Path]) -> int:
-        """Sweep until the home folder is within budget; returns the bytes in use after.
-        Raises DataError, with what to do, when only protected folders are left."""
+    def make_room(
+        self, keep: Path, open_folders: set[Path], busy_folders: set[Path], incoming: int = 0
+    ) -> int:
+        """Sweep until what is held plus `incoming` (bytes about to be written) fits the budget;
+        returns the bytes in use after. Raises DataError, with what to do, when only protected
+        folders are left: then nothing is swept in vain and nothing is written."""
         used = self.used()
-        for folder in self._sweepable(keep, open_folders, busy_folders):
-            if used <= self.budget:
-                return used
-            used -= folder_size(folder)
+        if used + incoming <= self.budget:
+            return used
+        sweepable = [(f, folder_size(f)) for f in self._sweepable(keep, open_folders, busy_folders)]
+        if used - sum(size for _, size in sweepable) + incoming > self.budget:
+            raise DataError(self._full(used, incoming))  # sweeping all would not be enough
+        for folder, size in sweepable:
+            if used + incoming <= self.budget:
+                break
+            used -= size
             shutil.rmtree(folder, ignore_errors=True)
-        if used > self.budget:
-            raise DataError(
-                f"This machine's space for visitors is full ({used / GB:.1f} GB of "
-                f"{self.budget / GB:.1f} GB, every session still in use). Download the runs "
-                "you want to keep and close pages you no longer need, or ask whoever runs the "
-                "app to raise TLAPP_DISK_BUDGET_GB."
-            )
         return used
+
+    def _full(self, used: int, incoming: int) -> str:
+        advice = (
+            "Download the runs you want to keep and close pages you no longer need, or ask "
+            "whoever runs the app to raise TLAPP_DISK_BUDGET_GB."
+        )
+        if incoming and incoming > self.budget - used:
+            left = max(self.budget - used, 0)
+            return (
+                f"This needs {_size(incoming)} and the machine's space for visitors has "
+                f"{_size(left)} left ({_size(used)} of {_size(self.budget)} in use, every "
+                f"session still in use), so nothing was written. {advice}"
+            )
+        return (
+            f"This machine's space for visitors is full ({used / GB:.1f} GB of "
+            f"{self.budget / GB:.1f} GB, every session still in use). {advice}"
+        )
 
     def _sweepable(self, keep: Path, open_folders: set[Path], busy_folders: set[Path]):
         """Idle session folders, closed pages first, oldest first; then the cache's parts."""
@@ -122,3 +149,7 @@ def _mtime(path: Path) -> float:
         return path.stat().st_mtime
     except OSError:
         return 0.0
+
+
+def _size(n: int) -> str:
+    return f"{n / GB:.1f} GB" if n >= GB // 10 else f"{n / (1 << 20):.1f} MB"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import threading
+import zipfile
 from pathlib import Path
 
 import pandas as pd
@@ -46,6 +47,23 @@ def split_dataset(source, shares: tuple[float, float], **options) -> Dataset:
 
 
 # ----------------------------------------------------------------------------- data step
+def upload_bytes(files: str | list[str] | None) -> int:
+    """What taking an upload in will write to the visitor's folder: a zip's unpacked size (its
+    directory says, before anything is extracted), another file's own size."""
+    total = 0
+    for path in [files] if isinstance(files, str) else files or []:
+        path = Path(path)
+        try:
+            if path.suffix.lower() == ".zip":
+                with zipfile.ZipFile(path) as archive:
+                    total += sum(info.file_size for info in archive.infolist())
+            else:
+                total += path.stat().st_size
+        except (OSError, zipfile.BadZipFile):
+            continue  # unreadable: loading it says so, and writes nothing
+    return total
+
+
 def dataset_from_upload(
     settings: AppSettings,
     session: Session,

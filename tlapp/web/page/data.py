@@ -11,7 +11,13 @@ from ...data import TEST_FRACTION
 from ...views import GALLERY_LIMIT, data_views, health_summary, thumbnail
 from ..sessions import Session, SessionRegistry
 from ..settings import AppSettings
-from ..uploads import SAMPLE_DATA, Sample, dataset_from_folder_upload, dataset_from_upload
+from ..uploads import (
+    SAMPLE_DATA,
+    Sample,
+    dataset_from_folder_upload,
+    dataset_from_upload,
+    upload_bytes,
+)
 from .common import HINTS, image_gallery, user_errors
 
 
@@ -127,15 +133,15 @@ def show_finding(state: Session | None, evt: gr.SelectData):
     return gr.Gallery(value=items, visible=True)
 
 
-def _loader(registry: SessionRegistry, source):
+def _loader(registry: SessionRegistry, source, incoming=None):
     """A handler that loads a dataset from `source` into the visitor's session, once the
-    machine has room for it."""
+    machine has room for it and for what `incoming(*given)` says the upload will write."""
 
     @user_errors
     def load(state, *args):
         state = state or Session.new(registry.settings)
-        registry.make_room(state)
         *given, val_fraction, test_fraction = args
+        registry.make_room(state, incoming(*given) if incoming else 0)
         loaded = source(state, *given, shares=(val_fraction, test_fraction))  # with findings?
         state.use(*(loaded if isinstance(loaded, tuple) else (loaded,)))
         return (state, *data_views(state.dataset), health_summary(state.findings))
@@ -164,13 +170,13 @@ def _wire(registry: SessionRegistry, session: gr.State, ui: dict) -> None:
     outputs = [session, ui["summary"], ui["report"], ui["skipped"], ui["health"]]
     shares = [ui["val_fraction"], ui["test_fraction"]]
     ui["folder"].upload(
-        _loader(registry, from_folder),
+        _loader(registry, from_folder, lambda files, reported: upload_bytes(files)),
         [session, ui["folder"], ui["paths"], *shares],
         outputs,
         api_name="load_folder_upload",
     )
     ui["archive"].upload(
-        _loader(registry, from_archive),
+        _loader(registry, from_archive, upload_bytes),
         [session, ui["archive"], *shares],
         outputs,
         api_name="load_upload",

@@ -294,7 +294,13 @@ def _start_handler(registry: SessionRegistry, slots: TrainingSlots, **overrides)
             if not state.job.short:
                 raise DataError("A run is already training: stop it first.")
             state.job.stop()  # the instant baseline gives way to what was asked for now
-        registry.make_room(state)
+        if state.dataset is not None:  # room for the run's files, estimated before it starts
+            from ...models import saved_bytes
+
+            classes = len(state.dataset.classes)
+            registry.make_room(state, saved_bytes(config.model, classes, config.freeze))
+        else:
+            registry.make_room(state)
         if state.dataset is None:
             raise DataError(
                 "This machine ran short of space and cleared the files of idle sessions, "
