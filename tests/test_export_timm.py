@@ -12,7 +12,7 @@ from timm.data import create_transform, resolve_data_config
 from tlapp import models, runs
 from tlapp.config import make_config
 from tlapp.data import open_image
-from tlapp.models import build_model
+from tlapp.models import build_model, load_run
 from tlapp.predict import Predictor
 from tlapp.train import Job, resume_config
 
@@ -68,7 +68,7 @@ def test_an_old_run_folder_still_loads_predicts_resumes_and_seeds(class_folder, 
     (run / runs.RECORD).replace(run / runs.CONFIG)  # the layout before timm's config.json
     assert not (run / runs.RECORD).exists()
 
-    model, info = runs.load_run(run)
+    model, info = load_run(run)
     assert info["arch"] == "test_resnet" and info["classes"] == ["blue", "green", "red"]
     predictor = Predictor(run)
     assert predictor.top_k(images(class_folder)[0])[0][0] in info["classes"]

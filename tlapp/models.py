@@ -25,8 +25,8 @@ from timm.models import group_parameters
 
 from .catalogue import CATALOG, ModelError, catalog_choices  # noqa: F401  (re-exported)
 from .config import DEFAULT_MODEL  # noqa: F401  (the catalogue's default, re-exported)
-from .runs import WEIGHTS as RUN_WEIGHTS  # runs imports this module only to load weights
-from .runs import run_record
+from .runs import WEIGHTS as RUN_WEIGHTS
+from .runs import RunError, read_config, read_state_dict, run_record
 
 
 # ----------------------------------------------------------------------------- catalogue
@@ -155,6 +155,21 @@ def model_from_state_dict(name: str, state_dict: dict, **kwargs) -> torch.nn.Mod
     return model
 
 
+def load_run(run_dir: str | os.PathLike, device: str = "cpu") -> tuple[torch.nn.Module, dict]:
+    """Rebuild the trained model of a run folder, in eval mode, and return it with its config."""
+    info = read_config(run_dir)
+    weights = Path(run_dir) / RUN_WEIGHTS
+    if not weights.is_file():
+        raise RunError(f"The run in '{run_dir}' has no saved model yet (no {RUN_WEIGHTS}).")
+    model = model_from_state_dict(
+        info["arch"],
+        read_state_dict(weights),
+        num_classes=len(info["classes"]),
+        **info.get("model_kwargs", {}),
+    )
+    return model.to(device).eval(), info
+
+
 def neutral_head(model: torch.nn.Module) -> None:
     """Zero the new classifier's last layer: every class starts equally likely, so the first
     loss is ln(classes) whatever the family's own head initialisation (some draw weights large
@@ -260,27 +275,6 @@ def size_kwargs(name: str, img_size: int | None) -> dict:
 def _short(err: Exception) -> str:
     text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     return text[:160]
-
-
-def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Tensors from a .safetensors or a .pth/.pt file, never unpickling arbitrary objects."""
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ModelError(
-            f"'{path.name}' cannot be read as PyTorch weights ({_short(err)})."
-        ) from None
-    for key in ("state_dict", "model", "state_dict_ema"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-            break
-    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
-        raise ModelError(f"'{path.name}' does not hold a state dict of tensors.")
-    return {k.removeprefix("module."): v for k, v in state.items()}
 
 
 def load_backbone_weights(model: torch.nn.Module, path: Path) -> str:

@@ -19,10 +19,10 @@ import torch
 from PIL import Image
 from timm.data import create_transform
 
-from . import runs
 from .data import ImageError, open_image
 from .explain import heat_map, overlay
 from .geometry import eval_geometry
+from .models import load_run
 
 
 def eval_transform(data_config: dict):
@@ -35,7 +35,7 @@ class Predictor:
     """A trained run folder, ready to classify images."""
 
     def __init__(self, run_dir: str | Path, device: str = "cpu"):
-        self.model, self.info = runs.load_run(run_dir, device)
+        self.model, self.info = load_run(run_dir, device)
         self.device, self.classes = torch.device(device), self.info["classes"]
         self.transform = eval_transform(self.info["data_config"])
 

@@ -15,7 +15,7 @@
 Every file is written atomically (a temporary file, then `os.replace`), as timm's CheckpointSaver
 does, so a crash mid-save never leaves a truncated file behind.
 
-    model, info = load_run("runs/20261124-101500-resnet18")
+    info = read_config("runs/20261124-101500-resnet18")   # models.load_run rebuilds its model
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from .catalogue import ModelError
 from .data import Dataset
 
 if TYPE_CHECKING:
@@ -140,13 +141,39 @@ def read_checkpoint(run_dir: str | os.PathLike, device) -> tuple[dict, dict]:
     weights as checkpoint/last.safetensors."""
     import torch
 
-    from .models import read_state_dict
-
     folder = Path(run_dir) / CHECKPOINT
     if not resumable(run_dir):
         raise RunError(f"'{run_dir}' has no checkpoint to resume from: no epoch finished.")
     state = torch.load(folder / TRAINER_STATE, map_location=device, weights_only=True)
     return read_state_dict(folder / state.pop("weights", LAST_WEIGHTS)), state
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors from a .safetensors or a .pth/.pt file, never unpickling arbitrary objects."""
+    import torch
+
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ModelError(
+            f"'{path.name}' cannot be read as PyTorch weights ({_first_line(err)})."
+        ) from None
+    for key in ("state_dict", "model", "state_dict_ema"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        raise ModelError(f"'{path.name}' does not hold a state dict of tensors.")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:160] if text else type(err).__name__
 
 
 def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
@@ -227,23 +254,6 @@ def recorded_dataset(config: dict, stack) -> Dataset:
         corrections=corrections if corrections and Path(corrections).is_file() else None,
         test_fraction=config.get("test_fraction", 0.0),  # runs from before test shares: none
     )
-
-
-def load_run(run_dir: str | os.PathLike, device: str = "cpu") -> tuple[torch.nn.Module, dict]:
-    """Rebuild the trained model of a run folder, in eval mode, and return it with its config."""
-    from .models import model_from_state_dict, read_state_dict
-
-    info = read_config(run_dir)
-    weights = Path(run_dir) / WEIGHTS
-    if not weights.is_file():
-        raise RunError(f"The run in '{run_dir}' has no saved model yet (no {WEIGHTS}).")
-    model = model_from_state_dict(
-        info["arch"],
-        read_state_dict(weights),
-        num_classes=len(info["classes"]),
-        **info.get("model_kwargs", {}),
-    )
-    return model.to(device).eval(), info
 
 
 def mark_interrupted(records: Iterable[Path]) -> list[Path]:

@@ -55,7 +55,7 @@ from .. import runs
 from ..config import make_config
 from ..data import DataError, Dataset, image_files
 from ..geometry import eval_geometry
-from ..models import check_name
+from ..models import check_name, load_run
 from ..predict import Predictor
 from ..train.batches import BatchFeed, DecodedImages, ImageSource, to_model_input
 from ..train.callbacks import Progress, RunWriter
@@ -131,7 +131,7 @@ class DistillTrainer(Trainer):
     @torch.inference_mode()
     def teacher_logits(self, decoded: DecodedImages) -> torch.Tensor:
         """The teacher's logits for every training image, in its own evaluation view, once."""
-        teacher, info = runs.load_run(self.teacher_dir, str(self.device))
+        teacher, info = load_run(self.teacher_dir, str(self.device))
         cfg = info["data_config"]
         geometry = eval_geometry(cfg)
         if geometry != decoded.geometry:  # the teacher resizes differently: decode for it

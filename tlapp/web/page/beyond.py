@@ -19,6 +19,7 @@ from ..sessions import Session
 from ..settings import AppSettings
 from ..uploads import uploaded_images
 from .common import user_errors
+from .form import config_from_page
 from .use import saved_run
 
 IMAGES = ["image", ".zip"]
@@ -67,7 +68,6 @@ def _unlabelled(settings: AppSettings, train_inputs: list) -> None:
     def run(state: Session | None, *values, progress=gr.Progress()):
         # Imported here: the page is served before torch loads (a background thread loads it).
         from ...methods.pseudo import self_train
-        from .train import config_from_page
 
         *page, files, threshold = values
         if state and state.busy:

@@ -11,6 +11,7 @@ from ...train import StopTraining
 from ..sessions import Session
 from ..settings import AppSettings
 from .common import user_errors
+from .form import config_from_page
 
 
 def lr_finder(settings: AppSettings, train_inputs: list, lr_box: gr.Number) -> None:
@@ -40,7 +41,6 @@ def lr_finder(settings: AppSettings, train_inputs: list, lr_box: gr.Number) -> N
 
 
 def _finder(settings: AppSettings):
-    from .train import config_from_page
 
     @user_errors
     def run(state: Session | None, *values, progress=gr.Progress()):

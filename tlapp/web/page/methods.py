@@ -12,6 +12,7 @@ from ...metrics import SMALL, small_validation
 from ..sessions import Session
 from ..settings import AppSettings
 from .common import user_errors
+from .form import config_from_page
 
 
 def cross_validation(settings: AppSettings, train_inputs: list) -> None:
@@ -39,7 +40,6 @@ def _estimator(settings: AppSettings):
     def estimate(state: Session | None, *values, progress=gr.Progress()):
         # Imported here: the page is served before torch loads (a background thread loads it).
         from ...methods import cross_validate
-        from .train import config_from_page  # the page's settings, as Train reads them
 
         if state and state.job and state.job.running:
             raise DataError("A run is training: estimate when it has ended.")

@@ -1,6 +1,6 @@
 """Step 3 of the page: the training settings, Train / Stop / Resume, and the live results.
 
-`config_from_page` turns the widget values into the TrainConfig that Train starts; the
+`form.config_from_page` turns the widget values into the TrainConfig that Train starts; the
 learning-rate finder under the settings (`lr_find.py`) sweeps that same config.
 
 A gr.Timer polls the job's snapshot once a second and redraws the curves, the confusion matrix,
@@ -16,7 +16,6 @@ import gradio as gr
 import pandas as pd
 
 from ... import runs
-from ...config import TrainConfig, make_config
 from ...data import DataError
 from ...train.slots import TrainingSlots
 from ...views import (
@@ -35,11 +34,10 @@ from ...views import (
 from ..downloads import download_link
 from ..sessions import Session, SessionRegistry
 from ..settings import AppSettings
-from ..uploads import weights_choice
 from .common import HINTS, user_errors
+from .form import KNOB_INPUTS, MODEL_INPUTS, config_from_page
 from .lr_find import lr_finder
 from .methods import cross_validation, run_comparison
-from .model import model_name
 
 
 def _training_settings() -> dict:
@@ -249,38 +247,6 @@ def train_step(
 
 
 # The Train button's inputs after the session, in the order `start` takes them.
-MODEL_INPUTS = ("choice", "custom", "weights", "weights_file", "weights_path", "freeze")
-KNOB_INPUTS = ("epochs", "img_size", "batch_size", "lr", "augment", "balance")
-
-
-def config_from_page(settings: AppSettings, state: Session | None, *values) -> TrainConfig:
-    """The TrainConfig that the Train button's inputs (after the session) describe."""
-    choice, custom, weights, weights_file, weights_path, freeze = values[:6]
-    epochs, img_size, batch_size, lr, augment, balance = values[6:]
-    if not state or not state.dataset:
-        raise DataError("Load your images first (step 1), or use the sample digits.")
-    state.dataset.check()
-    corrections = state.corrections()
-    return make_config(
-        data=state.dataset.root,
-        model=model_name(choice, custom),
-        weights=weights_choice(weights, weights_file, weights_path, settings),
-        freeze=int(freeze),
-        epochs=epochs,
-        img_size=img_size,
-        batch_size=batch_size,
-        lr=lr,
-        augment=augment,
-        balance_classes=balance,
-        val_fraction=state.dataset.val_fraction,  # the split the data was loaded with
-        test_fraction=state.dataset.test_fraction,
-        runs_root=str(state.workdir / "runs"),
-        cache_dir=str(settings.home / "cache"),
-        corrections=str(corrections.file) if len(corrections) else "",
-        device="cpu" if settings.zero_gpu else "auto",
-    )
-
-
 def _start_handler(registry: SessionRegistry, slots: TrainingSlots, **overrides):
     """Train's handler; `overrides` change the page's settings (the instant baseline's)."""
 
