@@ -108,7 +108,12 @@ def test_the_card_is_valid_and_says_what_the_model_does(run):
     assert scores[("validation", "accuracy")] == pytest.approx(info["best_val_accuracy"], abs=1e-4)
     (best,) = [r for r in runs.read_metrics(run) if r["epoch"] == info["best_epoch"]]
     assert scores[("validation", "f1")] == pytest.approx(best["val_macro_f1"], abs=1e-4)
-    assert ("test", "accuracy") not in scores  # this data has no test split
+    test = info["test"]  # the share held back by default, scored once at the end
+    assert scores[("test", "accuracy")] == pytest.approx(test["accuracy"], abs=1e-4)
+    low, high = (f"{test[k]:.1%}" for k in ("accuracy_low", "accuracy_high"))
+    assert f"On the {test['images']} test images" in card.text
+    assert f"95% interval: {low} to {high}" in card.text
+    assert card.text.index("test images") < card.text.index("validation images")  # test first
     for name in info["classes"]:
         assert f"| {name} |" in card.text  # in the per-class table
     assert f"**{info['best_val_accuracy']:.1%}**" in card.text
@@ -140,6 +145,7 @@ def test_the_card_names_the_base_model_its_licence_and_the_test_score(run):
     assert scores[("test", "accuracy")] == pytest.approx(0.8889)
     assert scores[("test", "f1")] == pytest.approx(0.875)
     assert "On the 9 test images" in card.text and "**88.9%**" in card.text
+    assert "95% interval" not in card.text  # recorded before intervals: none is made up
     assert f'hf_hub_download("{REPO}", "model.onnx")' in card.text
 
 

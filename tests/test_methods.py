@@ -279,10 +279,12 @@ def test_distilling_a_run_into_a_smaller_backbone(class_folder, tmp_path):
         unlabelled_paths=[unlabelled],
         weights="none",
         timed_runs=5,
+        batch_size=4,  # over the teacher's recorded batch size (it used to clash with it)
     )
     print(report.describe())
     student = report.run
     assert report.status == "done"
+    assert runs.read_config(student)["config"]["batch_size"] == 4
     table = report.table.set_index("model")
     assert list(table.index) == ["teacher", "student", "student int8"]
     assert (student / "model.safetensors").stat().st_size < (

@@ -30,7 +30,7 @@ PARAMS = {
     "vit_small_patch16_224": 22_050_664,
 }
 
-# Their freezable stages (`models.stages`): the freeze slider's range until timm has loaded.
+# Their freezable stages (`freeze.stages`): the freeze slider's range until timm has loaded.
 STAGES = {
     "resnet18": 5,
     "mobilenetv4_conv_small": 7,

@@ -1,11 +1,11 @@
-"""Backbones: the catalogue, building a model with the right weights, and freezing stages.
+"""Backbones: the catalogue, building a model with the right weights, and previewing a freeze.
 
     model, weights = build_model("resnet18", num_classes=3, weights="auto")  # weights.note
-    plan = freeze_plan(model, depth=2)     # which stages are frozen, how many params train
-    apply_freeze(model, plan)              # requires_grad off; frozen stages stay in eval mode
+    plan = preview_freeze("resnet18", depth=2)   # the freeze plan, no weights allocated
+    saved_bytes("resnet18", 3, freeze=2)         # what its run will write to disk
 
-Stages are the backbone's own groups as timm reports them (`model.group_matcher(coarse=True)`),
-counted from the input. The classifier is never a stage: at the deepest freeze only it trains.
+Freezing itself (stages, `freeze_plan`, `apply_freeze`, `set_train_mode`) is `tlapp.freeze`;
+`freeze_plan`, `apply_freeze` and `stages` are re-exported here for older callers.
 Weights are resolved from one string: `auto`, `pretrained`, `none`, a .safetensors/.pth file or
 a previous run folder. Nothing here unpickles arbitrary objects (`weights_only=True`).
 """
@@ -21,10 +21,12 @@ from pathlib import Path
 
 import timm
 import torch
-from timm.models import group_parameters
 
 from .catalogue import CATALOG, ModelError, catalog_choices  # noqa: F401  (re-exported)
 from .config import DEFAULT_MODEL  # noqa: F401  (the catalogue's default, re-exported)
+
+# apply_freeze and stages are re-exported (with freeze_plan): bench and tests import them here.
+from .freeze import FreezePlan, apply_freeze, classifier_keys, freeze_plan, stages  # noqa: F401
 from .runs import WEIGHTS as RUN_WEIGHTS
 from .runs import RunError, read_config, read_state_dict, run_record
 
@@ -308,86 +310,7 @@ def load_backbone_weights(model: torch.nn.Module, path: Path) -> str:
     return path.name
 
 
-def classifier_keys(model: torch.nn.Module) -> list[str]:
-    """State-dict keys of the classifier (the part that is always new and always trains)."""
-    names = classifier_modules(model)
-    return [k for k in model.state_dict() if any(k.startswith(n + ".") for n in names)]
-
-
-def classifier_modules(model: torch.nn.Module) -> list[str]:
-    cls = model.pretrained_cfg.get("classifier") or "head"
-    return [cls] if isinstance(cls, str) else list(cls)
-
-
-# ----------------------------------------------------------------------------- freezing
-@dataclass(frozen=True)
-class Stage:
-    label: str  # e.g. "layer3" or "stem: conv1 + bn1"
-    params: tuple[str, ...]  # parameter names as in model.named_parameters()
-    size: int  # number of weights
-
-
-@dataclass(frozen=True)
-class FreezePlan:
-    stages: tuple[Stage, ...]  # every freezable stage, from the input
-    depth: int  # how many of them are frozen
-    trainable: int  # parameters that will train
-    total: int
-
-    @property
-    def frozen(self) -> tuple[Stage, ...]:
-        return self.stages[: self.depth]
-
-    def describe(self) -> str:
-        """One line for the user: what is frozen and what trains."""
-        n = len(self.stages)
-        if self.depth == 0:
-            what = f"Nothing frozen: all {n} stages and the head train"
-        elif self.depth == n:
-            span = f"{self.stages[0].label} … {self.stages[-1].label}"
-            what = f"All {n} stages frozen ({span}): only the new head trains"
-        else:
-            what = (
-                f"Frozen {self.depth} of {n} stages ({', '.join(s.label for s in self.frozen)}); "
-                f"training {', '.join(s.label for s in self.stages[self.depth :])} and the head"
-            )
-        return f"{what}. {self.trainable:,} of {self.total:,} parameters will train."
-
-
-def stages(model: torch.nn.Module) -> list[Stage]:
-    """The backbone's stages from the input, as timm groups them; the classifier is left out.
-
-    Grouping parameters (not modules) keeps tensors owned by the model itself, such as a ViT's
-    cls_token and pos_embed, in the stage timm puts them in (the stem)."""
-    head = set(classifier_keys(model))
-    sizes = {n: p.numel() for n, p in model.named_parameters()}
-    groups = group_parameters(model, model.group_matcher(coarse=True)).values()
-    out = []
-    for i, names in enumerate(groups):
-        names = tuple(n for n in names if n not in head)
-        if names:
-            out.append(
-                Stage(_stage_label(names, first=i == 0), names, sum(sizes[n] for n in names))
-            )
-    return out
-
-
-def _stage_label(names: tuple[str, ...], first: bool) -> str:
-    """A short readable name: the modules' shared path ('layer3', 'blocks.11'), else a list."""
-    paths = [n.split(".")[:-1] or [n] for n in names]
-    common = os.path.commonprefix(paths)
-    if common:
-        label = ".".join(common[:2])
-    else:
-        prefixes = list(
-            dict.fromkeys(
-                ".".join(p[:2] if len(p) > 1 and p[1].isdigit() else p[:1]) for p in paths
-            )
-        )
-        label = " + ".join(prefixes[:3]) + (" …" if len(prefixes) > 3 else "")
-    return f"stem: {label}" if first and not label.startswith("stem") else label
-
-
+# ----------------------------------------------------------------------------- freeze previews
 @lru_cache(maxsize=32)
 def _meta_model(name: str, num_classes: int) -> torch.nn.Module:
     with torch.device("meta"):
@@ -407,44 +330,3 @@ def saved_bytes(name: str, num_classes: int, freeze: int | str) -> int:
     plan = freeze_plan(model, freeze)
     weights = 4 * sum(t.numel() for t in (*model.parameters(), *model.buffers()))
     return weights if plan.depth == len(plan.stages) else 2 * weights + 8 * plan.trainable
-
-
-def resolve_depth(model: torch.nn.Module, depth: int | str) -> int:
-    n = len(stages(model))
-    if isinstance(depth, str):
-        if depth.strip().lower() == "all":
-            return n
-        if not depth.strip().lstrip("-").isdigit():
-            raise ModelError(f"Freeze depth '{depth}' must be a number from 0 to {n}, or 'all'.")
-        depth = int(depth)
-    if not 0 <= depth <= n:
-        raise ModelError(
-            f"Freeze depth {depth} is out of range: this model has {n} stages, "
-            f"so use 0 to {n} (or 'all')."
-        )
-    return depth
-
-
-def freeze_plan(model: torch.nn.Module, depth: int | str) -> FreezePlan:
-    all_stages = tuple(stages(model))
-    depth = resolve_depth(model, depth)
-    frozen = sum(s.size for s in all_stages[:depth])
-    total = sum(p.numel() for p in model.parameters())
-    return FreezePlan(all_stages, depth, total - frozen, total)
-
-
-def apply_freeze(model: torch.nn.Module, plan: FreezePlan) -> None:
-    """Turn off gradients of the frozen stages; `set_train_mode` keeps their BatchNorm still."""
-    frozen = {n for stage in plan.frozen for n in stage.params}
-    for name, param in model.named_parameters():
-        param.requires_grad_(name not in frozen)
-
-
-def set_train_mode(model: torch.nn.Module) -> None:
-    """model.train(), except that any module whose parameters are all frozen runs in eval mode,
-    so frozen BatchNorm statistics do not move and frozen dropout does not fire."""
-    model.train()
-    for module in model.modules():
-        params = list(module.parameters())
-        if params and not any(p.requires_grad for p in params):
-            module.eval()

@@ -1,12 +1,10 @@
-"""The model card of a run, and the usage code it shows (also shown on the page).
+"""The model card of a run: the README.md of its Hugging Face repository.
 
     text = model_card("runs/mine", repo_id="me/flowers")   # README.md: metadata and prose
-    print(usage_snippet("runs/mine"))                     # timm code that loads the local run
-    print(onnx_snippet("runs/mine"))                      # the same with ONNX Runtime
-    public_record("runs/mine")                            # run.json with local paths cut
+    base_model(run_info)                                   # the hub weights it started from
 
-What is published never names the computer it was trained on: the app's record and the card
-cut local paths to their last part.
+The card shows the code that loads the model (`snippets`) and never names the computer it was
+trained on: local paths in it are cut to their last part as in the published record (`public`).
 """
 
 from __future__ import annotations
@@ -21,81 +19,13 @@ import pandas as pd
 
 from .. import runs
 from .onnx import ONNX_FILE
+from .public import public_text
+from .snippets import PHOTO, onnx_snippet, usage_snippet  # noqa: F401  (PHOTO: tests read it here)
 
 MATRIX_IMAGE = "confusion_matrix.png"  # the picture of the confusion matrix the card shows
 
 
 TAGS = ["image-classification", "timm", "tlapp"]
-
-
-PHOTO = "photo.jpg"  # the image the snippets classify
-
-
-# TrainConfig settings that are paths on the computer that trained the run.
-PATH_SETTINGS = ("data", "out", "runs_root", "cache_dir", "corrections", "weights")
-
-
-WEIGHT_WORDS = {"auto", "pretrained", "none", ""}
-
-
-TIMM_SNIPPET = """\
-import timm
-import torch
-from PIL import Image
-from timm.data import create_transform, resolve_data_config
-
-model = timm.create_model({source}, pretrained=True).eval()
-transform = create_transform(**resolve_data_config(model=model))
-image = transform(Image.open("{photo}").convert("RGB")).unsqueeze(0)
-with torch.inference_mode():
-    probabilities = model(image).softmax(dim=-1)[0]
-label = model.pretrained_cfg["label_names"][int(probabilities.argmax())]
-print(label, f"{{float(probabilities.max()):.1%}}")
-"""
-
-
-ONNX_SNIPPET = """\
-import json
-
-import onnxruntime as ort
-from PIL import Image
-from timm.data import create_transform
-{download}
-session = ort.InferenceSession({path}, providers=["CPUExecutionProvider"])
-meta = {{k: json.loads(v) for k, v in session.get_modelmeta().custom_metadata_map.items()}}
-keys = ("input_size", "mean", "std", "crop_pct", "crop_mode", "interpolation")
-transform = create_transform(**{{k: meta[k] for k in keys if k in meta}})
-pixels = transform(Image.open("{photo}").convert("RGB")).unsqueeze(0).numpy()
-onnx_label = meta["classes"][int(session.run(None, {{"input": pixels}})[0][0].argmax())]
-print(onnx_label)
-"""
-
-
-# ----------------------------------------------------------------------------- snippets
-def usage_snippet(run_dir: str | os.PathLike, repo_id: str | None = None) -> str:
-    """Python that loads the model with timm and classifies one image: from the hub repository
-    `repo_id`, or from the run folder itself (`local-dir:`) when there is none."""
-    source = f"hf-hub:{repo_id}" if repo_id else f"local-dir:{_posix(run_dir)}"
-    return TIMM_SNIPPET.format(source=json.dumps(source), photo=PHOTO)
-
-
-def onnx_snippet(run_dir: str | os.PathLike, repo_id: str | None = None) -> str:
-    """The same with ONNX Runtime and the run's model.onnx; empty when it has none."""
-    if not (Path(run_dir) / ONNX_FILE).is_file():
-        return ""
-    if repo_id:
-        download = (
-            "from huggingface_hub import hf_hub_download\n\n"
-            f"path = hf_hub_download({json.dumps(repo_id)}, {json.dumps(ONNX_FILE)})"
-        )
-        path = "path"
-    else:
-        download, path = "", json.dumps(f"{_posix(run_dir)}/{ONNX_FILE}")
-    return ONNX_SNIPPET.format(download=download + "\n" if download else "", path=path, photo=PHOTO)
-
-
-def _posix(run_dir: str | os.PathLike) -> str:
-    return Path(run_dir).resolve().as_posix()
 
 
 # ----------------------------------------------------------------------------- the card
@@ -235,18 +165,33 @@ def _pct(value: float) -> str:
 def _body(
     run_dir: Path, info: dict, scores: dict, name: str, base: str | None, repo_id: str | None
 ) -> str:
+    """The card's prose under its YAML metadata, section by section."""
     classes = [str(c) for c in info.get("classes", [])]
-    config = info.get("config", {})
     images = (info.get("dataset") or {}).get("images", {})
     total = sum(int(images.get(s) or 0) for s in ("train", "val", "test"))
     val_images = int(images.get("val") or 0)
+    onnx = onnx_snippet(run_dir, repo_id)
+    out = _introduction(info, name, base, classes, total)
+    out += _how_to_use(run_dir, repo_id, onnx)
+    out += _training_data(info, images, total, len(classes))
+    out += _training_recipe(run_dir, info, scores)
+    out += _results(run_dir, scores, val_images)
+    out += _limitations(classes, total, val_images)
+    out += _files(onnx)
+    return "\n".join(out) + "\n"
+
+
+def _introduction(
+    info: dict, name: str, base: str | None, classes: list[str], total: int
+) -> list[str]:
+    """The title, what the model is and where it started from, and its classes by index."""
     arch = info.get("arch", "")
     start = (
         f"fine-tuned from the pretrained weights [`{base}`](https://huggingface.co/{base})"
         if base
         else f"trained from {_md(_weights_sentence(info))}"
     )
-    out = [
+    return [
         f"# {_md(name)}",
         "",
         f"An image classifier that tells apart {len(classes)} classes, trained with tlapp on "
@@ -259,6 +204,12 @@ def _body(
         "",
         *(f"{i}. {_md(c)}" for i, c in enumerate(classes)),
         "",
+    ]
+
+
+def _how_to_use(run_dir: Path, repo_id: str | None, onnx: str) -> list[str]:
+    """The timm snippet, and the ONNX Runtime one when the run was exported."""
+    out = [
         "## How to use it",
         "",
         "With timm (`pip install timm`):",
@@ -268,7 +219,6 @@ def _body(
         "```",
         "",
     ]
-    onnx = onnx_snippet(run_dir, repo_id)
     if onnx:
         out += [
             f"The repository also holds `{ONNX_FILE}`, checked against the PyTorch model on the "
@@ -281,10 +231,15 @@ def _body(
             "```",
             "",
         ]
-    out += [
+    return out
+
+
+def _training_data(info: dict, images: dict, total: int, classes: int) -> list[str]:
+    """How many images each split had (the images themselves are never published)."""
+    out = [
         "## Training data",
         "",
-        f"{total} labelled images of {len(classes)} classes, supplied by the model's owner "
+        f"{total} labelled images of {classes} classes, supplied by the model's owner "
         "(they are not published here):",
         "",
         "| split | images |",
@@ -299,28 +254,41 @@ def _body(
     skipped = (info.get("dataset") or {}).get("skipped_files")
     if skipped:
         out += [f"{skipped} files could not be read as images and were left out.", ""]
-    out += ["## Training recipe", ""]
+    return out
+
+
+def _training_recipe(run_dir: Path, info: dict, scores: dict) -> list[str]:
+    """The recipe's own lines, then the settings that reproduce the run."""
+    out = ["## Training recipe", ""]
     out += [f"- {_md(line)}" for line in info.get("recipe") or []]
     if info.get("head_fit"):
         out.append(f"- {_md(info['head_fit'])}")
-    settings = [
-        f"starting weights: {_md(_public(info.get('weights_used', ''), info, run_dir))}",
-        f"frozen: {_md((info.get('freeze') or {}).get('description', config.get('freeze', '')))}",
-        f"image size {config.get('img_size', '?')}, batch size "
-        f"{info.get('batch_size_used') or config.get('batch_size', '?')}, "
-        f"epochs: {config.get('epochs', '?')}, learning rate {config.get('lr', '?')}",
-        f"augmentation: {'on' if config.get('augment') else 'off'}",
-    ]
+    settings = _settings(run_dir, info)
     if scores["epoch"] is not None:
         which = " (phase one's fitted head)" if scores["epoch"] == 0 else ""
         settings.append(f"kept: epoch {scores['epoch']}{which}, the best on validation")
     versions = info.get("versions") or {}
     if versions:
         settings.append(", ".join(f"{k} {v}" for k, v in versions.items()))
-    out += ["", "Settings:", "", *(f"- {line}" for line in settings), ""]
-    out += _results(run_dir, scores, val_images)
-    out += _limitations(classes, total, val_images)
-    out += [
+    return out + ["", "Settings:", "", *(f"- {line}" for line in settings), ""]
+
+
+def _settings(run_dir: Path, info: dict) -> list[str]:
+    """Starting weights (local paths cut), freeze, size, batch, epochs, rate, augmentation."""
+    config = info.get("config", {})
+    return [
+        f"starting weights: {_md(public_text(info.get('weights_used', ''), info, run_dir))}",
+        f"frozen: {_md((info.get('freeze') or {}).get('description', config.get('freeze', '')))}",
+        f"image size {config.get('img_size', '?')}, batch size "
+        f"{info.get('batch_size_used') or config.get('batch_size', '?')}, "
+        f"epochs: {config.get('epochs', '?')}, learning rate {config.get('lr', '?')}",
+        f"augmentation: {'on' if config.get('augment') else 'off'}",
+    ]
+
+
+def _files(onnx: str) -> list[str]:
+    """What the repository holds, file by file."""
+    out = [
         "## Files",
         "",
         "- `config.json`, `model.safetensors`: the model, as timm loads it",
@@ -330,7 +298,7 @@ def _body(
     ]
     if onnx:
         out.append(f"- `{ONNX_FILE}`: the model for ONNX Runtime")
-    return "\n".join(out) + "\n"
+    return out
 
 
 SPLITS = (("train", "training"), ("val", "validation"), ("test", "test"))
@@ -350,12 +318,15 @@ def _results(run_dir: Path, scores: dict, val_images: int) -> list[str]:
         said = ", ".join(f"{METRIC_NAMES[k]} **{_pct(v)}**" for k, v in test.items())
         count = scores.get("test_images")
         count = f"{count} " if count else ""
-        interval = scores.get("test_interval")
-        interval = f" (accuracy's 95% interval: {_pct(interval[0])} to {_pct(interval[1])})"
+        low_high = scores.get("test_interval")  # runs from before intervals have none
+        interval = (
+            f" (accuracy's 95% interval: {_pct(low_high[0])} to {_pct(low_high[1])})"
+            if low_high
+            else ""
+        )
         out += [
             f"On the {count}test images, used neither for training nor for choosing the "
-            f"model and scored once at the end: {said}"
-            f"{interval if scores.get('test_interval') else ''}.",
+            f"model and scored once at the end: {said}{interval}.",
             "",
         ]
     if val:
@@ -413,44 +384,3 @@ def _limitations(classes: list[str], total: int, val_images: int) -> list[str]:
         "shown, labelling mistakes) carries over into its answers.",
         "",
     ]
-
-
-def public_record(run_dir: str | os.PathLike) -> dict:
-    """run.json with the paths of the computer that trained it cut to their last part."""
-    run_dir = Path(run_dir)
-    info = runs.read_config(run_dir)
-    return _scrub(info, _local_paths(run_dir, info))
-
-
-def _local_paths(run_dir: Path, info: dict) -> list[str]:
-    config = info.get("config") or {}
-    found = {str(run_dir), str(run_dir.resolve())}
-    for key in PATH_SETTINGS:
-        value = config.get(key)
-        if isinstance(value, str) and value.strip() and value.strip() not in WEIGHT_WORDS:
-            found.add(value)
-    source = (info.get("dataset") or {}).get("source")
-    if isinstance(source, str) and source:
-        found.add(source)
-    expanded = set()
-    for path in found:
-        expanded |= {path, str(Path(path).resolve()), Path(path).resolve().as_posix()}
-    # Longest first, so a folder inside another is replaced whole.
-    return sorted((p for p in expanded if Path(p).name and p not in (".", "/")), key=len)[::-1]
-
-
-def _scrub(value, paths: list[str]):
-    if isinstance(value, dict):
-        return {k: _scrub(v, paths) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_scrub(v, paths) for v in value]
-    if isinstance(value, str):
-        for path in paths:
-            if path in value:
-                value = value.replace(path, Path(path).name)
-        return value
-    return value
-
-
-def _public(text: str, info: dict, run_dir: Path) -> str:
-    return _scrub(str(text), _local_paths(run_dir, info))

@@ -21,9 +21,10 @@ import tempfile
 from pathlib import Path
 
 from .. import runs
-from .card import MATRIX_IMAGE, model_card, public_record
+from .card import MATRIX_IMAGE, model_card
 from .onnx import ONNX_FILE
 from .picture import confusion_png
+from .public import public_record
 
 CARD = "README.md"
 

@@ -6,6 +6,7 @@ and each usable from the CLI.
 | `embeddings` | the frozen backbone's embeddings of every image, through the run's own cache |
 | `kfold` | how sure is this accuracy? stratified k-fold of the head fit: mean ± spread |
 | `distill` | a trained run taught to a smaller backbone, quantised to int8, all three compared |
+| `teacher`, `measure` | distill's teacher (its run, data and settings) and its comparison table |
 | `pseudo` | do unlabelled images help? self-training on confident pseudo-labels |
 | `adabn` | a trained model on images of another kind: BatchNorm statistics re-estimated (AdaBN) |
 

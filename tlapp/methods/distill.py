@@ -20,28 +20,16 @@ The best epoch on the validation split is kept; the folder is a normal run folde
 with a `distillation` record: teacher, temperature, alpha, epochs, validation metrics; timm's
 config.json; model.safetensors; metrics.csv), without the resume checkpoint.
 
-Quantisation: dynamic int8 through ONNX Runtime's `quantize_dynamic` (`export_onnx(run,
-quantize=True)`, which keeps it only if at least 98% of the validation images keep their top-1
-class; otherwise the table says it was refused, and why). This is the one that serves CNNs:
-ONNX Runtime quantises the weights of convolutions as well as of linear layers, so a CNN's file
-shrinks about four times (`bench/methods.py` reports the sizes), whereas
-`torch.ao.quantization.quantize_dynamic` quantises only `nn.Linear` (and recurrent) layers, which
-in a CNN is the classifier alone. Dynamic int8 convolutions (ConvInteger) save size, not
-necessarily time: on a CPU they can run slower than the float ONNX file, so the int8 row's note
-gives the float ONNX latency beside it. Teacher and student latencies are PyTorch's (fp32, eval mode), the
-int8 row's ONNX Runtime's, each at batch 1 with the thread count torch is set to: the median of
-`timed_runs` calls after a warm-up, preprocessing excluded.
+The table (`measure.compare`) sets teacher, student and the student quantised to int8 side by
+side; `measure` says how the int8 file is made and how sizes and latencies are taken.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import shutil
-import statistics
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,15 +41,15 @@ import torch.nn.functional as F
 
 from .. import runs
 from ..config import make_config
-from ..data import DataError, Dataset, image_files
+from ..data import Dataset
 from ..geometry import eval_geometry
 from ..models import check_name, load_run
-from ..predict import Predictor
 from ..train.batches import BatchFeed, DecodedImages, ImageSource, to_model_input
 from ..train.callbacks import Progress, RunWriter
 from ..train.features import image_feed
 from ..train.loop import Trainer
-from .pseudo import _usable
+from .measure import compare
+from .teacher import inherited_settings, teacher_dataset, teacher_record, unlabelled_images
 
 REPORT = "distillation.csv"  # the table, kept in the student's run folder
 
@@ -222,62 +210,30 @@ def distill(
 ) -> DistillReport:
     """Teach `student_model` the finished run `teacher_run`; write the student's run folder
     (`out`, or a new folder beside the teacher's) and compare the two and the int8 student."""
-    if temperature <= 0:
-        raise ValueError("The temperature must be above 0 (try 4).")
-    if not 0 <= alpha <= 1:
-        raise ValueError("alpha, the weight of the true labels, must be between 0 and 1.")
+    _check_loss_settings(temperature, alpha)
     check_name(student_model)
     teacher_dir = Path(teacher_run)
-    info = runs.read_config(teacher_dir)
-    if not (teacher_dir / runs.WEIGHTS).is_file():
-        raise runs.RunError(f"The run in '{teacher_dir}' has no saved model yet to teach with.")
+    info = teacher_record(teacher_dir)
     recorded = info.get("config", {})
     with contextlib.ExitStack() as stack:
-        dataset = _teacher_dataset(recorded, info["classes"], stack)
-        extra, left_out = _unlabelled(unlabelled_paths or [], dataset)
-        settings = {
-            k: recorded[k]
-            for k in (
-                "batch_size",
-                "augment",
-                "val_fraction",
-                "test_fraction",
-                "seed",
-                "device",
-                "precision",
-                "memory_budget_gb",
-                "corrections",
-                "runs_root",
-            )
-            if k in recorded
-        }
-        settings.setdefault("test_fraction", 0.0)  # a teacher from before test shares had none
+        dataset = teacher_dataset(recorded, info["classes"], stack)
+        extra, left_out = unlabelled_images(unlabelled_paths or [], dataset)
+        settings = inherited_settings(recorded)
         size = img_size or recorded.get("img_size") or info["data_config"]["input_size"][-1]
-        run_dir = Path(out) if out else runs.new_run_dir(teacher_dir.parent, student_model)
-        created = not out or not run_dir.exists()
-        run_dir.mkdir(parents=True, exist_ok=True)
+        run_dir, created = _student_folder(out, teacher_dir, student_model)
+        asked = {"lr": lr, "batch_size": batch_size}  # what the call sets over the teacher's
         config = make_config(
-            **settings,
-            data=str(recorded.get("data", "")),
-            model=student_model,
-            weights=weights,
-            freeze=0,
-            recipe="one-phase",
-            epochs=epochs,
-            img_size=size,
-            label_smoothing=0.0,
-            out=str(run_dir),
-            **({"lr": lr} if lr else {}),
-            **({"batch_size": batch_size} if batch_size else {}),
+            **{
+                **settings,
+                **_student_settings(recorded, student_model, weights, epochs, size, run_dir),
+                **{k: v for k, v in asked.items() if v},
+            }
         )
-        callbacks: list = [RunWriter(run_dir)]
-        if progress:
-            callbacks += [Progress(progress), _Epochs(progress)]
         trainer = DistillTrainer(
             config,
             dataset,
             run_dir,
-            callbacks,
+            _callbacks(run_dir, progress),
             stop_event or threading.Event(),
             teacher_dir,
             extra,
@@ -285,186 +241,117 @@ def distill(
             alpha,
         )
         status = trainer.fit()
-        if trainer.best_epoch is None:
-            if created:  # nothing worth keeping
-                shutil.rmtree(run_dir, ignore_errors=True)
-            raise runs.RunError(
-                f"{trainer.stop_message} No epoch finished, so there is no student.".strip()
-            )
-        shutil.rmtree(run_dir / runs.CHECKPOINT, ignore_errors=True)  # no resume: no checkpoint
-        best = next(r for r in runs.read_metrics(run_dir) if r["epoch"] == trainer.best_epoch)
-        record = {
-            "teacher": str(teacher_dir.resolve()),
-            "teacher_arch": info["arch"],
-            "temperature": temperature,
-            "alpha": alpha,
-            "epochs": epochs,
-            "labelled_images": len(dataset.split("train")),
-            "unlabelled_images": len(extra),
-            "unlabelled_left_out": left_out,
-            "best_epoch": trainer.best_epoch,
-            "val_accuracy": best["val_accuracy"],
-            "val_macro_f1": best["val_macro_f1"],
-            "val_loss": best["val_loss"],
-        }
-        saved = runs.read_config(run_dir)
-        saved["distillation"] = record
-        saved["method"] = f"distilled from {info['arch']} (T {temperature:g}, alpha {alpha:g})"
-        saved["recipe"] = [
-            f"Distilled from {info['arch']} ({teacher_dir.name}) for {epochs} epochs: "
-            f"KL divergence to the teacher's logits at temperature {temperature:g} (scaled by "
-            f"T²), mixed with cross-entropy on the true labels with weight {alpha:g}."
-        ]
-        runs.write_config(run_dir, saved)
-        if progress:
-            progress("Comparing teacher and student", 0, 1)
-        table, note = compare(teacher_dir, run_dir, dataset, timed_runs)
-        runs.write_csv(run_dir / REPORT, table)
-        if progress:
-            progress("Comparing teacher and student", 1, 1)
+        _keep_the_student(trainer, run_dir, created)
+        _record_distillation(trainer, run_dir, info, epochs, left_out)
+        table, note = _compare_and_save(teacher_dir, run_dir, dataset, timed_runs, progress)
+    return DistillReport(
+        run_dir, teacher_dir, status, _message(trainer, status, run_dir, note), table
+    )
+
+
+def _check_loss_settings(temperature: float, alpha: float) -> None:
+    if temperature <= 0:
+        raise ValueError("The temperature must be above 0 (try 4).")
+    if not 0 <= alpha <= 1:
+        raise ValueError("alpha, the weight of the true labels, must be between 0 and 1.")
+
+
+def _student_settings(
+    recorded: dict, student_model: str, weights: str, epochs: int, size: int, run_dir: Path
+) -> dict:
+    """Where the student's config differs from the teacher's: its model, weights, epochs, image
+    size and folder; the teacher's data; nothing frozen, one phase, no label smoothing."""
+    return {
+        "data": str(recorded.get("data", "")),
+        "model": student_model,
+        "weights": weights,
+        "freeze": 0,
+        "recipe": "one-phase",
+        "epochs": epochs,
+        "img_size": size,
+        "label_smoothing": 0.0,
+        "out": str(run_dir),
+    }
+
+
+def _student_folder(out, teacher_dir: Path, student_model: str) -> tuple[Path, bool]:
+    """`out`, or a new folder beside the teacher's; and whether it was made here (a folder made
+    for a student that never finished an epoch is removed again)."""
+    run_dir = Path(out) if out else runs.new_run_dir(teacher_dir.parent, student_model)
+    created = not out or not run_dir.exists()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir, created
+
+
+def _callbacks(run_dir: Path, progress) -> list:
+    """The run folder's writer, and the caller's progress (steps, then epochs) when given."""
+    callbacks: list = [RunWriter(run_dir)]
+    if progress:
+        callbacks += [Progress(progress), _Epochs(progress)]
+    return callbacks
+
+
+def _keep_the_student(trainer: DistillTrainer, run_dir: Path, created: bool) -> None:
+    """Raise when no epoch finished (removing a folder made for nothing); otherwise drop the
+    resume checkpoint, since a distillation is not resumed."""
+    if trainer.best_epoch is None:
+        if created:  # nothing worth keeping
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise runs.RunError(
+            f"{trainer.stop_message} No epoch finished, so there is no student.".strip()
+        )
+    shutil.rmtree(run_dir / runs.CHECKPOINT, ignore_errors=True)  # no resume: no checkpoint
+
+
+def _record_distillation(
+    t: DistillTrainer, run_dir: Path, info: dict, epochs: int, left_out: int
+) -> None:
+    """The student's run.json with its `distillation` record, method and recipe."""
+    best = next(r for r in runs.read_metrics(run_dir) if r["epoch"] == t.best_epoch)
+    temperature, alpha = t.temperature, t.alpha
+    record = {
+        "teacher": str(t.teacher_dir.resolve()),
+        "teacher_arch": info["arch"],
+        "temperature": temperature,
+        "alpha": alpha,
+        "epochs": epochs,
+        "labelled_images": len(t.dataset.split("train")),
+        "unlabelled_images": len(t.extra),
+        "unlabelled_left_out": left_out,
+        "best_epoch": t.best_epoch,
+        "val_accuracy": best["val_accuracy"],
+        "val_macro_f1": best["val_macro_f1"],
+        "val_loss": best["val_loss"],
+    }
+    saved = runs.read_config(run_dir)
+    saved["distillation"] = record
+    saved["method"] = f"distilled from {info['arch']} (T {temperature:g}, alpha {alpha:g})"
+    saved["recipe"] = [
+        f"Distilled from {info['arch']} ({t.teacher_dir.name}) for {epochs} epochs: "
+        f"KL divergence to the teacher's logits at temperature {temperature:g} (scaled by "
+        f"T²), mixed with cross-entropy on the true labels with weight {alpha:g}."
+    ]
+    runs.write_config(run_dir, saved)
+
+
+def _compare_and_save(
+    teacher_dir: Path, run_dir: Path, dataset: Dataset, timed_runs: int, progress
+) -> tuple[pd.DataFrame, str]:
+    """The comparison table, also written to the student's folder (REPORT)."""
+    if progress:
+        progress("Comparing teacher and student", 0, 1)
+    table, note = compare(teacher_dir, run_dir, dataset, timed_runs)
+    runs.write_csv(run_dir / REPORT, table)
+    if progress:
+        progress("Comparing teacher and student", 1, 1)
+    return table, note
+
+
+def _message(trainer: DistillTrainer, status: str, run_dir: Path, note: str) -> str:
+    """Where the student is, led by why training ended early or started from random weights."""
     message = f"The student's run folder: {run_dir}. {note}".strip()
     if trainer.weights.fell_back:  # pretrained weights were asked for and could not be had
         message = f"Student: {trainer.weights.note} {message}"
     if status != "done":
         message = f"{trainer.stop_message} {message}"
-    return DistillReport(run_dir, teacher_dir, status, message, table)
-
-
-def _teacher_dataset(recorded: dict, classes: list[str], stack: contextlib.ExitStack) -> Dataset:
-    """The teacher's data as its run split it (recorded path, validation fraction, seed)."""
-    try:
-        dataset = runs.recorded_dataset(recorded, stack)
-    except FileNotFoundError:
-        raise runs.RunError(
-            f"The teacher's training images are no longer at '{recorded.get('data', '')}': "
-            "the student learns from them, so put them back first."
-        ) from None
-    dataset.check()
-    if dataset.classes != list(classes):
-        raise runs.RunError(
-            "The teacher's data no longer has the classes it was trained on "
-            f"({', '.join(classes)}; now {', '.join(dataset.classes)})."
-        )
-    return dataset
-
-
-def _unlabelled(paths: list, dataset: Dataset) -> tuple[list[str], int]:
-    """Readable unlabelled images that are not copies of the dataset's own (a validation image
-    taught by the teacher would make the validation score optimistic), as self-training keeps."""
-    if not paths:
-        return [], 0
-    files = [str(p) for p in image_files(paths)]
-    kept, skipped = _usable(dataset, files)
-    if not kept:
-        raise DataError(
-            f"None of the {len(files)} unlabelled files is a new readable image (copies of the "
-            "dataset's own images are left out)."
-        )
-    return kept, len(skipped)
-
-
-# ----------------------------------------------------------------------------- measuring
-def compare(
-    teacher_dir: Path, student_dir: Path, dataset: Dataset, timed_runs: int = 50
-) -> tuple[pd.DataFrame, str]:
-    """The three rows: file size, CPU latency at batch 1 and validation accuracy, each model
-    through its own predictor (timm's evaluation transform) on the validation split."""
-    from ..export.onnx import INT8_FILE, OnnxPredictor, export_onnx
-
-    val = dataset.split("val")
-    paths, targets = val["path"].tolist(), dataset.targets("val")
-    rows = []
-    for name, folder in (("teacher", teacher_dir), ("student", student_dir)):
-        predictor = Predictor(folder)
-        rows.append(
-            {
-                "model": name,
-                "architecture": predictor.info["arch"],
-                "file": runs.WEIGHTS,
-                "size (MB)": (folder / runs.WEIGHTS).stat().st_size / 1e6,
-                "CPU latency (ms)": latency_ms(predictor, paths[0], timed_runs),
-                "val accuracy": accuracy(predictor, paths, targets),
-                "note": "PyTorch, fp32",
-            }
-        )
-    int8 = {"model": "student int8", "architecture": rows[1]["architecture"], "file": INT8_FILE}
-    try:
-        exported = export_onnx(student_dir, quantize=True)
-    except (ValueError, runs.RunError) as err:  # RunError is a ValueError too
-        rows.append({**int8, "note": f"refused: {err}"})
-        note = f"The int8 model was refused: {err}"
-    else:
-        predictor = OnnxPredictor(student_dir, int8=True)
-        float_ms = latency_ms(OnnxPredictor(student_dir), paths[0], timed_runs)
-        rows.append(
-            {
-                **int8,
-                "size (MB)": exported.int8.size_bytes / 1e6,
-                "CPU latency (ms)": latency_ms(predictor, paths[0], timed_runs),
-                "val accuracy": accuracy(predictor, paths, targets),
-                "note": f"ONNX Runtime, dynamic int8: top-1 agreement with the student "
-                f"{exported.int8.agreement:.1%}; the float {exported.path.name} takes "
-                f"{float_ms:.2f} ms there",
-            }
-        )
-        note = f"ONNX files: {exported.path.name}, {exported.int8.path.name}."
-    table = pd.DataFrame(
-        rows,
-        columns=[
-            "model",
-            "architecture",
-            "file",
-            "size (MB)",
-            "CPU latency (ms)",
-            "val accuracy",
-            "note",
-        ],
-    )
-    return table, note
-
-
-def accuracy(predictor, paths: list[str], targets: np.ndarray, batch: int = 32) -> float:
-    """Top-1 accuracy of a Predictor (or OnnxPredictor) on labelled image files."""
-    if not paths:
-        return math.nan
-    predicted = np.concatenate(
-        [
-            predictor.probabilities(paths[i : i + batch]).argmax(1)
-            for i in range(0, len(paths), batch)
-        ]
-    )
-    return float((predicted == np.asarray(targets)).mean())
-
-
-def latency_ms(predictor, image: str, timed_runs: int = 50, warmup: int = 5) -> float:
-    """Median milliseconds of one image's forward pass (batch 1, preprocessing excluded), with
-    torch's thread count (ONNX Runtime is given the same)."""
-    x = predictor.batch([image])
-    session = getattr(predictor, "session", None)
-    if session is not None:
-        import onnxruntime as ort
-
-        from ..export.onnx import INPUT, OUTPUT
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()
-        session = ort.InferenceSession(
-            str(predictor.path), options, providers=["CPUExecutionProvider"]
-        )
-        feed = {INPUT: x.numpy()}
-        run = lambda: session.run([OUTPUT], feed)  # noqa: E731
-    else:
-        model = predictor.model
-
-        def run():
-            with torch.inference_mode():
-                model(x)
-
-    for _ in range(warmup):
-        run()
-    times = []
-    for _ in range(max(1, timed_runs)):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000
+    return message

@@ -16,6 +16,7 @@ image among the training rows would flatter the accuracy).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -69,12 +70,7 @@ def self_train(
 ) -> SelfTraining:
     """Pseudo-label the unlabelled images (files or folders) where the head is at least
     `threshold` sure, and compare validation accuracy without and with them."""
-    if not 0 < threshold <= 1:
-        raise ValueError("The threshold is a probability: above 0 and at most 1 (try 0.9).")
-    if rounds < 1:
-        raise ValueError("Self-training needs at least one round.")
-    if not len(dataset.split("val")):
-        raise DataError("Self-training is judged on the validation split, and it is empty.")
+    _check_settings(dataset, threshold, rounds)
     paths, skipped = _usable(dataset, [str(p) for p in image_files(unlabelled_paths)])
     if not paths:
         raise DataError("No usable unlabelled images: give a folder of images of the same classes.")
@@ -82,14 +78,46 @@ def self_train(
     x, y = f.train[:, 0].float(), f.train_targets.long()
     unlabelled = unlabelled.float()
     classes = len(dataset.classes)
+    fit = functools.partial(_fit_head, config, classes)
+    first = fit(x, y)
+    head, label, confidence, taken, used_rounds = _label_rounds(
+        fit, first, x, y, unlabelled, threshold, rounds
+    )
+    return SelfTraining(
+        threshold,
+        used_rounds,
+        list(dataset.classes),
+        _pseudo_labels(paths, dataset.classes, label, confidence, taken),
+        _per_class(dataset.classes, y, label[taken]),
+        skipped,
+        len(f.val_targets),
+        _accuracy(first, f.val, f.val_targets),
+        _accuracy(head, f.val, f.val_targets),
+        head,
+    )
 
-    def fit(rows, targets) -> HeadFit:
-        if config.head == "prototypes":
-            return fit_prototypes(rows, targets, classes)
-        weight = _balanced(targets, classes) if config.balance_classes else None
-        return fit_linear_head(rows, targets, classes, weight, config.seed)
 
-    head = first = fit(x, y)
+def _check_settings(dataset: Dataset, threshold: float, rounds: int) -> None:
+    if not 0 < threshold <= 1:
+        raise ValueError("The threshold is a probability: above 0 and at most 1 (try 0.9).")
+    if rounds < 1:
+        raise ValueError("Self-training needs at least one round.")
+    if not len(dataset.split("val")):
+        raise DataError("Self-training is judged on the validation split, and it is empty.")
+
+
+def _fit_head(config: TrainConfig, classes: int, rows, targets) -> HeadFit:
+    """The head the run's config asks for, fitted on these embedding rows."""
+    if config.head == "prototypes":
+        return fit_prototypes(rows, targets, classes)
+    weight = _balanced(targets, classes) if config.balance_classes else None
+    return fit_linear_head(rows, targets, classes, weight, config.seed)
+
+
+def _label_rounds(fit, head: HeadFit, x, y, unlabelled, threshold: float, rounds: int):
+    """Up to `rounds` rounds of labelling the unlabelled rows with the head and fitting it again
+    on the sure ones; (head, label, confidence, taken, rounds that took pseudo-labels). The
+    labels returned are the last round's that changed the head, or the first when none did."""
     label, confidence, taken, used_rounds = None, None, None, 0
     for _ in range(rounds):
         new_confidence, new_label = F.linear(unlabelled, head.weight, head.bias).softmax(1).max(1)
@@ -105,32 +133,29 @@ def self_train(
             fit(torch.cat([x, unlabelled[taken]]), torch.cat([y, label[taken]])),
             used_rounds + 1,
         )
-    pseudo = pd.DataFrame(
+    return head, label, confidence, taken, used_rounds
+
+
+def _pseudo_labels(paths, classes: list[str], label, confidence, taken) -> pd.DataFrame:
+    """Every unlabelled image: path, label, confidence, taken."""
+    return pd.DataFrame(
         {
             "path": paths,
-            "label": [dataset.classes[i] for i in label.tolist()],
+            "label": [classes[i] for i in label.tolist()],
             "confidence": confidence.numpy(),
             "taken": taken.numpy(),
         }
     )
-    per_class = pd.DataFrame(
+
+
+def _per_class(classes: list[str], y: torch.Tensor, pseudo: torch.Tensor) -> pd.DataFrame:
+    """Per class: labelled training images and pseudo-labelled ones taken."""
+    return pd.DataFrame(
         {
-            "class": dataset.classes,
-            "labelled": np.bincount(y.numpy(), minlength=classes),
-            "pseudo_labelled": np.bincount(label[taken].numpy(), minlength=classes),
+            "class": classes,
+            "labelled": np.bincount(y.numpy(), minlength=len(classes)),
+            "pseudo_labelled": np.bincount(pseudo.numpy(), minlength=len(classes)),
         }
-    )
-    return SelfTraining(
-        threshold,
-        used_rounds,
-        list(dataset.classes),
-        pseudo,
-        per_class,
-        skipped,
-        len(f.val_targets),
-        _accuracy(first, f.val, f.val_targets),
-        _accuracy(head, f.val, f.val_targets),
-        head,
     )
 
 

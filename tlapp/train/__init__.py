@@ -7,6 +7,7 @@
 |---|---|
 | `recipes` | what a run starts from and how it is staged: model, freeze, optimiser, schedule |
 | `loop` | `Trainer`: the epoch/batch loop and its events, out-of-memory retry, checkpoints |
+| `scores` | each epoch's validation scores and the kept model's test score, from logits |
 | `features` | what the loop trains on: decoded-image batches, or cached embeddings for head only |
 | `batches` | decode each image once, augment tensors, uint8 batches normalised on the device |
 | `callbacks` | `LiveState` (the snapshot) and `RunWriter` (the run folder) |

@@ -19,10 +19,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .. import metrics, runs
+from .. import runs
 from ..config import TrainConfig
 from ..data import Dataset
-from ..models import set_train_mode
+from ..freeze import set_train_mode
 from . import distributed
 from .batches import BatchFeed, ImageSource
 from .features import gather_features, image_feed, image_source
@@ -38,6 +38,7 @@ from .hardware import (
 from .head import fittable, set_linear_head
 from .recipes import class_weights, make_optimizer, make_scheduler, setup_model
 from .reuse import fitted_head
+from .scores import epoch_scores, held_out_score
 from .state import StopTraining
 
 
@@ -195,19 +196,8 @@ class Trainer:
                 predicted = self._predict_images("test", paths)
             except StopTraining:
                 return
-        targets = self.dataset.targets("test")
-        cm = metrics.confusion_matrix(targets, predicted, len(self.dataset.classes))
-        summary, correct = metrics.summary(cm), int(cm.trace())
-        low, high = metrics.wilson_interval(correct, len(paths))
-        self.test_result = {
-            "images": len(paths),
-            "correct": correct,
-            "accuracy": summary["accuracy"],
-            "accuracy_low": low,  # the 95% Wilson interval
-            "accuracy_high": high,
-            "macro_f1": summary["macro_f1"],
-            "epoch": self.best_epoch,
-        }
+        targets, classes = self.dataset.targets("test"), len(self.dataset.classes)
+        self.test_result = held_out_score(targets, predicted, classes, len(paths), self.best_epoch)
 
     def _predict_images(self, split: str, paths: list[str]):
         """The kept model's predicted class of each image, decoded for this alone."""
@@ -385,29 +375,11 @@ class Trainer:
 
     def epoch_metrics(self) -> dict:
         """The row of metrics.csv for this epoch, and the confusion matrix behind it."""
-        preds = self.val_logits.argmax(1).numpy()
-        cm = metrics.confusion_matrix(self.val_targets.numpy(), preds, len(self.dataset.classes))
-        summary = metrics.summary(cm)
-        val_loss = F.cross_entropy(self.val_logits, self.val_targets).item()
-        probabilities = self.val_logits.softmax(1).numpy()
-        ece, reliability = metrics.calibration(probabilities, self.val_targets.numpy())
-        row = {
-            "epoch": self.epoch,
-            "train_loss": self.loss_sum / max(self.seen, 1),
-            "val_loss": val_loss,
-            "val_accuracy": summary["accuracy"],
-            "val_macro_f1": summary["macro_f1"],
-            "val_ece": ece,
-            "lr": max(g["lr"] for g in self.optimizer.param_groups) if self.epoch else None,
-            "phase": "head" if self.epoch == 0 else "fine-tune",
-        }
-        paths = self.dataset.split("val")["path"].tolist()
-        return {
-            "row": row,
-            "confusion": cm,
-            "per_class": metrics.per_class_table(cm, self.dataset.classes),
-            "predictions": metrics.prediction_table(
-                paths, probabilities, self.val_targets.numpy(), self.dataset.classes
-            ),
-            "reliability": reliability,
-        }
+        return epoch_scores(
+            self.epoch,
+            self.val_logits,
+            self.val_targets,
+            self.dataset,
+            train_loss=self.loss_sum / max(self.seen, 1),
+            lr=max(g["lr"] for g in self.optimizer.param_groups) if self.epoch else None,
+        )

@@ -32,7 +32,7 @@ import torch
 
 from ..config import TrainConfig
 from ..data import Dataset, config_dataset
-from ..models import set_train_mode
+from ..freeze import set_train_mode
 from .callbacks import Progress
 from .hardware import is_out_of_memory
 from .loop import Trainer

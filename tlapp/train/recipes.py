@@ -20,7 +20,8 @@ from timm.scheduler import create_scheduler_v2
 
 from ..config import TrainConfig
 from ..data import Dataset
-from ..models import FreezePlan, Weights, apply_freeze, build_model, freeze_plan
+from ..freeze import FreezePlan, apply_freeze, freeze_plan
+from ..models import Weights, build_model
 
 
 @dataclass

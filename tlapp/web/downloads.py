@@ -3,7 +3,7 @@
     launch(app_kwargs={"routes": download_routes(settings)})     # GET /download/<session>/<run>.zip
     html = download_link(settings, run_dir, "Download the model and results")
 
-A finished run's folder is zipped on the fly (`runs.stream_zip`), so the disk holds each model
+A finished run's folder is zipped on the fly (`archive.stream_zip`), so the disk holds each model
 once, not again as a zip and a third time in Gradio's cache. The address names the visitor's
 session folder, a random 128-bit name, the way Gradio's own file addresses name a file: only the
 page that made the run is given it. A run still training is not offered, so a downloaded run is
@@ -21,6 +21,7 @@ from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from .. import runs
+from ..archive import stream_zip
 from .settings import AppSettings
 
 SESSION_NAME = re.compile(r"[0-9a-f]{32}")
@@ -36,9 +37,7 @@ def download_routes(settings: AppSettings) -> list[Route]:
         if problem:
             return PlainTextResponse(problem, status_code=404)
         headers = {"Content-Disposition": f'attachment; filename="{run_dir.name}.zip"'}
-        return StreamingResponse(
-            runs.stream_zip(run_dir), media_type="application/zip", headers=headers
-        )
+        return StreamingResponse(stream_zip(run_dir), media_type="application/zip", headers=headers)
 
     return [Route("/download/{session}/{run}", download, methods=["GET"])]
 

@@ -215,6 +215,28 @@ def train_step(
     data["summary"].change(_when_ready(baseline), inputs, outputs, api_visibility="private")
     stop_btn.click(stop, session, status, concurrency_limit=None, api_name="stop")
     resume_btn.click(_resume_handler(slots), session, [*outputs, resume_btn], api_name="resume")
+    _poll_every_second(settings, session, timer, status, view, [train_btn, stop_btn, resume_btn])
+    data["sample"].click(lambda: gr.Slider(value=64), None, knobs["img_size"])
+    return {
+        "status": status,
+        "matrix": view["matrix"],
+        "start": start,
+        "inputs": inputs,
+        "outputs": outputs,
+    }
+
+
+def _poll_every_second(
+    settings: AppSettings,
+    session: gr.State,
+    timer: gr.Timer,
+    status: gr.Markdown,
+    view: dict,
+    buttons: list,
+) -> None:
+    """Redraw the status, the results panel and the Train, Stop and Resume buttons (in that
+    order: `poll_outputs` returns them so) on each tick of the timer while a run is shown."""
+    train_btn, stop_btn, resume_btn = buttons
     polled = [
         status,
         *(view[k] for k in ("loss_plot", "epoch_plot", "acc_plot", "matrix")),
@@ -236,14 +258,6 @@ def train_step(
         show_progress="hidden",
         api_name="poll",
     )
-    data["sample"].click(lambda: gr.Slider(value=64), None, knobs["img_size"])
-    return {
-        "status": status,
-        "matrix": view["matrix"],
-        "start": start,
-        "inputs": inputs,
-        "outputs": outputs,
-    }
 
 
 # The Train button's inputs after the session, in the order `start` takes them.

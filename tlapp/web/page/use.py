@@ -105,64 +105,73 @@ def take_away(settings: AppSettings, session: gr.State) -> None:
 
 
 def _take_away_layout(settings: AppSettings) -> dict:
+    with gr.Accordion("Take the model away", open=False, elem_id="take-away") as accordion:
+        ui = {**_onnx_export(), **_usage_code(), **_hub_publishing(settings)}
+    return {"accordion": accordion, **ui}
+
+
+def _onnx_export() -> dict:
+    gr.Markdown(
+        "**ONNX**: a single file for ONNX Runtime (phones, servers, other languages), "
+        "checked against the trained model on your validation images before it is kept."
+    )
+    with gr.Row():
+        export = gr.Button("Export to ONNX", elem_id="export-onnx")
+        onnx_file = gr.DownloadButton(
+            "Download model.onnx", visible=False, elem_id="export-onnx-download"
+        )
+    export_report = gr.Markdown(elem_id="export-onnx-report")
+    return {"export": export, "onnx_file": onnx_file, "export_report": export_report}
+
+
+def _usage_code() -> dict:
+    with gr.Row():
+        show_snippet = gr.Button(
+            "Show the code for this run", size="sm", elem_id="usage-snippet-button"
+        )
+    snippet = gr.Code(
+        language="python",
+        label="Use it in Python (replace photo.jpg with your image)",
+        interactive=False,
+        elem_id="usage-snippet",
+    )
+    return {"show_snippet": show_snippet, "snippet": snippet}
+
+
+def _hub_publishing(settings: AppSettings) -> dict:
+    """The repository, token and privacy to publish with. Only an app run for one local user
+    (allow_local_paths) mentions HF_TOKEN and the stored login: that environment is theirs."""
     token_info = (
         "Needs write access (huggingface.co/settings/tokens). Used for this upload only, never "
         "saved or logged."
     )
     if settings.allow_local_paths:
         token_info += " Empty: HF_TOKEN in the environment, or the login of `hf auth login`."
-    with gr.Accordion("Take the model away", open=False, elem_id="take-away") as accordion:
-        gr.Markdown(
-            "**ONNX**: a single file for ONNX Runtime (phones, servers, other languages), "
-            "checked against the trained model on your validation images before it is kept."
+    gr.Markdown(
+        "**Publish to the Hugging Face Hub**: the model, timm's config, the training record "
+        "and the scores, with a model card. Your images and their file names stay here."
+    )
+    with gr.Row():
+        repo = gr.Textbox(
+            label="Repository (name or user/name)",
+            placeholder="my-name/my-classifier",
+            elem_id="hub-repo",
         )
-        with gr.Row():
-            export = gr.Button("Export to ONNX", elem_id="export-onnx")
-            onnx_file = gr.DownloadButton(
-                "Download model.onnx", visible=False, elem_id="export-onnx-download"
-            )
-        export_report = gr.Markdown(elem_id="export-onnx-report")
-        with gr.Row():
-            show_snippet = gr.Button(
-                "Show the code for this run", size="sm", elem_id="usage-snippet-button"
-            )
-        snippet = gr.Code(
-            language="python",
-            label="Use it in Python (replace photo.jpg with your image)",
-            interactive=False,
-            elem_id="usage-snippet",
+        token = gr.Textbox(
+            label="Hugging Face token",
+            type="password",
+            info=token_info,
+            elem_id="hub-token",
         )
-        gr.Markdown(
-            "**Publish to the Hugging Face Hub**: the model, timm's config, the training record "
-            "and the scores, with a model card. Your images and their file names stay here."
+    with gr.Row():
+        private = gr.Checkbox(
+            value=True,
+            label="Private repository (only you can see it)",
+            elem_id="hub-private",
         )
-        with gr.Row():
-            repo = gr.Textbox(
-                label="Repository (name or user/name)",
-                placeholder="my-name/my-classifier",
-                elem_id="hub-repo",
-            )
-            token = gr.Textbox(
-                label="Hugging Face token",
-                type="password",
-                info=token_info,
-                elem_id="hub-token",
-            )
-        with gr.Row():
-            private = gr.Checkbox(
-                value=True,
-                label="Private repository (only you can see it)",
-                elem_id="hub-private",
-            )
-            publish = gr.Button("Publish to the Hub", elem_id="hub-push")
-        published = gr.Markdown(elem_id="hub-result")
+        publish = gr.Button("Publish to the Hub", elem_id="hub-push")
+    published = gr.Markdown(elem_id="hub-result")
     return {
-        "accordion": accordion,
-        "export": export,
-        "onnx_file": onnx_file,
-        "export_report": export_report,
-        "show_snippet": show_snippet,
-        "snippet": snippet,
         "repo": repo,
         "token": token,
         "private": private,
