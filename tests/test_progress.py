@@ -115,12 +115,14 @@ def test_train_shows_every_stage_as_lines_and_json_stays_clean(class_folder, tmp
     lines = out.stderr.splitlines()
     for line in (
         "Scanning images: 36/36",
-        "Decoding training images: 30/30",
+        "Decoding training images: 24/24",  # 36 less 6 for validation and 6 held back to test
         "Computing embeddings: 36/36",
         "Saving the run: 3/3",
     ):
         assert line in lines, out.stderr
     training = [line for line in lines if line.startswith("Training: ")]
-    assert training[-1].startswith("Training: 16/16 (epoch 2/2, loss ")
+    assert training[-1].startswith("Training: 12/12 (epoch 2/2, loss ")
     assert lines.index("Computing embeddings: 36/36") < lines.index(training[-1])
+    totals = {line.split("/")[-1] for line in lines if line.startswith("Computing embeddings")}
+    assert totals == {"36"}  # one count over train, validation and test images
     assert "\r" not in out.stderr  # no redrawn bars in a log

@@ -306,24 +306,24 @@ def _plain_batches(t: Trainer, feed: BatchFeed):
         )
 
 
-def _embed_missing(t: Trainer, paths, missing, views, images: ImageSource | None):
+def _embed_missing(t: Trainer, paths, missing, views, images: ImageSource | None, total=None):
     """[len(missing), views, dim] embeddings, in the order of `missing`."""
     # Counted over all the missing images: training ones first, then validation, then test.
-    progress = lambda done, _: t.report("Computing embeddings", done, len(missing))  # noqa: E731
+    total = total or len(missing)
+    progress = lambda done, _: t.report("Computing embeddings", done, total)  # noqa: E731
     if images is None:
         return _embed_decoding(t, [paths[i] for i in missing], views, progress)
     n_train, n_decoded = (
         len(images.train.images),
         len(t.dataset.split("val")) + len(images.train.images),
     )
-    train = [i for i in missing if i < n_train]
-    val = [i - n_train for i in missing if n_train <= i < n_decoded]
     test = [paths[i] for i in missing if i >= n_decoded]  # not decoded for fine-tuning: now
     if test:
-        after = lambda done, _: progress(len(missing) - len(test) + done, None)  # noqa: E731
-        return _embed_missing(t, paths, missing[: -len(test)], views, images) + list(
-            _embed_decoding(t, test, views, after)
-        )
+        decoded = _embed_missing(t, paths, missing[: -len(test)], views, images, total)
+        after = lambda done, _: progress(total - len(test) + done, None)  # noqa: E731
+        return decoded + list(_embed_decoding(t, test, views, after))
+    train = [i for i in missing if i < n_train]
+    val = [i - n_train for i in missing if i >= n_train]
     done = embed(
         t.model,
         images.train,
