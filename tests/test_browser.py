@@ -116,7 +116,7 @@ def test_folder_pick_train_stop_and_predict(page, tmp_path):
     wait_for(page, "document.querySelector('#status').innerText.includes('Accuracy on new images')")
     status = page.inner_text("#status")
     assert "95% interval" in status and "times in 6 on test images" in status
-    page.screenshot(path=str(ARTIFACTS / "stopped-page.png"))
+    page.locator("#status").screenshot(path=str(ARTIFACTS / "stopped-status.png"))
     page.wait_for_selector("#download-run", state="visible", timeout=10_000)
 
     # a confusion-matrix cell opens a gallery of exactly its images; an image shows its heat map

@@ -155,7 +155,7 @@ def per_class_view(state: RunState) -> tuple[str, pd.DataFrame | None]:
 def headline_markdown(test: dict | None, val_accuracy: float, best_epoch) -> str:
     """The run's accuracy as a user should read it: the test score, on images used neither to
     train nor to choose, with its 95% interval; validation named as the figure that chose."""
-    chose = f"Validation accuracy {val_accuracy:.1%} chose the kept epoch ({best_epoch})"
+    chose = f"Validation accuracy {val_accuracy:.1%} chose the kept epoch (epoch {best_epoch})"
     if not test:
         return (
             f"### Validation accuracy: {val_accuracy:.1%}\n"
