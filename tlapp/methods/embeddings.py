@@ -51,7 +51,8 @@ def frozen_features_with(
     with tempfile.TemporaryDirectory(prefix="tlapp-embed-") as tmp:
         trainer = Trainer(config, dataset, Path(tmp), callbacks, stop_event or threading.Event())
         trainer.prepare()
-        features = gather_features(trainer)  # random weights: BatchNorm estimated on train
+        # Random weights: BatchNorm estimated on train. Test images take no part in a method.
+        features = gather_features(trainer, with_test=False)
         return features, embed_paths(trainer, [str(p) for p in paths], features.val.shape[-1])
 
 

@@ -126,7 +126,7 @@ class Features:
     val_targets: torch.Tensor
     store: EmbeddingStore  # where they are kept, with what else was computed from them
     train_hashes: list[str]  # the training images' contents, in the order of `train`
-    test: torch.Tensor | None = None  # [images, dim]: the plain view, to score phase one's head
+    test: torch.Tensor = torch.empty(0)  # [images, dim]: the plain view, scores phase one's head
 
 
 def image_feed(t: Trainer, split: str, paths: list[str], targets, train: bool) -> BatchFeed:
@@ -193,7 +193,9 @@ def embedding_key(t: Trainer, train_hashes: list[str] | None = None) -> str:
     )
 
 
-def gather_features(t: Trainer, images: ImageSource | None = None) -> Features:
+def gather_features(
+    t: Trainer, images: ImageSource | None = None, with_test: bool = True
+) -> Features:
     """Embeddings of every train, val and test image: from the cache, or computed now and cached.
     The test ones only ever score the kept head at the end: nothing is fitted or chosen on them.
 
@@ -201,7 +203,7 @@ def gather_features(t: Trainer, images: ImageSource | None = None) -> Features:
     otherwise only the missing images are decoded."""
     d, views = t.dataset, 1
     train_paths, val_paths = d.split("train")["path"].tolist(), d.split("val")["path"].tolist()
-    test_paths = d.split("test")["path"].tolist()
+    test_paths = d.split("test")["path"].tolist() if with_test else []  # methods never use them
     paths = train_paths + val_paths + test_paths
     hashes = file_hashes(paths, t.report)
     recalibrated = t.weights.kind == "random"

@@ -187,7 +187,7 @@ class Trainer:
         if not paths or self.best_epoch is None:
             return
         features = getattr(self, "features", None)
-        if self.best_epoch == 0 and features is not None and features.test is not None:
+        if self.best_epoch == 0 and features is not None and len(features.test) == len(paths):
             # Phase one kept: the frozen backbone's test embeddings (cached) and the fitted head.
             fit = self.head_fit
             predicted = F.linear(features.test.float(), fit.weight, fit.bias).argmax(1).numpy()
