@@ -164,7 +164,7 @@ class Dataset:
 
     def warnings(self) -> list[str]:
         """What does not stop training but deserves a word, each a sentence."""
-        out = [self.test_note] if self.test_note and self.test_fraction else []
+        out = [self.test_note] if self.test_note else []
         train, val = (
             self.split("train")["label"].value_counts(),
             self.split("val")["label"].value_counts(),
@@ -310,12 +310,11 @@ def _assign_splits(
     pool = samples[samples["split"] == "train"]
     group = dict(zip(pool.index, split_groups(fingerprints(pool["path"].tolist(), progress))))
     fractions = {"test": test_fraction, "val": val_fraction}
-    kept = {label: 1 for label in pool["label"].unique()}  # every class keeps one to train on
     for split in wanted_splits:
         if fractions[split]:
             # The validation seed is the one used before test shares existed: same split then.
             salt = f"{seed}" if split == "val" else f"{seed}:test"
-            _hold_out(samples, pool, group, split, fractions[split], kept, salt)
+            _hold_out(samples, pool, group, split, fractions[split], salt)
     return samples, note
 
 
@@ -325,7 +324,7 @@ MIN_TEST_IMAGES = 10  # per class: below this a held-back test share says nothin
 def _test_share(samples: pd.DataFrame, test_fraction: float) -> tuple[float, str]:
     """The test share to hold back (0 when some class is too small), and why not if not."""
     if not test_fraction:
-        return 0.0, "No test images: the test share is set to 0."
+        return 0.0, ""  # none asked for: nothing to explain
     counts = samples.loc[samples["split"] == "train", "label"].value_counts()
     small = counts[counts < MIN_TEST_IMAGES]
     if len(small):
@@ -339,9 +338,9 @@ def _test_share(samples: pd.DataFrame, test_fraction: float) -> tuple[float, str
     return test_fraction, ""
 
 
-def _hold_out(samples, pool, group, split: str, fraction: float, kept: dict, seed: str) -> None:
+def _hold_out(samples, pool, group, split: str, fraction: float, seed: str) -> None:
     """Move about `fraction` of each class of `pool` (still marked train) to `split`, whole
-    duplicate groups at a time; `kept` counts the images each class must keep for training."""
+    duplicate groups at a time; every class keeps at least one image to train on."""
     members: dict[int, list[int]] = {}
     for i, g in group.items():
         if samples.at[i, "split"] == "train":
@@ -350,7 +349,7 @@ def _hold_out(samples, pool, group, split: str, fraction: float, kept: dict, see
     left = left[left["split"] == "train"]
     total = pool["label"].value_counts()
     wanted = {
-        label: min(n - kept[label], max(1, round(total[label] * fraction))) if n > 1 else 0
+        label: min(n - 1, max(1, round(total[label] * fraction))) if n > 1 else 0
         for label, n in left["label"].value_counts().items()
     }
     decided: set[int] = set()

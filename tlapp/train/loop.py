@@ -78,7 +78,7 @@ class Trainer:
         )
         self.start_epoch = 0 if self.fits_head else 1
         self.last_epoch = 0 if self.head_only else config.epochs
-        self.head_fit = None
+        self.head_fit = self.features = None  # phase one's fit, and the embeddings it was fitted on
         self.best_state, self.test_result = None, None  # the kept model; its test-split score
         self.cuda = self.device.type == "cuda"
         self.precision = resolve_precision(config.precision, self.device)
@@ -186,7 +186,7 @@ class Trainer:
         paths = self.dataset.split("test")["path"].tolist()
         if not paths or self.best_epoch is None:
             return
-        features = getattr(self, "features", None)
+        features = self.features  # None when phase one ran in an earlier process (resumed)
         if self.best_epoch == 0 and features is not None and len(features.test) == len(paths):
             # Phase one kept: the frozen backbone's test embeddings (cached) and the fitted head.
             fit = self.head_fit
