@@ -15,7 +15,6 @@ from tlapp.models import build_model
 from tlapp.predict import eval_transform
 from tlapp.train import Trainer
 from tlapp.train.batches import BatchFeed, DecodedImages, prefetch, to_model_input
-from tlapp.train.features import embedding_key, gather_features
 from tlapp.train.recipes import data_config
 
 BASE = dict(
@@ -50,7 +49,7 @@ def test_head_on_cached_embeddings_matches_the_head_fitted_without_the_cache(
     slow = trainer(class_folder, tmp_path, model="test_resnet", freeze="all", feature_cache=False)
     assert fast.head_only and slow.head_only
     assert fast.fit() == slow.fit() == "done"
-    assert fast.cache_hits == len(fast.dataset.samples) and slow.cache_hits == 0
+    assert fast.embedder.cache_hits == len(fast.dataset.samples) and slow.embedder.cache_hits == 0
     for (name, a), (_, b) in zip(
         fast.model.fc.state_dict().items(), slow.model.fc.state_dict().items()
     ):
@@ -61,7 +60,7 @@ def test_head_on_cached_embeddings_matches_the_head_fitted_without_the_cache(
 def features(folder, tmp_path, **overrides):
     t = trainer(folder, tmp_path, **{"model": "test_resnet", "freeze": "all", **overrides})
     t.prepare()
-    return t, gather_features(t)
+    return t, t.embedder.features()
 
 
 def weights_file(tmp_path, name="test_resnet"):
@@ -81,15 +80,17 @@ def test_embedding_cache_is_reused_and_invalidated(class_folder, tmp_path):
     weights = weights_file(tmp_path)
     first, first_features = features(class_folder, tmp_path, weights=weights)
     n = len(first.dataset.samples)
-    assert first.cache_hits == 0
+    assert first.embedder.cache_hits == 0
     again, again_features = features(class_folder, tmp_path, weights=weights, lr=1e-2, epochs=9)
-    assert again.cache_hits == n  # another learning rate or more epochs: nothing recomputed
+    assert (
+        again.embedder.cache_hits == n
+    )  # another learning rate or more epochs: nothing recomputed
     assert torch.equal(again_features.train, first_features.train)
 
     changed = next((class_folder / "red").iterdir())
     colour_image((10, 200, 10), seed=99).save(changed)
     edited, _ = features(class_folder, tmp_path, weights=weights)
-    assert edited.cache_hits == n - 1  # only the edited file is computed again
+    assert edited.embedder.cache_hits == n - 1  # only the edited file is computed again
 
     for other in (
         dict(img_size=64),
@@ -97,11 +98,13 @@ def test_embedding_cache_is_reused_and_invalidated(class_folder, tmp_path):
         dict(weights="none"),
     ):
         fresh, _ = features(class_folder, tmp_path, **{"weights": weights, **other})
-        assert fresh.cache_hits == 0, other
+        assert fresh.embedder.cache_hits == 0, other
     # Phase one embeds plain views only, so augmentation (a fine-tuning setting) shares them.
-    assert features(class_folder, tmp_path, weights=weights, augment=True)[0].cache_hits == n
+    assert (
+        features(class_folder, tmp_path, weights=weights, augment=True)[0].embedder.cache_hits == n
+    )
     # Random weights: another seed is another backbone.
-    assert features(class_folder, tmp_path, weights="none", seed=1)[0].cache_hits == 0
+    assert features(class_folder, tmp_path, weights="none", seed=1)[0].embedder.cache_hits == 0
 
 
 def test_weights_file_changes_the_cache_key(class_folder, tmp_path):
@@ -116,15 +119,13 @@ def test_weights_file_changes_the_cache_key(class_folder, tmp_path):
             tmp_path / f"w{i}.safetensors",
         )
     keys = {
-        embedding_key(
-            trainer(
-                class_folder,
-                tmp_path,
-                model="test_resnet",
-                freeze="all",
-                weights=str(tmp_path / f"w{i}.safetensors"),
-            )
-        )
+        trainer(
+            class_folder,
+            tmp_path,
+            model="test_resnet",
+            freeze="all",
+            weights=str(tmp_path / f"w{i}.safetensors"),
+        ).embedder.key()
         for i in range(2)
     }
     assert len(keys) == 2
@@ -175,7 +176,7 @@ def test_the_crop_mode_is_part_of_the_cache_key(class_folder, tmp_path):
     keys = set()
     for mode in ("center", "squash", "border"):
         t.data_cfg["crop_mode"] = mode
-        keys.add(embedding_key(t))
+        keys.add(t.embedder.key())
     assert len(keys) == 3
 
 

@@ -54,7 +54,8 @@ def cmd_train(args) -> int:
     from ..data import DataError, config_dataset
     from ..models import preview_freeze
     from ..train import Job
-    from ..train.distributed import launched_rank, process_group, train_quietly
+    from ..train.distributed import launched_rank, process_group
+    from ..train.job import train_quietly
 
     given = given_settings(args, [f.name for f in fields(TrainConfig) if f.name != "data"])
     if args.resume:

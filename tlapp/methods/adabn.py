@@ -32,7 +32,8 @@ import torch
 from .. import runs
 from ..data import ImageError, image_files, load_dataset, open_image
 from ..predict import Predictor
-from ..train.features import batchnorm_layers, reestimate_batchnorm
+from ..train.features import reestimate_batchnorm
+from ..train.reuse import batchnorm_layers
 
 BATCH = 32
 

@@ -46,7 +46,6 @@ from ..geometry import eval_geometry
 from ..models import check_name, load_run
 from ..train.batches import BatchFeed, DecodedImages, ImageSource, to_model_input
 from ..train.callbacks import Progress, RunWriter
-from ..train.features import image_feed
 from ..train.loop import Trainer
 from .measure import compare
 from .teacher import inherited_settings, teacher_dataset, teacher_record, unlabelled_images
@@ -107,9 +106,9 @@ class DistillTrainer(Trainer):
     def prepare(self) -> None:
         d = self.dataset
         index = np.arange(len(self.train_paths), dtype=np.int64)
-        train = image_feed(self, "training", self.train_paths, index, train=True)
-        val = image_feed(
-            self, "validation", d.split("val")["path"].tolist(), d.targets("val"), False
+        train = self.embedder.feed("training", self.train_paths, index, train=True)
+        val = self.embedder.feed(
+            "validation", d.split("val")["path"].tolist(), d.targets("val"), False
         )
         self.source = ImageSource(train, val, self.data_cfg, self.device, self.channels_last)
         labels = np.concatenate([d.targets("train"), np.full(len(self.extra), -1)])

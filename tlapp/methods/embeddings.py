@@ -11,20 +11,17 @@ BatchNorm statistics and preprocessing; they are not part of the split, and not 
 
 from __future__ import annotations
 
-import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
 
-import numpy as np
 import torch
 
 from ..config import TrainConfig
 from ..data import Dataset
-from ..train.callbacks import Progress
-from ..train.features import Features, embed, gather_features, image_feed
-from ..train.loop import Trainer
+from ..train.embedder import Embedder
+from ..train.features import Features
+from ..train.state import StopTraining
 
 
 def frozen_features(
@@ -46,30 +43,15 @@ def frozen_features_with(
 ) -> tuple[Features, torch.Tensor]:
     """The dataset's embeddings, and [len(paths), dim] ones of other images (the plain view)."""
     dataset.check()
-    config = replace(config, freeze="all")
-    callbacks = [Progress(progress)] if progress else []
-    with tempfile.TemporaryDirectory(prefix="tlapp-embed-") as tmp:
-        trainer = Trainer(config, dataset, Path(tmp), callbacks, stop_event or threading.Event())
-        trainer.prepare()
-        # Random weights: BatchNorm estimated on train. Test images take no part in a method.
-        features = gather_features(trainer, with_test=False)
-        return features, embed_paths(trainer, [str(p) for p in paths], features.val.shape[-1])
+    stop = stop_event or threading.Event()
 
+    def report(what: str, done: int, total: int) -> None:
+        if progress:
+            progress(what, done, total)
+        if stop.is_set():
+            raise StopTraining("stopped", "Stopped by the user.")
 
-def embed_paths(t: Trainer, paths: list[str], dim: int) -> torch.Tensor:
-    """[len(paths), dim] embeddings of images by the Trainer's frozen backbone, as it is now."""
-    if not paths:
-        return torch.empty(0, dim)
-    feed = image_feed(t, "unlabelled", paths, np.zeros(len(paths), np.int64), train=False)
-    rows = embed(
-        t.model,
-        feed,
-        list(range(len(paths))),
-        1,
-        t.data_cfg,
-        t.device,
-        t.autocast,
-        t.channels_last,
-        lambda done, total: t.report("Computing embeddings of the other images", done, total),
-    )
-    return rows[:, 0]
+    embedder = Embedder.build(replace(config, freeze="all"), dataset, report)
+    # Random weights: BatchNorm estimated on train. Test images take no part in a method.
+    features = embedder.features(with_test=False)
+    return features, embedder.embed_paths([str(p) for p in paths], features.val.shape[-1])

@@ -8,7 +8,8 @@
 | `recipes` | what a run starts from and how it is staged: model, freeze, optimiser, schedule |
 | `loop` | `Trainer`: the epoch/batch loop and its events, out-of-memory retry, checkpoints |
 | `scores` | each epoch's validation scores and the kept model's test score, from logits |
-| `features` | what the loop trains on: decoded-image batches, or cached embeddings for head only |
+| `embedder` | `Embedder`: the model on its device, turning images into (cached) embeddings or batches |
+| `features` | the embedding cache on disk, the forward pass that fills it, BatchNorm re-estimation |
 | `batches` | decode each image once, augment tensors, uint8 batches normalised on the device |
 | `callbacks` | `LiveState` (the snapshot) and `RunWriter` (the run folder) |
 | `job` | `Job`: a run in a background thread, with resume; `RunState` snapshots |

@@ -4,7 +4,7 @@
 
     with process_group(config) as world:     # what torchrun describes in WORLD_SIZE, RANK, LOCAL_RANK
         if world.is_main: ...                 # rank 0 writes the run folder and prints progress
-        else: train_quietly(config, dataset)  # the others run the same loop, silently
+        else: train_quietly(config, dataset)  # the others run the same loop, silently (job.py)
 
 Outside torchrun `World.current()` is a single process and every function here hands back what
 it was given, so the single-process loop is the loop. Under torchrun the work is torch's own:
@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,9 +44,7 @@ from .hardware import pick_device
 
 if TYPE_CHECKING:
     from ..config import TrainConfig
-    from ..data import Dataset
-    from .batches import ImageSource
-    from .loop import Trainer
+    from .batches import BatchFeed, ImageSource
 
 RECORD = "distributed.json"
 OUT_OF_MEMORY_IN_ONE = (
@@ -145,19 +142,6 @@ def check_setup(config: TrainConfig, size: int, local_rank: int) -> torch.device
     return device
 
 
-def train_quietly(config: TrainConfig, dataset: Dataset, resume: bool = False) -> int:
-    """A process other than rank 0: the same Trainer with no callbacks (rank 0 writes the run
-    folder and prints); returns the exit code `tlapp train` would."""
-    from .loop import Trainer
-
-    dataset.check()
-    run_dir = Path(config.out) if config.out else None  # read when resuming, never written
-    trainer = Trainer(
-        config, dataset, run_dir, [], threading.Event(), resume_from=run_dir if resume else None
-    )
-    return {"done": 0, "stopped": 130}.get(trainer.fit(), 1)
-
-
 # ----------------------------------------------------------------------------- the loop's hooks
 def shard(world: World, source: ImageSource | None) -> None:
     """Each process feeds its own shard of each split (torch's DistributedSampler)."""
@@ -166,29 +150,33 @@ def shard(world: World, source: ImageSource | None) -> None:
             feed.shard(world.rank, world.size)
 
 
-def data_parallel(t: Trainer) -> torch.nn.Module:
-    """What fine-tuning steps through: the model, or on several processes the model in
-    DistributedDataParallel, built once, when fine-tuning starts. DDP begins by broadcasting
-    rank 0's weights and buffers, so every process fine-tunes the same model."""
-    if not t.world.parallel or t.train_net is not t.net:
-        return t.train_net  # a single process, or wrapped already
-    ids = [t.device.index] if t.device.type == "cuda" else None
-    ddp = DistributedDataParallel(t.model, device_ids=ids)
-    return torch.compile(ddp) if t.net is not t.model else ddp  # compiled as t.net was
+def data_parallel(world: World, model: torch.nn.Module, net: torch.nn.Module) -> torch.nn.Module:
+    """What fine-tuning steps through: `net` (the model, or the model compiled), or on several
+    processes the model in DistributedDataParallel, compiled as `net` was. DDP begins by
+    broadcasting rank 0's weights and buffers, so every process fine-tunes the same model."""
+    if not world.parallel:
+        return net
+    device = world.comm_device
+    ddp = DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None
+    )
+    return torch.compile(ddp) if net is not model else ddp
 
 
-def end_epoch(t: Trainer) -> None:
+def end_epoch(
+    world: World, model: torch.nn.Module, loss_sum: float, seen: int
+) -> tuple[float, int]:
     """Every process ends a fine-tuning epoch as rank 0 does, so that they validate and keep the
     same model: BatchNorm statistics (which DDP does not average: each process last updated
-    its own, on its shard) become rank 0's, and the training loss covers every shard."""
-    if not t.world.parallel:
-        return
-    for buffer in t.model.buffers():
+    its own, on its shard) become rank 0's. Returns the training loss sum and image count over
+    every shard."""
+    if not world.parallel:
+        return loss_sum, seen
+    for buffer in model.buffers():
         dist.broadcast(buffer.data, src=0)
-    totals = torch.tensor([t.loss_sum, t.seen], dtype=torch.float64, device=t.device)
+    totals = torch.tensor([loss_sum, seen], dtype=torch.float64, device=world.comm_device)
     dist.all_reduce(totals)
-    t.loss_sum, t.seen = totals[0].item(), int(totals[1].item())
-    record_shards(t)
+    return totals[0].item(), int(totals[1].item())
 
 
 def gather_rows(world: World, rows: torch.Tensor, n: int) -> torch.Tensor:
@@ -212,28 +200,31 @@ def split_work(world: World, items: list, compute: Callable[[list], torch.Tensor
     return gather_rows(world, compute(part), len(items))
 
 
-def record_shards(t: Trainer) -> None:
+def record_shards(world: World, feed: BatchFeed, run_dir: Path | None, epoch: int) -> None:
     """Rank 0 adds this epoch's shards to distributed.json: the images each process trained on
-    (the orders the feeds served, gathered) and how many were distinct across processes."""
-    served = t.source.train.served.to(t.world.comm_device)
-    parts = [torch.empty_like(served) for _ in range(t.world.size)]
-    dist.all_gather(parts, served)
-    if not t.world.is_main or t.run_dir is None:
+    (the orders the training feed served, gathered) and how many were distinct across
+    processes."""
+    if not world.parallel:
         return
-    path = Path(t.run_dir) / RECORD
-    record = json.loads(path.read_text()) if path.exists() and t.epoch > 1 else None
+    served = feed.served.to(world.comm_device)
+    parts = [torch.empty_like(served) for _ in range(world.size)]
+    dist.all_gather(parts, served)
+    if not world.is_main or run_dir is None:
+        return
+    path = Path(run_dir) / RECORD
+    record = json.loads(path.read_text()) if path.exists() and epoch > 1 else None
     record = record or {
-        "processes": t.world.size,
-        "backend": t.world.backend,
-        "device": str(t.device),
-        "batch_per_process": t.source.train.step_size,
-        "train_images": len(t.source.train.images),
+        "processes": world.size,
+        "backend": world.backend,
+        "device": str(world.comm_device),
+        "batch_per_process": feed.step_size,
+        "train_images": len(feed.images),
         "epochs": [],
     }
-    record["epochs"] = [e for e in record["epochs"] if e["epoch"] < t.epoch]
+    record["epochs"] = [e for e in record["epochs"] if e["epoch"] < epoch]
     record["epochs"].append(
         {
-            "epoch": t.epoch,
+            "epoch": epoch,
             "images_per_process": [len(p) for p in parts],
             "distinct": int(torch.cat(parts).unique().numel()),
         }

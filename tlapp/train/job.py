@@ -209,3 +209,14 @@ def resume_config(run_dir: str | Path, **overrides) -> TrainConfig:
     saved.setdefault("test_fraction", 0.0)  # runs from before test shares held none back
     saved.update(out=str(run_dir), **overrides)
     return make_config(**saved)
+
+
+def train_quietly(config: TrainConfig, dataset: Dataset, resume: bool = False) -> int:
+    """A process other than rank 0: the same Trainer with no callbacks (rank 0 writes the run
+    folder and prints); returns the exit code `tlapp train` would."""
+    dataset.check()
+    run_dir = Path(config.out) if config.out else None  # read when resuming, never written
+    trainer = Trainer(
+        config, dataset, run_dir, [], threading.Event(), resume_from=run_dir if resume else None
+    )
+    return {"done": 0, "stopped": 130}.get(trainer.fit(), 1)

@@ -25,18 +25,10 @@ from ..data import Dataset
 from ..freeze import set_train_mode
 from . import distributed
 from .batches import BatchFeed, ImageSource
-from .features import gather_features, image_feed, image_source
-from .hardware import (
-    autocast_context,
-    empty_cache,
-    grad_scaler,
-    is_out_of_memory,
-    pick_device,
-    resolve_precision,
-    tune_backends,
-)
+from .embedder import Embedder
+from .hardware import empty_cache, grad_scaler, is_out_of_memory
 from .head import fittable, set_linear_head
-from .recipes import class_weights, make_optimizer, make_scheduler, setup_model
+from .recipes import class_weights, make_optimizer, make_scheduler
 from .reuse import fitted_head
 from .scores import epoch_scores, held_out_score
 from .state import StopTraining
@@ -62,14 +54,16 @@ class Trainer:
         self.config, self.dataset, self.callbacks = config, dataset, callbacks
         self.run_dir, self.stop_event = run_dir, stop_event
         self.finish_event = finish_event or threading.Event()  # stop after the current epoch
-        self.resume_from, self.start_epoch, self.history, self.notes = resume_from, 1, [], []
-        self.world = distributed.World.current()  # one process, unless torchrun started several
-        self.device = self.world.place(pick_device(config.device))
-        tune_backends(self.device)
-        torch.manual_seed(config.seed)
-        setup = setup_model(config, dataset.classes)
+        self.resume_from, self.start_epoch, self.history = resume_from, 1, []
+        self.progress = ("", 0, 0)  # what the run is doing, done of total
+        # The model on its device, and how it embeds the images (phase one) or decodes them.
+        self.embedder = Embedder.build(config, dataset, self.report)
+        e, setup = self.embedder, self.embedder.setup
+        self.world, self.device, self.precision = e.world, e.device, e.precision
         self.model, self.weights, self.plan = setup.model, setup.weights, setup.plan
         self.data_cfg, self.head_only = setup.data_cfg, setup.head_only
+        self.cuda, self.channels_last = e.cuda, e.channels_last
+        self.notes = e.notes  # the run's notes, the embedder's (a BatchNorm estimate) among them
         # Phase one (epoch 0) fits the head on frozen features; fine-tuning epochs follow.
         self.fits_head = self.head_only or (
             config.recipe == "two-phase"
@@ -80,14 +74,7 @@ class Trainer:
         self.last_epoch = 0 if self.head_only else config.epochs
         self.head_fit = self.features = None  # phase one's fit, and the embeddings it was fitted on
         self.best_state, self.test_result = None, None  # the kept model; its test-split score
-        self.cuda = self.device.type == "cuda"
-        self.precision = resolve_precision(config.precision, self.device)
         self.scaler = grad_scaler(self.device, self.precision)  # enabled for fp16 only
-        self.channels_last = self.cuda or self.precision == "bf16"
-        self.model.to(
-            self.device,
-            memory_format=torch.channels_last if self.channels_last else torch.contiguous_format,
-        )
         # What runs forward: the compiled model on request (CUDA only); `model` is what is saved.
         self.net = torch.compile(self.model) if config.compile and self.cuda else self.model
         self.train_net = self.net  # what updates go through: DDP on several processes
@@ -107,12 +94,11 @@ class Trainer:
             math.inf,
             False,
         )
-        self.status, self.stop_message, self.progress = "training", "", ("", 0, 0)
-        self.cache_hits = 0
+        self.status, self.stop_message = "training", ""
 
     @property
     def autocast(self):
-        return autocast_context(self.device, self.precision)
+        return self.embedder.autocast
 
     def update(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """One optimiser step on a batch with the loss the run trains on (class weights, label
@@ -147,7 +133,7 @@ class Trainer:
 
     def prepare(self) -> None:
         """Decode the images that fine-tuning trains on (head only needs none but its features)."""
-        self.source = None if self.head_only else image_source(self)
+        self.source = None if self.head_only else self.embedder.source()
         distributed.shard(self.world, self.source)  # several processes: each feeds its own shard
 
     # --------------------------------------------------------------- the loop
@@ -203,7 +189,7 @@ class Trainer:
         """The kept model's predicted class of each image, decoded for this alone."""
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)
-        feed = image_feed(self, split, paths, self.dataset.targets(split), train=False)
+        feed = self.embedder.feed(split, paths, self.dataset.targets(split), train=False)
         source = ImageSource(feed, feed, self.data_cfg, self.device, self.channels_last)
         self.model.eval()
         logits = []
@@ -214,7 +200,7 @@ class Trainer:
 
     def fit_head(self) -> None:
         """Phase one: the classifier fitted to convergence on the frozen backbone's embeddings."""
-        self.features = gather_features(self, self.source)
+        self.features = self.embedder.features(self.source)
         f = self.features
         weights = self.class_weights.cpu() if self.class_weights is not None else None
         classes = len(self.dataset.classes)
@@ -275,7 +261,7 @@ class Trainer:
 
     def set_batch_size(self, batch_size: int) -> None:
         """Batch size, steps per epoch and the schedule, which depends on both."""
-        self.batch_size = batch_size
+        self.batch_size = self.embedder.batch_size = batch_size
         for feed in (getattr(self.source, "train", None), getattr(self.source, "val", None)):
             if isinstance(feed, BatchFeed):
                 feed.batch_size = batch_size
@@ -317,7 +303,8 @@ class Trainer:
 
     def train_epoch(self) -> None:
         set_train_mode(self.model)
-        self.train_net = distributed.data_parallel(self)
+        if self.train_net is self.net:  # several processes: DDP, built when fine-tuning starts
+            self.train_net = distributed.data_parallel(self.world, self.model, self.net)
         updates = (self.epoch - 1) * self.steps_per_epoch
         self.loss_sum, self.seen, self.pending = 0.0, 0, []
         # On a GPU, reading the loss each step would stall it: losses are read in groups.
@@ -331,7 +318,11 @@ class Trainer:
             self.pending.append((loss.detach(), len(targets)))
             if step % sync_every == 0 or step == self.steps_per_epoch:
                 self._read_losses()
-        distributed.end_epoch(self)  # several processes: the same model and loss on each
+        # Several processes: the same model and loss on each, and each one's shard recorded.
+        self.loss_sum, self.seen = distributed.end_epoch(
+            self.world, self.model, self.loss_sum, self.seen
+        )
+        distributed.record_shards(self.world, self.source.train, self.run_dir, self.epoch)
 
     def _read_losses(self) -> None:
         """Turn the pending loss tensors into numbers (one host sync), check them, announce."""
