@@ -8,7 +8,7 @@ import torch
 
 from tlapp.config import make_config
 from tlapp.data import load_dataset
-from tlapp.train import Trainer, hardware, loop
+from tlapp.train import Trainer, embedder, hardware, loop
 from tlapp.train.hardware import autocast_context, grad_scaler, pick_device, resolve_precision
 from tlapp.train.lr_find import find_lr
 
@@ -133,7 +133,7 @@ def test_training_and_the_finder_step_through_one_helper_with_the_scaler(
     plain = Trainer(config, load_dataset(class_folder), tmp_path / "a", [], threading.Event())
     assert plain.precision == "fp32" and not plain.scaler.is_enabled()
 
-    monkeypatch.setattr(loop, "resolve_precision", lambda choice, device: "fp16")
+    monkeypatch.setattr(embedder, "resolve_precision", lambda choice, device: "fp16")
     steps = []
     update = loop.Trainer.update
 

@@ -114,6 +114,37 @@ def test_what_is_about_to_be_written_counts_and_gradios_uploads_too(tmp_path):
     assert not idle.exists()  # 3 + 4 did not: the idle session made room
 
 
+def test_a_running_total_answers_until_near_the_budget_then_the_folders_are_walked(tmp_path):
+    home, uploads = tmp_path / "home", tmp_path / "gradio"
+    idle = session_folder(home, "idle", 2, age_hours=3)
+    storage = Storage(home, 100 * MB, uploads)
+    walks = []
+    measure = storage.used
+    storage.used = lambda: walks.append(1) or measure()
+    assert storage.make_room(home / "asker", set(), set(), incoming=10 * MB) == 2 * MB
+    for held in (12, 22, 32, 42, 52, 62, 72):  # each reserved, none written
+        assert storage.make_room(home / "asker", set(), set(), incoming=10 * MB) == held * MB
+    assert len(walks) == 1  # the first request walked the folders; the others took the total
+    # 82 + 10 MB would pass 90% of the budget: the folders are walked, and hold 2 MB.
+    assert storage.make_room(home / "asker", set(), set(), incoming=10 * MB) == 2 * MB
+    assert len(walks) == 2 and idle.exists()
+
+
+def test_the_running_total_is_checked_against_the_folders_every_so_often(tmp_path):
+    """Files written without a reservation (the embedding cache, exports) are seen at the next
+    walk, at most RECOUNT_EVERY requests later."""
+    from tlapp.web.storage import RECOUNT_EVERY
+
+    home = tmp_path / "home"
+    storage = Storage(home, 100 * MB, tmp_path / "gradio")
+    storage.make_room(home / "asker", set(), set())
+    cache = home / "cache" / "key"
+    cache.mkdir(parents=True)
+    (cache / "embeddings.safetensors").write_bytes(b"x" * 5 * MB)
+    held = [storage.make_room(home / "asker", set(), set()) for _ in range(RECOUNT_EVERY)]
+    assert held[:-1] == [0] * (RECOUNT_EVERY - 1) and held[-1] == 5 * MB
+
+
 def test_an_upload_that_cannot_fit_is_refused_before_anything_is_swept(tmp_path):
     home = tmp_path / "home"
     busy = session_folder(home, "busy", 2, age_hours=5)

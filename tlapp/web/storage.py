@@ -11,6 +11,13 @@ sessions are swept first (pages already closed before pages still open, never a 
 training, never the visitor asking), then the embedding cache (it only saves time). If that is
 not enough, the visitor is told in a sentence and nothing is written: an upload or a run never
 starts on a disk that cannot hold it, so no file is left half written.
+
+The folders are not walked at every request: a running total (what the last walk found plus
+what was reserved since) answers while it stays clear of the budget by a margin that covers
+what is written without a reservation (the embedding cache, exports). Near the budget, or after
+`RECOUNT_EVERY` reservations, the folders are walked again; deletions only make the total an
+overestimate, which brings the next walk sooner. Callers make room one at a time (the session
+registry holds a lock around it).
 """
 
 from __future__ import annotations
@@ -24,6 +31,8 @@ from pathlib import Path
 from ..data import DataError
 
 GB = 1 << 30
+MARGIN = 0.1  # of the budget: the running total answers alone only below 90% of it
+RECOUNT_EVERY = 20  # reservations between walks at most, so that unreserved writes are seen
 
 
 def gradio_temp() -> Path:
@@ -35,6 +44,8 @@ class Storage:
     def __init__(self, home: Path, wanted: int, uploads: Path | None = None):
         self.home, self.wanted = Path(home), wanted
         self.uploads = uploads or gradio_temp()  # counted, never swept: Gradio's to clear
+        self.total: int | None = None  # bytes held at the last walk, plus those reserved since
+        self.reservations = 0  # since the last walk
 
     @functools.cached_property
     def budget(self) -> int:
@@ -49,9 +60,30 @@ class Storage:
     def make_room(
         self, keep: Path, open_folders: set[Path], busy_folders: set[Path], incoming: int = 0
     ) -> int:
-        """Sweep until what is held plus `incoming` (bytes about to be written) fits the budget;
-        returns the bytes in use after. Raises DataError, with what to do, when only protected
-        folders are left: then nothing is swept in vain and nothing is written."""
+        """Sweep until what is held plus `incoming` (bytes about to be written) fits the budget,
+        and reserve `incoming`; returns the bytes held before it (as far as the running total
+        knows). Raises DataError, with what to do, when only protected folders are left: then
+        nothing is swept in vain and nothing is written."""
+        if self._clear_of_budget(incoming):
+            held = self.total
+        else:
+            held = self._sweep(keep, open_folders, busy_folders, incoming)
+            self.reservations = 0
+        self.total, self.reservations = held + incoming, self.reservations + 1
+        return held
+
+    def _clear_of_budget(self, incoming: int) -> bool:
+        """Whether the running total alone can say that `incoming` fits."""
+        return (
+            self.total is not None
+            and self.reservations < RECOUNT_EVERY
+            and self.total + incoming <= self.budget * (1 - MARGIN)
+        )
+
+    def _sweep(
+        self, keep: Path, open_folders: set[Path], busy_folders: set[Path], incoming: int
+    ) -> int:
+        """The folders walked, and idle ones swept until `incoming` fits; the bytes held after."""
         used = self.used()
         if used + incoming <= self.budget:
             return used
