@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pandas as pd
@@ -195,6 +196,54 @@ def test_balanced_class_weights_are_inverse_frequencies(tmp_path):
     counts = ds.split("train")["label"].value_counts()
     assert weights[1] / weights[0] == pytest.approx(counts["a"] / counts["b"])
     assert (weights * torch.tensor([counts["a"], counts["b"]])).sum() == pytest.approx(counts.sum())
+
+
+def imbalanced_folder(tmp_path, rare: int):
+    from conftest import write_classes
+
+    root = write_classes(tmp_path / "d", per_class=40, classes={"common": (200, 0, 0)})
+    return write_classes(root, per_class=rare, classes={"rare": (0, 0, 200)})
+
+
+@pytest.mark.parametrize(
+    "rare, setting, balanced",
+    [(6, "auto", True), (20, "auto", False), (6, "off", False), (20, "on", True)],
+)
+def test_imbalanced_classes_are_balanced_by_default(tmp_path, rare, setting, balanced):
+    """auto: the loss weighs rare classes up, and the kept epoch is chosen on balanced accuracy,
+    when the largest class has at least 5 times the smallest's training images."""
+    root = imbalanced_folder(tmp_path, rare)
+    config = make_config(data=str(root), model="test_resnet", balance_classes=setting, **FAST)
+    t = Trainer(config, load_dataset(root), tmp_path / "run", [], threading.Event())
+    assert t.balanced == balanced and (t.class_weights is not None) == balanced
+    assert t.chosen_on == ("val_balanced_accuracy" if balanced else "val_accuracy")
+    from tlapp.train.callbacks import describe_recipe
+
+    said = " ".join(describe_recipe(t))
+    assert ("Rare classes count as much as common ones" in said) == balanced
+    assert ("times the smallest's training images" in said) == (balanced and setting == "auto")
+
+
+def test_a_balanced_run_keeps_the_epoch_with_the_best_balanced_accuracy(tmp_path):
+    root = imbalanced_folder(tmp_path, 6)
+    config = make_config(data=str(root), model="test_resnet", **FAST)
+    t = Trainer(config, load_dataset(root), tmp_path / "run", [], threading.Event())
+    rows = [  # epoch 1 is right more often; epoch 2 finds the rare class
+        {"val_accuracy": 0.9, "val_balanced_accuracy": 0.5, "val_loss": 0.3},
+        {"val_accuracy": 0.8, "val_balanced_accuracy": 0.85, "val_loss": 0.5},
+        {"val_accuracy": 0.95, "val_balanced_accuracy": 0.7, "val_loss": 0.2},
+    ]
+    for t.epoch, row in enumerate(rows, start=1):
+        t._track_best(row)
+    assert t.best_epoch == 2 and t.best_accuracy == 0.8 and t.best_score == 0.85
+
+
+def test_a_checkbox_or_an_older_run_record_sets_balancing_on_or_off():
+    assert make_config(data="d", balance_classes=True).balance_classes == "on"
+    assert make_config(data="d", balance_classes=False).balance_classes == "off"
+    assert make_config(data="d").balance_classes == "auto"
+    with pytest.raises(ValueError, match="Balance classes must be one of auto, on, off"):
+        make_config(data="d", balance_classes="sometimes")
 
 
 def test_the_wilson_interval_matches_published_values():

@@ -27,3 +27,4 @@ def test_metrics_agree_with_scikit_learn(seed):
     assert summary["macro_f1"] == pytest.approx(
         sk.f1_score(y_true, y_pred, labels=range(classes), average="macro", zero_division=0)
     )
+    assert summary["balanced_accuracy"] == pytest.approx(sk.balanced_accuracy_score(y_true, y_pred))

@@ -13,6 +13,8 @@ from dataclasses import dataclass, fields
 
 DEFAULT_MODEL = "resnet18"
 RECIPES = ("two-phase", "one-phase")
+BALANCE = ("auto", "on", "off")
+IMBALANCED = 5  # the largest class this many times the smallest: balance_classes=auto is on
 HEADS = ("logistic", "prototypes")
 
 
@@ -49,7 +51,9 @@ class TrainConfig:
     cache_dir: str = ""  # embedding cache; empty: $TLAPP_CACHE or ~/.cache/tlapp
     memory_budget_gb: float = 4.0  # decoded images kept in memory; the rest decoded on demand
     compile: bool = False  # torch.compile the model on CUDA: slower start, faster long runs
-    balance_classes: bool = False  # weight the loss so that rare classes count as much as common
+    # on: weigh the loss so that rare classes count as much as common ones, and keep the epoch
+    # with the best balanced accuracy; auto: on when the classes are imbalanced (recipes).
+    balance_classes: str = "auto"
     corrections: str = ""  # a corrections file made from the page (relabelled, left-out images)
 
 
@@ -76,6 +80,8 @@ def make_config(**values) -> TrainConfig:
     ):
         if name in clean:
             clean[name] = cast(clean[name])
+    if isinstance(clean.get("balance_classes"), bool):  # a checkbox, or a run.json of before
+        clean["balance_classes"] = "on" if clean["balance_classes"] else "off"
     if isinstance(clean.get("freeze"), float):
         clean["freeze"] = int(clean["freeze"])
     config = TrainConfig(**clean)
@@ -108,6 +114,7 @@ def _check_ranges(c: TrainConfig) -> None:
         (c.memory_budget_gb >= 0, "The memory budget cannot be negative."),
         (c.recipe in RECIPES, f"Recipe must be one of {', '.join(RECIPES)}."),
         (c.head in HEADS, f"Head must be one of {', '.join(HEADS)}."),
+        (c.balance_classes in BALANCE, f"Balance classes must be one of {', '.join(BALANCE)}."),
         (c.patience >= 0, "Patience cannot be negative (0: never stop early)."),
         (0 < c.layer_decay <= 1, "Layer decay must be above 0 and at most 1 (1: no decay)."),
     ]

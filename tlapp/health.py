@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .config import IMBALANCED
 from .data import Dataset
 from .data.duplicates import duplicate_groups, fingerprints
 
@@ -72,10 +73,14 @@ def _imbalance(samples: pd.DataFrame) -> list[tuple]:
     if len(counts) < 2 or counts.min() * 3 > counts.max():
         return []
     rare, common = counts.idxmin(), counts.idxmax()
-    detail = (
-        f"'{rare}' has {counts.min()} training images and '{common}' {counts.max()}: add "
-        "images to the rare classes, or turn on 'Balance classes'"
-    )
+    detail = f"'{rare}' has {counts.min()} training images and '{common}' {counts.max()}: "
+    if counts.max() >= IMBALANCED * counts.min():
+        detail += (
+            "training weighs the rare classes up on its own ('Balance classes': auto); more "
+            "images of them would help most"
+        )
+    else:
+        detail += "add images to the rare classes, or turn on 'Balance classes'"
     rare_classes = counts[counts * 3 <= counts.max()].index
     return [
         ("class imbalance", detail, samples[samples["label"].isin(rare_classes)]["path"].tolist())

@@ -42,9 +42,12 @@ def per_class_table(cm: np.ndarray, class_names: list[str]) -> pd.DataFrame:
 def summary(cm: np.ndarray) -> dict[str, float]:
     total = cm.sum()
     table = per_class_table(cm, [str(i) for i in range(len(cm))])
+    present = table["support"] > 0  # as scikit-learn's balanced_accuracy_score: seen classes
     return {
         "accuracy": float(np.trace(cm) / total) if total else 0.0,
         "macro_f1": float(table["f1"].mean()) if len(table) else 0.0,
+        # The mean of each class's recall: a rare class counts as much as a common one.
+        "balanced_accuracy": float(table["recall"][present].mean()) if present.any() else 0.0,
     }
 
 

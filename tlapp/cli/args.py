@@ -8,7 +8,7 @@ import math
 import sys
 from dataclasses import fields
 
-from ..config import RECIPES, TrainConfig
+from ..config import BALANCE, RECIPES, TrainConfig
 
 
 class Help(argparse.ArgumentDefaultsHelpFormatter):
@@ -51,12 +51,17 @@ SETTINGS_HELP = {
     "cache_dir": "the embedding cache; empty: $TLAPP_CACHE or ~/.cache/tlapp",
     "memory_budget_gb": "GB of decoded images kept in memory; the rest are decoded on demand",
     "compile": "torch.compile the model on CUDA: slower start, faster long runs",
-    "balance_classes": "weight the loss so that rare classes count as much as common ones",
+    "balance_classes": "on: weigh the loss so that rare classes count as much as common ones and "
+    "keep the epoch with the best balanced accuracy; auto: on when the largest class has at least "
+    "5 times the smallest's training images",
     "corrections": "a corrections file made on the page (relabelled and left-out images)",
 }
 
 
-CHOICES = {"recipe": RECIPES}  # the others are checked by make_config, as the page's are
+CHOICES = {
+    "recipe": RECIPES,
+    "balance_classes": BALANCE,
+}  # the others are checked by make_config, as the page's are
 
 
 DATA_SETTINGS = ["val_fraction", "test_fraction", "seed"]

@@ -29,6 +29,7 @@ from ..config import TrainConfig
 from ..data import DataError, Dataset, file_hashes, image_files
 from ..data.images import _probe_all
 from ..train.head import HeadFit, fit_linear_head, fit_prototypes
+from ..train.recipes import balances
 from .embeddings import frozen_features_with
 
 
@@ -78,7 +79,7 @@ def self_train(
     x, y = f.train[:, 0].float(), f.train_targets.long()
     unlabelled = unlabelled.float()
     classes = len(dataset.classes)
-    fit = functools.partial(_fit_head, config, classes)
+    fit = functools.partial(_fit_head, config, classes, balances(config, dataset))
     first = fit(x, y)
     head, label, confidence, taken, used_rounds = _label_rounds(
         fit, first, x, y, unlabelled, threshold, rounds
@@ -106,11 +107,11 @@ def _check_settings(dataset: Dataset, threshold: float, rounds: int) -> None:
         raise DataError("Self-training is judged on the validation split, and it is empty.")
 
 
-def _fit_head(config: TrainConfig, classes: int, rows, targets) -> HeadFit:
+def _fit_head(config: TrainConfig, classes: int, balanced: bool, rows, targets) -> HeadFit:
     """The head the run's config asks for, fitted on these embedding rows."""
     if config.head == "prototypes":
         return fit_prototypes(rows, targets, classes)
-    weight = _balanced(targets, classes) if config.balance_classes else None
+    weight = _balanced(targets, classes) if balanced else None
     return fit_linear_head(rows, targets, classes, weight, config.seed)
 
 

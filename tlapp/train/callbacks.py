@@ -18,6 +18,7 @@ from ..models import size_kwargs
 from .features import POLICY
 from .hardware import precision_note
 from .loop import Trainer
+from .recipes import imbalance
 from .state import RunState
 
 
@@ -207,8 +208,29 @@ def describe_recipe(t: Trainer) -> list[str]:
         "problem solved in seconds, so the pretrained features are used as well as they can be "
         "before any of them changes."
     )
+    return ([head] if t.fits_head else []) + _staging(t) + _balancing(t)
+
+
+def _balancing(t: Trainer) -> list[str]:
+    """Why the loss weighs rare classes up and the kept epoch is chosen on balanced accuracy."""
+    if not t.balanced:
+        return []
+    why = (
+        f"the largest class has {imbalance(t.dataset):.0f} times the smallest's training images"
+        if t.config.balance_classes == "auto"
+        else "'Balance classes' is on"
+    )
+    return [
+        f"Rare classes count as much as common ones ({why}): they weigh more in training, and "
+        "the kept epoch is the one with the best balanced accuracy on validation (each class's "
+        "share found, averaged), not the one right most often."
+    ]
+
+
+def _staging(t: Trainer) -> list[str]:
+    """What trains after phase one, and why."""
     if t.head_only:
-        return [head, "Every stage is frozen, so phase one is the whole run."]
+        return ["Every stage is frozen, so phase one is the whole run."]
     decay = (
         f"learning rates that shrink by {t.config.layer_decay:g} per layer towards the input, "
         "so the most general pretrained layers move least"
@@ -220,7 +242,6 @@ def describe_recipe(t: Trainer) -> list[str]:
             else ""
         )
         return [
-            head,
             f"Phase two fine-tunes the unfrozen stages for {t.config.epochs} epochs with "
             f"{decay}, and keeps the best epoch: if none beats phase one, phase one's model is "
             f"kept, so on the validation images fine-tuning never makes the result worse (the "

@@ -28,7 +28,7 @@ from .batches import BatchFeed, ImageSource
 from .embedder import Embedder
 from .hardware import empty_cache, grad_scaler, is_out_of_memory
 from .head import fittable, set_linear_head
-from .recipes import class_weights, make_optimizer, make_scheduler
+from .recipes import balances, class_weights, make_optimizer, make_scheduler
 from .reuse import fitted_head
 from .scores import epoch_scores, held_out_score
 from .state import StopTraining
@@ -82,18 +82,17 @@ class Trainer:
         self.optimizer = make_optimizer(
             self.model, config, self.cuda, self.fits_head or self.weights.head_kept
         )
-        self.class_weights = (
-            class_weights(dataset).to(self.device) if config.balance_classes else None
-        )
+        # Imbalanced classes: rare ones weigh more in the loss, and the kept epoch is the one
+        # whose validation recall is best on average over the classes, not the most accurate.
+        self.balanced = balances(config, dataset)
+        self.class_weights = class_weights(dataset).to(self.device) if self.balanced else None
+        self.chosen_on = "val_balanced_accuracy" if self.balanced else "val_accuracy"
         self.set_batch_size(config.batch_size)  # lowered again if memory runs out
         self.epoch, self.step, self.loss = 0, 0, float("nan")
         self.val_logits = self.val_targets = None
-        self.best_epoch, self.best_accuracy, self.best_loss, self.is_best = (
-            None,
-            -1.0,
-            math.inf,
-            False,
-        )
+        # The kept epoch: its validation accuracy and loss, and the score it was chosen on.
+        self.best_epoch, self.best_accuracy, self.best_loss = None, -1.0, math.inf
+        self.best_score, self.is_best = -1.0, False
         self.status, self.stop_message = "training", ""
 
     @property
@@ -279,7 +278,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "epoch": self.epoch,
             "batch_size": self.batch_size,
-            "best": [self.best_epoch, self.best_accuracy, self.best_loss],
+            "best": [self.best_epoch, self.best_accuracy, self.best_loss, self.best_score],
             "scaler": self.scaler.state_dict(),  # empty unless fp16
         }
 
@@ -296,7 +295,9 @@ class Trainer:
             self.scheduler.load_state_dict(state["scheduler"])
         if state.get("scaler") and self.scaler.is_enabled():
             self.scaler.load_state_dict(state["scaler"])
-        self.best_epoch, self.best_accuracy, self.best_loss = state["best"]
+        best = state["best"]  # checkpoints before balanced choosing hold no score: accuracy
+        self.best_epoch, self.best_accuracy, self.best_loss = best[:3]
+        self.best_score = best[3] if len(best) > 3 else best[1]
         self.start_epoch = state["epoch"] + 1
         self.history = [r for r in runs.read_metrics(run_dir) if r["epoch"] <= state["epoch"]]
         self.emit("on_resume")
@@ -355,13 +356,15 @@ class Trainer:
         self.val_targets = distributed.gather_rows(self.world, torch.cat(targets), n).cpu()
 
     def _track_best(self, row: dict) -> None:
-        """The best epoch is the most accurate on validation; a lower loss breaks ties."""
-        acc, loss = row["val_accuracy"], row["val_loss"]
-        self.is_best = acc > self.best_accuracy or (
-            acc == self.best_accuracy and loss < self.best_loss
+        """The best epoch scores highest on validation (accuracy, or balanced accuracy when the
+        classes are balanced); a lower loss breaks ties."""
+        score, loss = row[self.chosen_on], row["val_loss"]
+        self.is_best = score > self.best_score or (
+            score == self.best_score and loss < self.best_loss
         )
         if self.is_best:
-            self.best_epoch, self.best_accuracy, self.best_loss = self.epoch, acc, loss
+            self.best_epoch, self.best_score, self.best_loss = self.epoch, score, loss
+            self.best_accuracy = row["val_accuracy"]
             self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
 
     def epoch_metrics(self) -> dict:

@@ -18,7 +18,7 @@ from timm.data import resolve_model_data_config
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 
-from ..config import TrainConfig
+from ..config import IMBALANCED, TrainConfig
 from ..data import Dataset
 from ..freeze import FreezePlan, apply_freeze, freeze_plan
 from ..models import Weights, build_model
@@ -74,6 +74,19 @@ def make_scheduler(optimizer, config: TrainConfig, steps_per_epoch: int):
         updates_per_epoch=steps_per_epoch,
     )
     return scheduler
+
+
+def imbalance(dataset: Dataset) -> float:
+    """How many times the largest class's training images outnumber the smallest's."""
+    counts = np.bincount(dataset.targets("train"), minlength=len(dataset.classes))
+    return float(counts.max() / max(counts.min(), 1)) if len(counts) else 1.0
+
+
+def balances(config: TrainConfig, dataset: Dataset) -> bool:
+    """Whether the run weighs rare classes up and chooses its epoch on balanced accuracy."""
+    if config.balance_classes == "auto":
+        return imbalance(dataset) >= IMBALANCED
+    return config.balance_classes == "on"
 
 
 def class_weights(dataset: Dataset) -> torch.Tensor:

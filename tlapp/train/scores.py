@@ -40,6 +40,7 @@ def epoch_scores(
         "val_loss": val_loss,
         "val_accuracy": summary["accuracy"],
         "val_macro_f1": summary["macro_f1"],
+        "val_balanced_accuracy": summary["balanced_accuracy"],
         "val_ece": ece,
         "lr": lr,
         "phase": "head" if epoch == 0 else "fine-tune",
@@ -71,5 +72,6 @@ def held_out_score(
         "accuracy_low": low,  # the 95% Wilson interval
         "accuracy_high": high,
         "macro_f1": summary["macro_f1"],
+        "balanced_accuracy": summary["balanced_accuracy"],
         "epoch": epoch,
     }
