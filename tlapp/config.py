@@ -9,6 +9,7 @@ is imported.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, fields
 
 DEFAULT_MODEL = "resnet18"
@@ -54,6 +55,9 @@ class TrainConfig:
     # on: weigh the loss so that rare classes count as much as common ones, and keep the epoch
     # with the best balanced accuracy; auto: on when the classes are imbalanced (recipes).
     balance_classes: str = "auto"
+    # Seconds for the whole run (0: no limit): fine-tuning is planned to fit (train/budget.py).
+    # Given as a number of seconds or a duration: "90s", "2m", "1h", "1m30s".
+    time_budget: float = 0.0
     corrections: str = ""  # a corrections file made from the page (relabelled, left-out images)
 
 
@@ -80,6 +84,8 @@ def make_config(**values) -> TrainConfig:
     ):
         if name in clean:
             clean[name] = cast(clean[name])
+    if isinstance(clean.get("time_budget"), str):
+        clean["time_budget"] = parse_duration(clean["time_budget"])
     if isinstance(clean.get("balance_classes"), bool):  # a checkbox, or a run.json of before
         clean["balance_classes"] = "on" if clean["balance_classes"] else "off"
     if isinstance(clean.get("freeze"), float):
@@ -114,6 +120,7 @@ def _check_ranges(c: TrainConfig) -> None:
         (c.memory_budget_gb >= 0, "The memory budget cannot be negative."),
         (c.recipe in RECIPES, f"Recipe must be one of {', '.join(RECIPES)}."),
         (c.head in HEADS, f"Head must be one of {', '.join(HEADS)}."),
+        (c.time_budget >= 0, "The time budget cannot be negative (0: no limit)."),
         (c.balance_classes in BALANCE, f"Balance classes must be one of {', '.join(BALANCE)}."),
         (c.patience >= 0, "Patience cannot be negative (0: never stop early)."),
         (0 < c.layer_decay <= 1, "Layer decay must be above 0 and at most 1 (1: no decay)."),
@@ -121,3 +128,17 @@ def _check_ranges(c: TrainConfig) -> None:
     for ok, message in rules:
         if not ok:
             raise ValueError(message)
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from "90", "90s", "2m", "1h" or "1m30s"; a ValueError that says how otherwise."""
+    match = re.fullmatch(
+        r"\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*", text
+    )
+    if not text.strip() or not match:
+        raise ValueError(
+            f"A time budget is a number of seconds or a duration such as 90s, 2m or 1m30s, "
+            f"not {text!r}."
+        )
+    hours, minutes, seconds = (float(part or 0) for part in match.groups())
+    return hours * 3600 + minutes * 60 + seconds

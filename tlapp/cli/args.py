@@ -55,6 +55,8 @@ SETTINGS_HELP = {
     "keep the epoch with the best balanced accuracy; auto: on when the largest class has at least "
     "5 times the smallest's training images",
     "corrections": "a corrections file made on the page (relabelled and left-out images)",
+    "time_budget": "the whole run within this time, as 90s, 2m or 1h: fine-tuning's stages and "
+    "epochs are planned from a measurement of this machine (0: no limit)",
 }
 
 
@@ -100,7 +102,9 @@ def settings_args(p: argparse.ArgumentParser, names: list[str]) -> None:
         if kind == "bool":
             extra["action"] = argparse.BooleanOptionalAction
         else:
-            extra["type"] = {"int": int, "float": float, "int | str": int_or_str}.get(kind, str)
+            types = {"int": int, "float": float, "int | str": int_or_str}
+            # A duration ("2m") is read by make_config, as the page's is.
+            extra["type"] = str if name == "time_budget" else types.get(kind, str)
         flag = "--" + name.replace("_", "-")
         text = SETTINGS_HELP.get(name, name.replace("_", " "))
         group.add_argument(flag, dest=name, help=text + shown, **extra)

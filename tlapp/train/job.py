@@ -17,6 +17,7 @@ import contextlib
 import copy
 import errno
 import threading
+import time
 import traceback
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from .. import runs
 from ..config import TrainConfig, make_config
 from ..data import DataError, Dataset, config_dataset
 from ..models import ModelError
+from .budget import Plan, plan_run
 from .callbacks import LiveState, RunWriter
 from .distributed import World
 from .hardware import background_priority
@@ -139,21 +141,26 @@ class Job:
         try:
             dataset = self.dataset or config_dataset(self.config)
             dataset.check()
+            config, plan, deadline = self._planned(dataset)  # before anything is written
             run_dir = self._make_run_dir()
             with self._lock:
                 self._state.run_dir = str(run_dir)
             # The run folder is complete before watchers see the run end (a download then
             # has the final run.json).
             callbacks = [RunWriter(run_dir), LiveState(self._state, self._lock), *self.callbacks]
-            Trainer(
-                self.config,
+            trainer = Trainer(
+                config,
                 dataset,
                 run_dir,
                 callbacks,
                 self._stop,
                 self._finish,
                 resume_from=run_dir if self.resume else None,
-            ).fit()
+                deadline=deadline,
+            )
+            if plan:
+                trainer.notes.append(plan.text)
+            trainer.fit()
         except (DataError, ModelError, runs.RunError, ValueError) as err:
             self._fail(str(err))
         except OSError as err:
@@ -164,6 +171,19 @@ class Job:
                 with contextlib.suppress(OSError):
                     (run_dir / "error.log").write_text(detail, encoding="utf-8")
             self._fail(unexpected_message(err, run_dir))
+
+    def _planned(self, dataset: Dataset) -> tuple[TrainConfig, Plan | None, float | None]:
+        """The config to train, the time budget's plan (measured now) and its deadline
+        (time.monotonic()); a resumed run keeps its own plan."""
+        if not self.config.time_budget or self.resume:
+            return self.config, None, None
+        deadline = time.monotonic() + self.config.time_budget
+        with self._lock:
+            self._state.message = "Measuring this machine's speed for the time budget…"
+        plan = plan_run(self.config, dataset)
+        with self._lock:
+            self._state.epochs = plan.config.epochs
+        return plan.config, plan, deadline
 
     def _make_run_dir(self) -> Path:
         if self.config.out:

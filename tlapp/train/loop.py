@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from pathlib import Path
 
 import torch
@@ -50,10 +51,12 @@ class Trainer:
         stop_event: threading.Event,
         finish_event: threading.Event | None = None,
         resume_from: Path | None = None,
+        deadline: float | None = None,
     ):
         self.config, self.dataset, self.callbacks = config, dataset, callbacks
         self.run_dir, self.stop_event = run_dir, stop_event
         self.finish_event = finish_event or threading.Event()  # stop after the current epoch
+        self.deadline = deadline  # time.monotonic() by which a budgeted run ends; None: none
         self.resume_from, self.start_epoch, self.history = resume_from, 1, []
         self.progress = ("", 0, 0)  # what the run is doing, done of total
         # The model on its device, and how it embeds the images (phase one) or decodes them.
@@ -145,7 +148,7 @@ class Trainer:
             if self.resume_from:
                 self.load_checkpoint(self.resume_from)
             for epoch in range(self.start_epoch, self.last_epoch + 1):
-                self.epoch = epoch
+                self.epoch, epoch_start = epoch, time.monotonic()
                 self.emit("before_epoch")
                 if epoch == 0:
                     self.fit_head()
@@ -155,7 +158,7 @@ class Trainer:
                 self.result = self.epoch_metrics()
                 self._track_best(self.result["row"])
                 self.emit("after_epoch")
-                self._stop_early_if_due()
+                self._stop_early_if_due(time.monotonic() - epoch_start)
         except StopTraining as stop:
             status, self.stop_message = stop.status, stop.message
         if status in ("done", "stopped"):
@@ -216,14 +219,24 @@ class Trainer:
         self.notes.append(fit.describe())
         self.emit("on_note")
 
-    def _stop_early_if_due(self) -> None:
-        """After the page closed, or when fine-tuning has not beaten the best epoch for
-        `patience` epochs (a few hundred images on a CPU should not mean minutes for nothing)."""
+    def _stop_early_if_due(self, epoch_seconds: float) -> None:
+        """After the page closed, when another epoch as long as this one would end past the
+        time budget, or when fine-tuning has not beaten the best epoch for `patience` epochs
+        (a few hundred images on a CPU should not mean minutes for nothing)."""
         epoch, last = self.epoch, self.last_epoch
         if self.finish_event.is_set() and epoch < last:
             raise StopTraining(
                 "stopped", f"The page was closed, so the run stopped after epoch {epoch}."
             )
+        # Fine-tuning epochs last about as long as each other; phase one is another matter.
+        overrun = self.deadline and time.monotonic() + epoch_seconds > self.deadline
+        if overrun and 0 < epoch < last:
+            self.notes.append(
+                f"Fine-tuning stopped after epoch {epoch} to stay within the time budget: "
+                "another epoch would have ended past it."
+            )
+            self.emit("on_note")
+            raise StopTraining("done", "")
         patience = self.config.patience
         if self.fits_head and patience and epoch < last and epoch - self.best_epoch >= patience:
             self.notes.append(
