@@ -82,16 +82,19 @@ def test_folder_pick_train_stop_and_predict(page, tmp_path):
     for name, values in rows.items():
         assert values == expected.loc[name].tolist(), name
 
+    page.click("text=Advanced settings")  # every setting but the model is in this one panel
     # the note under the freeze slider is written when the page opens (it needs timm)
+    page.wait_for_selector("#freeze-note", state="attached")
     wait_for(page, "document.querySelector('#freeze-note').innerText.includes('will train')", 60)
     page.fill("#custom-model input, #custom-model textarea", "test_resnet")
-    page.click("text=Training settings")
     page.wait_for_selector("#epochs input[type=number]", state="visible")
     page.fill("#epochs input[type=number]", "80")
     page.press("#epochs input[type=number]", "Enter")
     wait_for(page, "document.querySelector('#epochs input[type=range]').value === '80'", 10)
     page.click("#train-btn")
-    # the per-step loss curve has two points or more, and the matrix names every class
+    # the per-step loss curve (in the panel under the loop) has two points or more, and the
+    # matrix names every class
+    page.click("#run-details >> text=More about this run")
     wait_for(
         page, "document.querySelectorAll('#loss-plot [aria-roledescription=point]').length >= 2"
     )
@@ -139,6 +142,7 @@ def test_folder_pick_train_stop_and_predict(page, tmp_path):
     page.screenshot(path=str(ARTIFACTS / "where-is-it-wrong.png"), full_page=True)
 
     image = next((folder / "circle").iterdir())
+    page.click("#later-steps button[role=tab]:has-text('Try it')")
     page.set_input_files("#predict-image input[type=file]", str(image))
     wait_for(
         page, "document.querySelector('#predict-result').innerText.match(/circle|square|triangle/)"

@@ -1,7 +1,12 @@
 """The page's own style sheet and script, passed to Gradio at launch."""
 
 CSS = """
-.tl-step h2 { margin-bottom: 0.2em; }
+#intro h1 { font-size: 1.6em; margin-bottom: 0.1em; }
+#intro p { margin-top: 0; }
+.tl-step h2 { margin: 0.1em 0 0.2em; font-size: 1.25em; }
+#status h3 { margin: 0.3em 0 0.1em; font-size: 1.1em; }
+#status p, #metrics-summary p, .tl-explain p { margin: 0.25em 0; }
+abbr[title] { text-decoration: underline dotted; cursor: help; }
 .tl-muted { color: var(--body-text-color-subdued); }
 a.tl-download { display: block; text-align: center; padding: var(--size-2) var(--size-4);
   border: 1px solid var(--button-secondary-border-color); border-radius: var(--button-large-radius);
@@ -22,7 +27,6 @@ a.tl-download:hover { background: var(--button-secondary-background-fill-hover);
 .tl-said { background: #9ca3af; }
 .tl-right { background: #2563eb; }
 .tl-cm td[data-cell]:hover { outline: 2px solid var(--color-accent); }
-#status { min-height: 2.5em; }
 """
 
 

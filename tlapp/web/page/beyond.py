@@ -1,4 +1,4 @@
-"""Step 6 of the page: beyond fine-tuning, each measured on the visitor's own data.
+"""Step 7 of the page (a tab under the loop): beyond fine-tuning, each measured on the visitor's own data.
 
 Unlabelled images (self-training), images from another camera or lab (AdaBN) and a smaller
 model (distillation), each an accordion whose handler calls `tlapp.methods`; the runs that
@@ -27,7 +27,6 @@ IMAGES = ["image", ".zip"]
 
 def beyond_step(settings: AppSettings, train_inputs: list) -> None:
     """`train_inputs` are the Train button's (session first): the same model and settings."""
-    gr.Markdown("## 6 · Beyond fine-tuning", elem_classes="tl-step")
     gr.Markdown(
         "Three standard answers to common problems, each tried on your own images and "
         "measured, so you can see whether it helps before you rely on it."
