@@ -1,4 +1,5 @@
-"""Step 7 of the page (a tab under the loop): beyond fine-tuning, each measured on the visitor's own data.
+"""Step 7 of the page (a tab under the loop): beyond fine-tuning, each measured on the
+visitor's own data.
 
 Unlabelled images (self-training), images from another camera or lab (AdaBN) and a smaller
 model (distillation), each an accordion whose handler calls `tlapp.methods`; the runs that
@@ -83,9 +84,10 @@ def _domain_shift(settings: AppSettings, session: gr.State) -> None:
     with gr.Accordion("Images from another camera, microscope or lab (domain shift)", open=False):
         gr.Markdown(
             "When the images to classify look different from the training images (other "
-            "lighting, stain, camera), the model's BatchNorm statistics can be re-estimated on "
-            "the new images alone (AdaBN): no labels needed. Give some labelled examples of the "
-            "new kind too (a .zip of class folders) to see accuracy before and after."
+            "lighting, stain, camera), the model can re-learn what a typical image looks like "
+            "from the new images alone, no labels needed (AdaBN: it re-estimates the averages its "
+            "layers normalise with, the BatchNorm statistics). Give some labelled examples of "
+            "the new kind too (a .zip of class folders) to see accuracy before and after."
         )
         with gr.Row():
             target = gr.File(
