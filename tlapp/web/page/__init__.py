@@ -15,7 +15,7 @@ from ...train.slots import TrainingSlots
 from ..downloads import download_routes
 from ..sessions import SessionRegistry
 from ..settings import AppSettings
-from .assets import CSS, PAGE_JS
+from .assets import CSS, PAGE_JS, theme
 from .beyond import beyond_step
 from .data import data_step, share_settings, wire_data
 from .insight import insight_step, wire_insight
@@ -138,7 +138,7 @@ def launch_kwargs(settings: AppSettings) -> dict:
         "server_port": settings.port,
         "root_path": settings.root_path or None,
         "share": settings.share,
-        "theme": gr.themes.Soft(),
+        "theme": theme(),
         "css": CSS,
         "head": PAGE_JS,
         "allowed_paths": [str(settings.home / "sessions")],  # random per-visitor folder names

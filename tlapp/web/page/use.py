@@ -34,12 +34,18 @@ def use_step(settings: AppSettings, session: gr.State) -> None:
             value=str(out), visible=True, label=f"Download {len(found)} predictions (CSV)"
         )
 
+    # The answers appear with their first content (the API's answers stay plain values).
+    hidden = {"show_progress": "hidden", "api_visibility": "private"}
     ui["image"].change(
         predict, [session, ui["image"]], [ui["result"], ui["heat"]], api_name="predict"
-    )
+    ).then(_reveal_answer, ui["image"], [ui["result"], ui["heat"]], **hidden)
     ui["batch"].upload(
         predict_many, [session, ui["batch"]], [ui["table"], ui["csv"]], api_name="predict_many"
-    )
+    ).then(lambda files: gr.Dataframe(visible=bool(files)), ui["batch"], ui["table"], **hidden)
+
+
+def _reveal_answer(path: str | None):
+    return gr.Label(visible=bool(path)), gr.Image(visible=bool(path))
 
 
 def take_away(settings: AppSettings, session: gr.State, tab: gr.Tab) -> None:
@@ -186,12 +192,15 @@ def _layout() -> dict:
             sources=["upload", "webcam", "clipboard"],
             height=280,
         )
-        result = gr.Label(num_top_classes=5, label="Prediction (top 5)", elem_id="predict-result")
+        result = gr.Label(
+            num_top_classes=5, label="What it says", elem_id="predict-result", visible=False
+        )
         heat = gr.Image(
             label="What it looked at (red: most)",
             elem_id="predict-heatmap",
             height=280,
             interactive=False,
+            visible=False,
         )
     with gr.Row():
         batch = gr.File(
@@ -207,6 +216,7 @@ def _layout() -> dict:
                 interactive=False,
                 elem_id="predict-table",
                 max_height=300,
+                visible=False,
             )
             csv = gr.DownloadButton(
                 "Download the predictions (CSV)", visible=False, elem_id="predict-csv"
