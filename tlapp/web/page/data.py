@@ -19,16 +19,19 @@ from ..uploads import (
     dataset_from_upload,
     upload_bytes,
 )
+from .classes import class_maker, wire_classes
 from .common import HINTS, image_gallery, user_errors
 
 
 def data_step(settings: AppSettings) -> dict:
-    """Column 1: the ways in (a folder, the sample), then what was loaded.
+    """Column 1: the ways in (a folder, classes made here, the sample), then what was loaded.
     `wire_data` connects them once the shares (in the advanced panel) exist."""
     gr.Markdown("## 1 · Your images", elem_classes="tl-step")
     with gr.Tabs(elem_id="data-tabs"):
         with gr.Tab("A folder", id="folder"):
             ui = _sources(settings)
+        with gr.Tab("Make classes here", id="classes", elem_id="classes-tab"):
+            ui |= {f"classes_{k}": v for k, v in class_maker().items()}
     ui["sample"] = gr.Button(
         "Or try the sample: handwritten digits (500 images, 10 classes)",
         visible=SAMPLE_DATA.is_dir(),
@@ -218,6 +221,8 @@ def wire_data(registry: SessionRegistry, session: gr.State, ui: dict, shares: di
             _loader(registry, from_sample), [session, *shares], outputs, api_name="use_sample"
         )
     )
+    made_here = {k.removeprefix("classes_"): v for k, v in ui.items() if k.startswith("classes_")}
+    loads += wire_classes(registry, session, made_here, shares, outputs)
     for load in loads:
         reveal_after(load, session, ui)
 
