@@ -42,6 +42,13 @@ def serious_violations(page) -> list[str]:
 
 
 def check_state(page, name: str) -> None:
+    """Screenshot and axe-core once no event is in progress: the state, not a transition."""
+    wait_for(
+        page,
+        "[...document.querySelectorAll('[data-testid=status-tracker]')]"
+        ".every(tracker => tracker.classList.contains('hide'))",
+        60,
+    )
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"page-{name}.png"), full_page=True)
     assert serious_violations(page) == [], name
