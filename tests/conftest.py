@@ -156,3 +156,60 @@ class StopAt:
         elif trainer.epoch == self.epoch:
             self.steps_after = 0
             (self.job.finish_epoch_and_stop if self.finish else self.job.stop)()
+
+
+# ----------------------------------------------------------------------------- the browser
+CHROMIUM = os.environ.get("TLAPP_CHROMIUM", "/usr/bin/chromium")
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+def needs_chromium() -> list:
+    """A browser test module's pytestmark: skipped without Chromium, except in CI, which must
+    never pass without the browser suite (a newcomer's machine may lack Chromium)."""
+    if Path(CHROMIUM).exists():
+        return []
+    if os.environ.get("TLAPP_REQUIRE_BROWSER") == "1":
+        raise RuntimeError(
+            f"The browser tests need Chromium at {CHROMIUM} (apt-get install chromium)."
+        )
+    return [pytest.mark.skip(reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)")]
+
+
+@pytest.fixture
+def page(tmp_path):
+    """A fresh app and a Chromium tab on it, 1366x900, once the page has loaded."""
+    from playwright.sync_api import sync_playwright
+
+    from tlapp.web import AppSettings
+
+    settings = AppSettings(home=tmp_path / "home", allow_local_paths=False)
+    url, demo = serve(settings)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        tab = browser.new_page(viewport={"width": 1366, "height": 900})
+        tab.set_default_timeout(60_000)
+        tab.goto(url)
+        tab.wait_for_selector("#train-btn")
+        yield tab
+        browser.close()
+    demo.close()
+
+
+def wait_for(page, js: str, timeout: float = 120):
+    page.wait_for_function(js, timeout=timeout * 1000)
+
+
+def wait_for_text(page, selector: str, text: str, timeout: float = 120, present: bool = True):
+    """Until the element's text holds `text` (or, with present=False, no longer does); an
+    element not on the page yet holds no text."""
+    js = f"(document.querySelector({selector!r}) || {{innerText: ''}}).innerText.includes({text!r})"
+    wait_for(page, js if present else f"!{js}", timeout)

@@ -3,51 +3,11 @@
 Picks a generated folder through the folder input, trains a tiny model, stops, predicts, and
 saves a screenshot of the trained page under test-artifacts/."""
 
-import os
-from pathlib import Path
-
-import pytest
-from conftest import serve, write_classes
+from conftest import ARTIFACTS, needs_chromium, wait_for, write_classes
 
 from tlapp.data import load_dataset
-from tlapp.web import AppSettings
 
-CHROMIUM = os.environ.get("TLAPP_CHROMIUM", "/usr/bin/chromium")
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-
-if not Path(CHROMIUM).exists():
-    # CI must never pass without the browser suite; a newcomer's machine may lack Chromium.
-    if os.environ.get("TLAPP_REQUIRE_BROWSER") == "1":
-        raise RuntimeError(
-            f"The browser tests need Chromium at {CHROMIUM} (apt-get install chromium)."
-        )
-    pytestmark = pytest.mark.skip(reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)")
-
-
-@pytest.fixture
-def page(tmp_path):
-    from playwright.sync_api import sync_playwright
-
-    settings = AppSettings(home=tmp_path / "home", allow_local_paths=False)
-    url, demo = serve(settings)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        tab = browser.new_page(viewport={"width": 1366, "height": 900})
-        tab.set_default_timeout(60_000)
-        tab.goto(url)
-        tab.wait_for_selector("#train-btn")
-        yield tab
-        browser.close()
-    demo.close()
+pytestmark = needs_chromium()
 
 
 def table_rows(page, elem_id: str, columns: list[str]) -> dict[str, list[str]]:
@@ -58,10 +18,6 @@ def table_rows(page, elem_id: str, columns: list[str]) -> dict[str, list[str]]:
     cells = lines[start + len(columns) :]
     rows = [cells[i : i + len(columns)] for i in range(0, len(cells), len(columns))]
     return {row[0]: row[1:] for row in rows}
-
-
-def wait_for(page, js: str, timeout: float = 120):
-    page.wait_for_function(js, timeout=timeout * 1000)
 
 
 def test_folder_pick_train_stop_and_predict(page, tmp_path):
@@ -82,16 +38,19 @@ def test_folder_pick_train_stop_and_predict(page, tmp_path):
     for name, values in rows.items():
         assert values == expected.loc[name].tolist(), name
 
+    page.click("text=Advanced settings")  # every setting but the model is in this one panel
     # the note under the freeze slider is written when the page opens (it needs timm)
+    page.wait_for_selector("#freeze-note", state="attached")
     wait_for(page, "document.querySelector('#freeze-note').innerText.includes('will train')", 60)
     page.fill("#custom-model input, #custom-model textarea", "test_resnet")
-    page.click("text=Training settings")
     page.wait_for_selector("#epochs input[type=number]", state="visible")
     page.fill("#epochs input[type=number]", "80")
     page.press("#epochs input[type=number]", "Enter")
     wait_for(page, "document.querySelector('#epochs input[type=range]').value === '80'", 10)
     page.click("#train-btn")
-    # the per-step loss curve has two points or more, and the matrix names every class
+    # the per-step loss curve (in the panel under the loop) has two points or more, and the
+    # matrix names every class
+    page.click("#run-details >> text=More about this run")
     wait_for(
         page, "document.querySelectorAll('#loss-plot [aria-roledescription=point]').length >= 2"
     )
@@ -139,9 +98,11 @@ def test_folder_pick_train_stop_and_predict(page, tmp_path):
     page.screenshot(path=str(ARTIFACTS / "where-is-it-wrong.png"), full_page=True)
 
     image = next((folder / "circle").iterdir())
+    page.click("#later-steps button[role=tab]:has-text('Try it')")
     page.set_input_files("#predict-image input[type=file]", str(image))
     wait_for(
-        page, "document.querySelector('#predict-result').innerText.match(/circle|square|triangle/)"
+        page,
+        "(document.querySelector('#predict-result') || {innerText: ''}).innerText.match(/circle|square|triangle/)",
     )
     text = page.inner_text("#predict-result")
     assert "%" in text

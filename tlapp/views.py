@@ -65,7 +65,7 @@ def downsample(values: list[float], limit: int = MAX_PLOT_POINTS) -> tuple[np.nd
 # once every one of its series has points, and an empty frame is never sent.
 STEP_COLORS = {"train (each step)": "#3b82f6"}
 EPOCH_COLORS = {"train": "#1d4ed8", "validation": "#ea580c"}
-ACCURACY_COLORS = {"validation accuracy": "#16a34a", "validation macro F1": "#7c3aed"}
+ACCURACY_COLORS = {"right (share of images)": "#16a34a", "score per class (macro F1)": "#7c3aed"}
 
 
 def step_loss_frame(state: RunState) -> pd.DataFrame | None:
@@ -103,24 +103,24 @@ def accuracy_frame(state: RunState) -> pd.DataFrame | None:
     return _epoch_series(
         state,
         "value",
-        {"val_accuracy": "validation accuracy", "val_macro_f1": "validation macro F1"},
+        {"val_accuracy": "right (share of images)", "val_macro_f1": "score per class (macro F1)"},
     )
 
 
 def confusion_html(cm: np.ndarray | None, classes: list[str]) -> str:
     """The confusion matrix as a table; cell shade is the share of the true class (row)."""
     if cm is None:
-        return "<p class='tl-muted'>The confusion matrix appears after the first epoch.</p>"
+        return ""  # the page hides the matrix until the first epoch has one
     names = [html.escape(c) for c in classes]
-    head = "".join(f"<th class='tl-pred'>{n}</th>" for n in names)
+    head = "".join(f"<th class='tl-pred' scope='col'>{n}</th>" for n in names)
     rows = []
     for i, name in enumerate(names):
         total = max(int(cm[i].sum()), 1)
         cells = "".join(_cm_cell(int(v), v / total, i, j) for j, v in enumerate(cm[i]))
-        rows.append(f"<tr><th class='tl-true'>{name}</th>{cells}</tr>")
+        rows.append(f"<tr><th class='tl-true' scope='row'>{name}</th>{cells}</tr>")
     return (
-        "<div class='tl-cm'><table><caption>rows: true class · columns: predicted class"
-        f"</caption><thead><tr><th>true \\ predicted</th>{head}</tr></thead>"
+        "<div class='tl-cm'><table><caption>rows: the real class · columns: what the model said"
+        f"</caption><thead><tr><th scope='col'>real \\ said</th>{head}</tr></thead>"
         f"<tbody>{''.join(rows)}</tbody></table></div>"
     )
 
@@ -135,19 +135,34 @@ def _cm_cell(count: int, share: float, i: int, j: int) -> str:
     )
 
 
+def term(words: str, meaning: str) -> str:
+    """Plain words on the page with the technical term and its meaning on hover."""
+    return f"<abbr title='{html.escape(meaning, quote=True)}'>{words}</abbr>"
+
+
 def per_class_view(state: RunState) -> tuple[str, pd.DataFrame | None]:
+    """The latest epoch in one plain sentence (counts, not only a percentage), and the
+    per-class table."""
     if not state.history:
         return "", None
     last = state.history[-1]
+    counts = ""
+    if state.confusion is not None and state.confusion.sum():
+        right, seen = int(np.trace(state.confusion)), int(state.confusion.sum())
+        counts = f"right **{right} times in {seen}** "
     best = (
-        f" · best so far: epoch {state.best_epoch} ({state.best_accuracy:.1%}; validation "
-        "chooses the epoch)"
-        if state.has_model
+        f" Best so far: epoch {state.best_epoch}, {state.best_accuracy:.0%} (the model kept)."
+        if state.has_model and last["epoch"] != state.best_epoch
         else ""
     )
+    f1 = term(
+        f"score per class {last['val_macro_f1']:.2f}",
+        "Macro F1: precision and recall combined for each class, then averaged, so a rare "
+        "class counts as much as a common one (1 is perfect).",
+    )
     text = (
-        f"Epoch {last['epoch']}: accuracy **{last['val_accuracy']:.1%}**, "
-        f"macro F1 **{last['val_macro_f1']:.3f}**{best}"
+        f"**Epoch {last['epoch']}:** {counts}on validation images it does not train on "
+        f"(**{last['val_accuracy']:.1%}**); {f1}.{best}"
     )
     return text, state.per_class.round(3)
 
@@ -155,45 +170,72 @@ def per_class_view(state: RunState) -> tuple[str, pd.DataFrame | None]:
 def headline_markdown(test: dict | None, val_accuracy: float, best_epoch) -> str:
     """The run's accuracy as a user should read it: the test score, on images used neither to
     train nor to choose, with its 95% interval; validation named as the figure that chose."""
-    chose = f"Validation accuracy {val_accuracy:.1%} chose the kept epoch (epoch {best_epoch})"
+    chose = (
+        f"Validation accuracy {val_accuracy:.1%} chose the kept epoch (epoch {best_epoch}), so "
+        "that figure is optimistic and this one is not."
+    )
     if not test:
         return (
             f"### Validation accuracy: {val_accuracy:.1%}\n"
             "This run had no test images, so this is its only figure, and it is optimistic: "
-            "the same images chose the kept epoch. Keep a test share (the data step) or a "
-            "test/ folder for an estimate on new images, or ask *How sure is this accuracy?*"
+            "the same images chose the kept epoch. Keep a test share (advanced settings) for an "
+            "estimate on new images."
         )
     low, high = test.get("accuracy_low"), test.get("accuracy_high")
-    interval = f" (95% interval {low:.0%}–{high:.0%})" if low is not None else ""
+    interval = ""
+    if low is not None:
+        interval = (
+            " ("
+            + term(
+                f"95% interval {low:.0%}–{high:.0%}",
+                "With this few test images the true accuracy could lie anywhere in this range "
+                "(Wilson interval, 95% confidence).",
+            )
+            + ")"
+        )
     correct = test.get("correct", round(test["accuracy"] * test["images"]))
+    f1 = term("More", f"Macro F1 on the test images {test['macro_f1']:.3f}. {chose}")
     return (
         f"### Accuracy on new images: {test['accuracy']:.1%}{interval}\n"
         f"Right {correct} times in {test['images']} on test images it never trained on and "
-        f"that played no part in choosing it; macro F1 {test['macro_f1']:.3f}. "
-        f"{chose}, so that figure is optimistic and this one is not."
+        f"that played no part in choosing it. {f1}"
     )
 
 
+STATUS_WORDS = {
+    "done": "Finished",
+    "stopped": "Stopped",
+    "diverged": "Diverged",
+    "failed": "Failed",
+    "queued": "Queued",
+    "training": "Training",
+}
+
+
 def status_markdown(state: RunState) -> str:
-    word = {
-        "done": "Finished",
-        "stopped": "Stopped",
-        "diverged": "Diverged",
-        "failed": "Failed",
-        "queued": "Queued",
-        "training": "Training",
-    }.get(state.status, "Starting")
-    lines = [f"**{word}** · {state.progress_line()}"]
+    """What a visitor needs at a glance: where the run is, its headline, and any warning; how
+    it was set up is in `run_details_markdown`."""
+    word = STATUS_WORDS.get(state.status, "Starting")
+    progress = state.progress_line()
+    if state.run_dir:  # the folder's name says which run; its full path is the server's business
+        progress = progress.replace(str(state.run_dir), f"run {Path(state.run_dir).name}")
+    lines = [f"**{word}** · {progress}"]
     if state.finished and state.has_model:
         lines.append(headline_markdown(state.test, state.best_accuracy, state.best_epoch))
-    lines += [f"**Note:** {note}" for note in state.notes]
-    if state.weights_note:
-        warn = state.weights_fell_back
-        lines.append(
-            f"**Warning — weights:** {state.weights_note}"
-            if warn
-            else f"Weights: {state.weights_note}"
-        )
+    if state.weights_note and state.weights_fell_back:
+        lines.append(f"**Warning — weights:** {state.weights_note}")
+    if state.notes:
+        n = len(state.notes)
+        lines.append(f"{n} note{'s' * (n != 1)} on how it ran: *More about this run*, below.")
+    return "\n\n".join(lines)
+
+
+def run_details_markdown(state: RunState) -> str:
+    """How the run went and was set up: its notes, starting weights, what was frozen, and its
+    recipe."""
+    lines = [f"**Note:** {note}" for note in state.notes]
+    if state.weights_note and not state.weights_fell_back:
+        lines.append(f"Weights: {state.weights_note}")
     if state.freeze_note:
         lines.append(state.freeze_note)
     if state.recipe:
@@ -266,15 +308,20 @@ def calibration_text(state: RunState) -> str:
         return ""
     ece = state.history[-1]["val_ece"]
     verdict = (
-        "well calibrated"
+        "you can trust its confidence"
         if ece < 0.05
-        else "somewhat over- or under-confident"
+        else "its confidence is somewhat off"
         if ece < 0.15
-        else "poorly calibrated: treat its confidence with care"
+        else "treat its confidence with care"
+    )
+    gap = term(
+        f"{100 * ece:.1f} points",
+        f"Expected calibration error {ece:.3f}: the gap between stated confidence and "
+        "accuracy, averaged over the bands of confidence, weighted by their images.",
     )
     return (
-        f"Expected calibration error **{ece:.3f}** ({verdict}): on average the confidence it "
-        f"states is {100 * ece:.1f} points away from how often it is right. The table shows "
-        "each band of stated confidence: for a well-calibrated model the two bars match, and "
-        "90% confident means right 9 times in 10."
+        f"**Is it as sure as it should be?** On average, how sure it says it is lies {gap} "
+        f"from how often it is right: {verdict}. For each band of stated confidence, the bars "
+        "show how sure it said it was (grey) and how often it was right (blue): 90% sure should "
+        "mean right 9 times in 10."
     )

@@ -16,7 +16,7 @@ import importlib
 import threading
 import time
 
-from .page import build_ui, launch_kwargs
+from .page import build_ui, launch_kwargs, machine_notice
 from .settings import AppSettings
 
 __all__ = ["AppSettings", "build_ui", "launch_kwargs", "serve", "warm_up"]
@@ -29,6 +29,7 @@ def serve(settings: AppSettings | None = None) -> None:
     """Build the page and serve it until interrupted: what `python app.py` and `tlapp app` do.
     Without settings, they come from the environment (`AppSettings.from_env`)."""
     settings = settings or AppSettings.from_env()
+    print(f"* {machine_notice(settings)}", flush=True)  # for whoever runs it, not every visitor
     demo = build_ui(settings).queue(default_concurrency_limit=4)
     demo.launch(prevent_thread_lock=True, **launch_kwargs(settings))
     # Started once the server listens, not before: the imports would compete for the CPU with

@@ -1,7 +1,36 @@
-"""The page's own style sheet and script, passed to Gradio at launch."""
+"""The page's own theme, style sheet and script, passed to Gradio at launch."""
+
+import gradio as gr
+
+
+def theme() -> gr.themes.Base:
+    """Gradio's Soft theme with text dark enough to read: its greys and light indigo on white
+    or pale indigo fall short of WCAG AA contrast (4.5:1), which axe-core reports."""
+    return gr.themes.Soft().set(
+        body_text_color_subdued="*neutral_600",
+        input_placeholder_color="*neutral_500",
+        block_label_text_color="*primary_700",
+        block_title_text_color="*primary_700",
+        color_accent="*primary_700",
+        button_primary_background_fill="*primary_600",
+        button_primary_background_fill_hover="*primary_700",
+        checkbox_label_background_fill_selected="*primary_600",
+    )
+
 
 CSS = """
-.tl-step h2 { margin-bottom: 0.2em; }
+#intro h1 { font-size: 1.6em; margin-bottom: 0.1em; }
+#intro p { margin-top: 0; }
+.tl-step h2 { margin: 0.1em 0 0.2em; font-size: 1.25em; }
+#status h3 { margin: 0.3em 0 0.1em; font-size: 1.1em; }
+#status p, #metrics-summary p, .tl-explain p { margin: 0.25em 0; }
+abbr[title] { text-decoration: underline dotted; cursor: help; }
+/* Gradio's "add more files" icon sits inside the drop zone's own button (nested controls,
+   which screen readers cannot reach); dropping again does the same. */
+button[aria-label="common.upload"] { display: none; }
+/* The status grows with its text; Gradio's Markdown block would scroll it instead, a region
+   a keyboard cannot reach. */
+#status { overflow: visible !important; }
 .tl-muted { color: var(--body-text-color-subdued); }
 a.tl-download { display: block; text-align: center; padding: var(--size-2) var(--size-4);
   border: 1px solid var(--button-secondary-border-color); border-radius: var(--button-large-radius);
@@ -22,7 +51,6 @@ a.tl-download:hover { background: var(--button-secondary-background-fill-hover);
 .tl-said { background: #9ca3af; }
 .tl-right { background: #2563eb; }
 .tl-cm td[data-cell]:hover { outline: 2px solid var(--color-accent); }
-#status { min-height: 2.5em; }
 """
 
 

@@ -1,4 +1,5 @@
-"""Step 6 of the page: beyond fine-tuning, each measured on the visitor's own data.
+"""Step 7 of the page (a tab under the loop): beyond fine-tuning, each measured on the
+visitor's own data.
 
 Unlabelled images (self-training), images from another camera or lab (AdaBN) and a smaller
 model (distillation), each an accordion whose handler calls `tlapp.methods`; the runs that
@@ -27,7 +28,6 @@ IMAGES = ["image", ".zip"]
 
 def beyond_step(settings: AppSettings, train_inputs: list) -> None:
     """`train_inputs` are the Train button's (session first): the same model and settings."""
-    gr.Markdown("## 6 · Beyond fine-tuning", elem_classes="tl-step")
     gr.Markdown(
         "Three standard answers to common problems, each tried on your own images and "
         "measured, so you can see whether it helps before you rely on it."
@@ -84,9 +84,10 @@ def _domain_shift(settings: AppSettings, session: gr.State) -> None:
     with gr.Accordion("Images from another camera, microscope or lab (domain shift)", open=False):
         gr.Markdown(
             "When the images to classify look different from the training images (other "
-            "lighting, stain, camera), the model's BatchNorm statistics can be re-estimated on "
-            "the new images alone (AdaBN): no labels needed. Give some labelled examples of the "
-            "new kind too (a .zip of class folders) to see accuracy before and after."
+            "lighting, stain, camera), the model can re-learn what a typical image looks like "
+            "from the new images alone, no labels needed (AdaBN: it re-estimates the averages its "
+            "layers normalise with, the BatchNorm statistics). Give some labelled examples of "
+            "the new kind too (a .zip of class folders) to see accuracy before and after."
         )
         with gr.Row():
             target = gr.File(

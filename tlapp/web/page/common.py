@@ -11,8 +11,9 @@ from ...catalogue import ModelError
 from ...data import DataError
 
 HINTS = {
-    "freeze": "Frozen stages keep their pretrained weights and train faster; 0 trains every layer, "
-    "the maximum trains only the new head. With few images, freeze more.",
+    "freeze": "How much of the pretrained model to keep as it is. Frozen stages keep what they "
+    "learnt from a million photos and train faster; 0 retrains every layer, the maximum only "
+    "the new last layer (the head). With few images, freeze more.",
     "weights": "auto: start from weights pretrained on ImageNet when they can be downloaded or are "
     "cached; offline, the model starts from random weights (you will be warned) and "
     "needs many more images. none: always random. A file: start from your own weights.",

@@ -1,4 +1,4 @@
-"""Step 4 of the page: where the model is wrong, what it looked at, and fixes to the labels."""
+"""Step 4 of the page (a tab under the loop): where the model is wrong, what it looked at, and fixes to the labels."""
 
 from __future__ import annotations
 
@@ -13,20 +13,32 @@ from ..sessions import Session
 from .common import image_gallery, user_errors
 
 
-def insight_step(session: gr.State, data: dict, train: dict) -> None:
-    gr.Markdown("## 4 · Where is it wrong?", elem_classes="tl-step")
+def insight_step(cell: gr.Textbox) -> dict:
+    """Call inside its tab; `cell` is the hidden box a click on the confusion matrix fills
+    (it lives beside the matrix, so that it exists whichever tab is open). `wire_insight`
+    connects it once Train's handler exists."""
     gr.Markdown(
-        "Click a cell of the confusion matrix to see its images, or show the images the model "
-        "is most wrong about. Click an image to see what the model looked at, and fix its label "
-        "if it is wrong: fixes are kept aside (your files are never changed) and apply when you "
-        "train again."
+        "Click a number in the table of right and wrong answers (step 3) to see its images, or "
+        "show the images the model is most wrong about. Click an image to see what the model "
+        "looked at, and fix its label if it is wrong: fixes are kept aside (your files are "
+        "never changed) and apply when you train again."
     )
-    ui = _layout()
+    return {"cell": cell, **_layout()}
+
+
+def wire_insight(session: gr.State, data: dict, train: dict, ui: dict) -> None:
     shown = [ui["title"], ui["gallery"], ui["shown"]]
-    ui["cell"].change(show_cell, [session, ui["cell"]], shown, api_name="show_cell")
-    ui["top_btn"].click(show_top, session, shown, api_name="top_losses")
-    ui["gallery"].select(
-        pick, [session, ui["shown"]], [ui["heat"], ui["about"], ui["fix_class"], ui["picked"]]
+    # Each shows its part once it has something in it (the API answers stay plain values).
+    reveal = {"show_progress": "hidden", "api_visibility": "private"}
+    ui["cell"].change(show_cell, [session, ui["cell"]], shown, api_name="show_cell").then(
+        _reveal, ui["shown"], ui["gallery"], **reveal
+    )
+    ui["top_btn"].click(show_top, session, shown, api_name="top_losses").then(
+        _reveal, ui["shown"], ui["gallery"], **reveal
+    )
+    picked = [ui["heat"], ui["about"], ui["fix_class"], ui["picked"]]
+    ui["gallery"].select(pick, [session, ui["shown"]], picked).then(
+        lambda path: gr.Row(visible=path is not None), ui["picked"], ui["picked_row"], **reveal
     )
     fix_outputs = [session, ui["fixes"], data["summary"], data["report"], data["skipped"]]
     fix_outputs.append(ui["retrain_btn"])
@@ -42,11 +54,14 @@ def insight_step(session: gr.State, data: dict, train: dict) -> None:
 
 
 def _layout() -> dict:
-    cell = gr.Textbox(visible="hidden", elem_id="cm-cell")  # set by PAGE_JS on a click
-    top_btn = gr.Button("Show the top losses", elem_id="top-losses-btn", size="sm")
+    top_btn = gr.Button(
+        "Show the images it is most wrong about", elem_id="top-losses-btn", size="sm"
+    )
     title = gr.Markdown(elem_id="gallery-title")
-    gallery = image_gallery("Validation images", "cell-gallery", 6, 330, allow_preview=False)
-    with gr.Row():
+    gallery = image_gallery(
+        "Validation images", "cell-gallery", 6, 330, allow_preview=False, visible=False
+    )
+    with gr.Row(visible=False) as picked_row:
         heat = gr.Image(
             label="What the model looked at (red: most)",
             elem_id="explain-image",
@@ -54,7 +69,7 @@ def _layout() -> dict:
             interactive=False,
         )
         with gr.Column():
-            about = gr.Markdown("Click an image above.", elem_id="picked")
+            about = gr.Markdown(elem_id="picked")
             fix_class = gr.Dropdown(
                 label="This image's true class", choices=[], elem_id="fix-class"
             )
@@ -69,7 +84,7 @@ def _layout() -> dict:
                 visible=False,
             )
     return {
-        "cell": cell,
+        "picked_row": picked_row,
         "shown": gr.State([]),  # the paths in the gallery, in order
         "picked": gr.State(None),  # the path of the image clicked
         "top_btn": top_btn,
@@ -83,6 +98,10 @@ def _layout() -> dict:
         "fixes": fixes,
         "retrain_btn": retrain_btn,
     }
+
+
+def _reveal(paths: list[str]):
+    return gr.Gallery(visible=bool(paths))
 
 
 def _show(rows: pd.DataFrame, heading: str):

@@ -22,7 +22,7 @@ def cross_validation(settings: AppSettings, train_inputs: list) -> None:
             f"With fewer than {SMALL} validation images per class, one image moves the accuracy "
             "by whole points. This fits the head on frozen features five times, each time "
             "holding out a different fifth of your labelled images, and reports the mean and "
-            "the spread. It takes seconds once the embeddings exist."
+            "the spread. It takes seconds once the images have been read once."
         )
         run = gr.Button("Estimate with 5 folds", elem_id="kfold-btn")
         said = gr.Markdown(elem_id="kfold-result")
@@ -101,7 +101,7 @@ SHOWN = {
     "test_high": "to",
     "test_images": "test images",
     "val_accuracy": "validation accuracy (chose the epoch)",
-    "val_macro_f1": "macro F1",
+    "val_macro_f1": "score per class (macro F1)",
     "seconds": "seconds",
     "size_mb": "size (MB)",
 }

@@ -1,4 +1,4 @@
-"""Step 5 of the page: classify one image (top 5 and a heat map) or many (a CSV), and take the
+"""Steps 5 and 6 of the page (tabs under the loop): classify one image (top 5 and a heat map) or many (a CSV), and take the
 model away: an ONNX export, the code that loads it, and publishing to the Hugging Face Hub."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 
 def use_step(settings: AppSettings, session: gr.State) -> None:
-    gr.Markdown("## 5 · Try the model", elem_classes="tl-step")
+    """Call inside its tab."""
     ui = _layout()
 
     @user_errors
@@ -34,18 +34,23 @@ def use_step(settings: AppSettings, session: gr.State) -> None:
             value=str(out), visible=True, label=f"Download {len(found)} predictions (CSV)"
         )
 
+    # The answers appear with their first content (the API's answers stay plain values).
+    hidden = {"show_progress": "hidden", "api_visibility": "private"}
     ui["image"].change(
         predict, [session, ui["image"]], [ui["result"], ui["heat"]], api_name="predict"
-    )
+    ).then(_reveal_answer, ui["image"], [ui["result"], ui["heat"]], **hidden)
     ui["batch"].upload(
         predict_many, [session, ui["batch"]], [ui["table"], ui["csv"]], api_name="predict_many"
-    )
-    take_away(settings, session)
+    ).then(lambda files: gr.Dataframe(visible=bool(files)), ui["batch"], ui["table"], **hidden)
 
 
-def take_away(settings: AppSettings, session: gr.State) -> None:
-    """The accordion under step 5: export to ONNX, the usage code, publish to the hub."""
-    ui = _take_away_layout(settings)
+def _reveal_answer(path: str | None):
+    return gr.Label(visible=bool(path)), gr.Image(visible=bool(path))
+
+
+def take_away(settings: AppSettings, session: gr.State, tab: gr.Tab) -> None:
+    """Inside `tab`: export to ONNX, the usage code, publish to the hub."""
+    ui = {"opened": tab, **_onnx_export(), **_usage_code(), **_hub_publishing(settings)}
 
     @user_errors
     def export(state: Session | None):
@@ -64,7 +69,7 @@ def take_away(settings: AppSettings, session: gr.State) -> None:
     def snippet(state: Session | None):
         return code_for(saved_run(state).run_dir)
 
-    def snippet_if_any(state: Session | None):  # opening the accordion: no error, a comment
+    def snippet_if_any(state: Session | None):  # opening the tab: no error, a comment
         try:
             return code_for(saved_run(state).run_dir)
         except (DataError, ValueError) as err:
@@ -95,19 +100,13 @@ def take_away(settings: AppSettings, session: gr.State) -> None:
         api_name="export_onnx",
     )
     ui["show_snippet"].click(snippet, session, ui["snippet"], api_name="usage_snippet")
-    ui["accordion"].expand(snippet_if_any, session, ui["snippet"], api_visibility="private")
+    ui["opened"].select(snippet_if_any, session, ui["snippet"], api_visibility="private")
     ui["publish"].click(
         publish,
         [session, ui["repo"], ui["token"], ui["private"]],
         ui["published"],
         api_name="push_to_hub",
     )
-
-
-def _take_away_layout(settings: AppSettings) -> dict:
-    with gr.Accordion("Take the model away", open=False, elem_id="take-away") as accordion:
-        ui = {**_onnx_export(), **_usage_code(), **_hub_publishing(settings)}
-    return {"accordion": accordion, **ui}
 
 
 def _onnx_export() -> dict:
@@ -193,12 +192,15 @@ def _layout() -> dict:
             sources=["upload", "webcam", "clipboard"],
             height=280,
         )
-        result = gr.Label(num_top_classes=5, label="Prediction (top 5)", elem_id="predict-result")
+        result = gr.Label(
+            num_top_classes=5, label="What it says", elem_id="predict-result", visible=False
+        )
         heat = gr.Image(
             label="What it looked at (red: most)",
             elem_id="predict-heatmap",
             height=280,
             interactive=False,
+            visible=False,
         )
     with gr.Row():
         batch = gr.File(
@@ -214,6 +216,7 @@ def _layout() -> dict:
                 interactive=False,
                 elem_id="predict-table",
                 max_height=300,
+                visible=False,
             )
             csv = gr.DownloadButton(
                 "Download the predictions (CSV)", visible=False, elem_id="predict-csv"

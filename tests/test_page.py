@@ -1,0 +1,168 @@
+"""The page as a newcomer sees it, in a real browser: one screen for the loop, nothing shown
+empty, no serious accessibility violation (axe-core) in any state, usable on a phone and a wide
+screen, and classes made on the page that train and predict.
+
+Each state's screenshot is written under test-artifacts/ for review."""
+
+import pytest
+from conftest import ARTIFACTS, needs_chromium, wait_for, wait_for_text, write_classes
+
+pytestmark = needs_chromium()
+
+SCREEN = {"width": 1366, "height": 900}
+SHAPES = {"circle": (200, 40, 40), "square": (40, 170, 60), "triangle": (40, 60, 200)}
+# Shown only once they have content: before any data, none of them may be on the page.
+FILLED_LATER = [
+    "#live-result",
+    "#accuracy-plot",
+    "#confusion-matrix",
+    "#loss-plot",
+    "#class-table",
+    "#skipped-table",
+    "#health-table",
+    "#run-details",
+    "#after-training",
+    "#cell-gallery",
+    "#explain-image",
+    "#predict-result",
+    "#predict-table",
+]
+
+
+def serious_violations(page) -> list[str]:
+    """axe-core's serious and critical findings on the page as it is now."""
+    from axe_playwright_python.sync_playwright import Axe
+
+    found = Axe().run(page).response["violations"]
+    return [
+        f"{v['id']}: {v['help']} ({len(v['nodes'])}: {v['nodes'][0]['target']})"
+        for v in found
+        if v["impact"] in ("serious", "critical")
+    ]
+
+
+def check_state(page, name: str) -> None:
+    """Screenshot and axe-core once no event is in progress: the state, not a transition."""
+    wait_for(
+        page,
+        "[...document.querySelectorAll('[data-testid=status-tracker]')]"
+        ".every(tracker => tracker.classList.contains('hide'))",
+        60,
+    )
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"page-{name}.png"), full_page=True)
+    assert serious_violations(page) == [], name
+
+
+def page_height(page) -> int:
+    return page.evaluate("document.documentElement.scrollHeight")
+
+
+def bottom(page, selector: str) -> float:
+    box = page.locator(selector).bounding_box()
+    assert box is not None, f"{selector} is not shown"
+    return box["y"] + box["height"]
+
+
+def advanced(page, model="test_resnet", epochs=80, img_size=48) -> None:
+    """Open the one advanced panel, set a tiny model and run, and close it again."""
+    page.click("#advanced >> text=Advanced settings")
+    page.fill("#custom-model input, #custom-model textarea", model)
+    for box, value in (("#epochs", epochs), ("#img-size", img_size)):
+        page.fill(f"{box} input[type=number]", str(value))
+        page.press(f"{box} input[type=number]", "Enter")
+        wait_for(page, f"document.querySelector('{box} input[type=range]').value === '{value}'")
+    page.click("#advanced >> text=Advanced settings")
+
+
+def test_the_loop_fits_one_screen_and_every_state_passes_axe(page, tmp_path):
+    assert page.viewport_size == SCREEN
+    for selector in FILLED_LATER:
+        assert not page.locator(selector).is_visible(), f"{selector} shown empty"
+    assert page_height(page) <= 2 * SCREEN["height"]
+    check_state(page, "empty")
+
+    folder = write_classes(tmp_path / "shapes", per_class=10, classes=SHAPES)
+    page.set_input_files("#upload input[type=file]", str(folder))
+    wait_for(page, "document.querySelector('#data-summary').innerText.includes('Ready to train')")
+    # the instant baseline runs by itself: its matrix appears without pressing Train
+    page.wait_for_selector("#confusion-matrix td[data-cell]")
+    assert not page.locator("#health-table").is_visible()  # the data check found nothing
+    assert page_height(page) <= 2 * SCREEN["height"]
+    check_state(page, "data-loaded")
+
+    advanced(page)
+    page.click("#train-btn")
+    wait_for(page, "document.querySelector('#status').innerText.startsWith('Training')")
+    wait_for(
+        page, "document.querySelectorAll('#accuracy-plot [aria-roledescription=point]').length >= 4"
+    )
+    assert page.evaluate("window.scrollY") == 0
+    for selector in ("#status", "#metrics-summary", "#accuracy-plot", "#confusion-matrix"):
+        assert bottom(page, selector) <= SCREEN["height"], f"{selector} is below the first screen"
+    check_state(page, "training")
+
+    page.click("#stop-btn")
+    wait_for(page, "document.querySelector('#status').innerText.includes('Accuracy on new images')")
+    page.wait_for_selector("#after-training", state="visible")
+    check_state(page, "finished")
+
+
+@pytest.mark.parametrize("width", [390, 1920])
+def test_the_page_works_on_a_phone_and_a_wide_screen(page, tmp_path, width):
+    page.set_viewport_size({"width": width, "height": 900})
+    folder = write_classes(tmp_path / "shapes", per_class=6, classes=SHAPES)
+    page.set_input_files("#upload input[type=file]", str(folder))
+    page.wait_for_selector("#confusion-matrix td[data-cell]")
+    # nothing wider than the screen: no sideways scrolling
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+    for selector in ("#upload", "#train-btn", "#confusion-matrix"):
+        box = page.locator(selector).bounding_box()
+        assert box and box["x"] >= 0 and box["x"] + box["width"] <= width, selector
+    page.screenshot(path=str(ARTIFACTS / f"page-{width}px.png"), full_page=True)
+    assert serious_violations(page) == []
+
+
+def add_class(page, name: str, images: list) -> None:
+    page.fill("#class-name input, #class-name textarea", name)
+    page.click("#class-add")
+    wait_for_text(page, "#class-list", f"{name} ·")
+    page.set_input_files("#class-drop input[type=file]", [str(p) for p in images])
+    label = f"{name} · {len(images)} images"
+    wait_for_text(page, "#class-list", label)
+    wait_for(page, f"document.querySelectorAll('#class-thumbs img').length === {len(images)}")
+
+
+def test_classes_made_on_the_page_train_and_predict(page, tmp_path):
+    """The workshop path: no folder, two classes named on the page and images dropped on each."""
+    source = write_classes(tmp_path / "made", per_class=8, classes={"red": (200, 40, 40)})
+    write_classes(source, per_class=8, classes={"blue": (40, 60, 200)}, seed=3)
+    page.click("#data-tabs button[role=tab]:has-text('Make classes here')")
+    add_class(page, "red", sorted((source / "red").iterdir()))
+    wait_for_text(page, "#data-summary", "Add two classes")
+    add_class(page, "sky", sorted((source / "blue").iterdir()))
+    wait_for_text(page, "#data-summary", "16 images in 2 classes")
+
+    # rename the selected class; a third one made by mistake is deleted
+    page.fill("#class-rename input, #class-rename textarea", "blue")
+    page.click("#class-rename-btn")
+    wait_for_text(page, "#class-list", "blue · 8 images")
+    page.fill("#class-name input, #class-name textarea", "oops")
+    page.click("#class-add")
+    wait_for_text(page, "#class-list", "oops ·")
+    page.click("#class-delete")
+    wait_for_text(page, "#class-list", "oops", present=False)
+    assert "sky" not in page.inner_text("#class-list")
+    check_state(page, "classes-made-here")
+
+    advanced(page, epochs=2)
+    page.click("#train-btn")
+    wait_for(page, "document.querySelector('#status').innerText.startsWith('Finished')", 180)
+    table = page.inner_text("#confusion-matrix")
+    assert "blue" in table and "red" in table and "sky" not in table
+    page.click("#later-steps button[role=tab]:has-text('Try it')")
+    page.set_input_files("#predict-image input[type=file]", str(next((source / "red").iterdir())))
+    wait_for(
+        page,
+        "(document.querySelector('#predict-result') || {innerText: ''}).innerText.match(/red|blue/)",
+    )
