@@ -33,6 +33,8 @@ MIN_EPOCHS = 3  # fewer fine-tuning epochs than this rarely beat phase one: trai
 SAMPLE = 16  # images in the measured batch
 SAFETY = 0.9  # of the time left after phase one: estimates of seconds are not exact
 CANDIDATES = 3  # depths measured: the last 1, 2 and 3 stages trained
+WARM_UP = 3  # forward passes before the timed ones: a fresh process sets up its kernels
+REPEATS = 2  # timed passes of each kind, the fastest kept: a busy machine slows some
 
 
 @dataclass(frozen=True)
@@ -129,10 +131,13 @@ def measure(config: TrainConfig, dataset: Dataset) -> Speeds:
     x = to_model_input(pixels, cfg["mean"], cfg["std"], embedder.device, embedder.channels_last)
     model.eval()
     with torch.inference_mode(), embedder.autocast:
-        model(x)  # the first pass sets up kernels: not what an epoch costs
-        forward = _timed(lambda: model(x), cuda)
+        for _ in range(WARM_UP):  # the first passes set up kernels: not what an epoch costs
+            model(x)
+        forward = min(_timed(lambda: model(x), cuda) for _ in range(REPEATS))
     stages = len(freeze_plan(model, 0).stages)
     depths = [d for d in range(stages - 1, stages - 1 - CANDIDATES, -1) if _allowed(config, d)]
+    if depths:  # the first backward pass sets up its kernels too
+        _train_step_seconds(model, x, depths[-1], embedder)
     steps = {depth: _train_step_seconds(model, x, depth, embedder) for depth in depths}
     n = len(paths)
     return Speeds(
@@ -157,6 +162,6 @@ def _train_step_seconds(model, x, depth: int, embedder: Embedder) -> float:
         with torch.enable_grad(), embedder.autocast:
             model(x).float().sum().backward()
 
-    seconds = _timed(step, embedder.cuda)
+    seconds = min(_timed(step, embedder.cuda) for _ in range(REPEATS))
     model.zero_grad(set_to_none=True)
     return seconds
