@@ -110,7 +110,8 @@ def start_training(
     img_size=48,
     batch_size=8,
     lr=0.003,
-    balance=False,
+    balance="off",
+    time_budget="0",
 ):
     """Press Train through the app's API (arguments in the order of the page's widgets)."""
     return client.predict(
@@ -126,6 +127,7 @@ def start_training(
         lr,
         augment,
         balance,
+        time_budget,
         api_name="/train",
     )
 

@@ -183,3 +183,13 @@ def test_the_sample_is_read_once_for_every_visitor(app, monkeypatch):
         assert "500 images in 10 classes" in summary
         assert {r[0] for r in report["data"]} >= {str(d) for d in range(10)}
     assert len(checks) == 1
+
+
+def test_the_headline_says_class_by_class_when_rare_classes_tell_another_story():
+    from tlapp.views import headline_markdown
+
+    test = dict(images=50, correct=45, accuracy=0.9, accuracy_low=0.79, accuracy_high=0.96)
+    even = headline_markdown({**test, "macro_f1": 0.9, "balanced_accuracy": 0.9}, 0.92, 2)
+    rare = headline_markdown({**test, "macro_f1": 0.6, "balanced_accuracy": 0.55}, 0.92, 2)
+    assert "Right 45 times in 50" in even and "Class by class" not in even
+    assert "Class by class it finds" in rare and "55% of each class's images" in rare

@@ -198,8 +198,21 @@ def headline_markdown(test: dict | None, val_accuracy: float, best_epoch) -> str
     return (
         f"### Accuracy on new images: {test['accuracy']:.1%}{interval}\n"
         f"Right {correct} times in {test['images']} on test images it never trained on and "
-        f"that played no part in choosing it. {f1}"
+        f"that played no part in choosing it.{_class_by_class(test)} {f1}"
     )
+
+
+def _class_by_class(test: dict) -> str:
+    """Balanced accuracy in words, when it tells another story than accuracy (rare classes)."""
+    balanced = test.get("balanced_accuracy")
+    if balanced is None or abs(balanced - test["accuracy"]) < 0.01:
+        return ""
+    found = term(
+        f"{balanced:.0%} of each class's images",
+        "Balanced accuracy: each class's share found, averaged, so that a rare class counts as "
+        "much as a common one.",
+    )
+    return f" Class by class it finds {found} on average."
 
 
 STATUS_WORDS = {

@@ -24,8 +24,12 @@ HINTS = {
     "val_fraction": "Share of each class used to choose the best epoch (ignored when your data has a val/ folder).",
     "test_fraction": "Share of each class never trained on nor used for choosing: the accuracy to expect on new images (ignored when your data has a test/ folder; 0: none).",
     "augment": "Random crops, flips and slight colour changes, so the model sees more variety.",
-    "balance": "Make rare classes count as much as common ones in training (when one class has "
-    "far fewer images).",
+    "balance": "Make rare classes count as much as common ones: they weigh more in training, and "
+    "the kept epoch is the one that finds each class best on average. Automatic: when one class "
+    "has 5 times the images of another.",
+    "time_budget": "The whole run, images read and model trained, within this time: the app "
+    "measures this machine first and chooses how much of the model to train and for how many "
+    "epochs. Automatic: 2 minutes on a CPU, 10 on a GPU.",
 }
 
 

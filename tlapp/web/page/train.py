@@ -17,7 +17,7 @@ from ...train.slots import TrainingSlots
 from ..sessions import Session, SessionRegistry
 from ..settings import AppSettings
 from .common import HINTS, user_errors
-from .form import KNOB_INPUTS, MODEL_INPUTS, config_from_page
+from .form import KNOB_INPUTS, MODEL_INPUTS, TIME_BUDGETS, config_from_page
 from .results import poll_every_second
 
 
@@ -39,8 +39,19 @@ def training_settings() -> dict:
     batch_size = gr.Slider(1, 256, value=32, step=1, label="Batch size", info=HINTS["batch_size"])
     lr = gr.Number(value=1e-3, label="Learning rate", info=HINTS["lr"], minimum=1e-7, maximum=0.9)
     augment = gr.Checkbox(value=True, label="Light augmentation", info=HINTS["augment"])
-    balance = gr.Checkbox(
-        value=False, label="Balance classes", info=HINTS["balance"], elem_id="balance"
+    balance = gr.Dropdown(
+        [("Automatic", "auto"), ("On", "on"), ("Off", "off")],
+        value="auto",
+        label="Balance classes",
+        info=HINTS["balance"],
+        elem_id="balance",
+    )
+    budget = gr.Dropdown(
+        [(label, value) for value, label in TIME_BUDGETS.items()],
+        value="auto",
+        label="Time budget",
+        info=HINTS["time_budget"],
+        elem_id="time-budget",
     )
     return {
         "epochs": epochs,
@@ -49,6 +60,7 @@ def training_settings() -> dict:
         "lr": lr,
         "augment": augment,
         "balance": balance,
+        "time_budget": budget,
     }
 
 
