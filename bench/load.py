@@ -83,7 +83,7 @@ def visit(
         with zipfile.ZipFile(archive) as zf:
             image = work / f"visitor-{index}-probe.png"
             image.write_bytes(zf.read(zf.namelist()[0]))
-    widgets = ("resnet18", model, "none", None, "", 5, 1, 64, 32, 0.001, False, False)
+    widgets = ("resnet18", model, "none", None, "", 5, 1, 64, 32, 0.001, False, "off", "0")
     client.predict(*widgets, api_name="/train")  # all 5 stages frozen: head only
     deadline = time.monotonic() + timeout
     while True:

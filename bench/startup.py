@@ -89,7 +89,7 @@ def app_times(data: Path) -> tuple[float, dict[str, float]]:
             wait_until_ready(app)
             client = Client(url, verbose=False)
             client.predict(str(data), 0.2, 0.15, api_name="/load_folder")
-            widgets = ("resnet18", "", "none", None, "", 5, 1, 224, 32, 0.001, False, False)
+            widgets = ("resnet18", "", "none", None, "", 5, 1, 224, 32, 0.001, False, "off", "0")
             pressed = time.perf_counter()
             client.predict(*widgets, api_name="/train")
             seen: dict[str, float] = {}

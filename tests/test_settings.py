@@ -141,7 +141,7 @@ def test_a_zero_gpu_space_trains_on_the_cpu_and_says_why(env, class_folder, tmp_
     assert "3 runs at a time" in notice and "ZeroGPU" in notice and "on the CPU" in notice
     session = Session.new(settings)
     session.use(load_dataset(class_folder))
-    values = ("resnet18", "", "none", None, "", 0, 1, 48, 4, 0.001, False, False)
+    values = ("resnet18", "", "none", None, "", 0, 1, 48, 4, 0.001, False, "off", "0")
     assert config_from_page(settings, session, *values).device == "cpu"
     plain = replace(settings, zero_gpu=False)
     assert config_from_page(plain, session, *values).device == "auto"

@@ -77,8 +77,8 @@ def test_training_without_data_is_a_readable_error(app):
             8,
             0.001,
             True,
-            0.2,
-            False,
+            "auto",
+            "2m",
             api_name="/train",
         )
 
@@ -108,7 +108,7 @@ def test_the_page_finds_a_learning_rate_and_uses_it_in_one_click(app, class_fold
     client = Client(app[0], verbose=False)
     archive = zip_folder(class_folder, tmp_path / "colours.zip")
     client.predict(handle_file(str(archive)), 0.2, 0.15, api_name="/load_upload")
-    widgets = ("resnet18", "test_resnet", "none", None, "", 0, 1, 48, 4, 0.001, False, False)
+    widgets = ("resnet18", "test_resnet", "none", None, "", 0, 1, 48, 4, 0.001, False, "off", "0")
     plot, said = client.predict(*widgets, api_name="/lr_find")
     assert "Suggested learning rate" in said
     suggestion = float(said.split("**Suggested learning rate: ")[1].split("**")[0])
@@ -123,7 +123,7 @@ def test_instant_baseline_and_kfold_from_the_page(app, class_folder, tmp_path):
     client = Client(app[0], verbose=False)
     archive = zip_folder(class_folder, tmp_path / "colours.zip")
     client.predict(handle_file(str(archive)), 0.2, 0.15, api_name="/load_upload")
-    widgets = ("resnet18", "test_resnet", "none", None, "", 0, 3, 48, 8, 0.001, False, False)
+    widgets = ("resnet18", "test_resnet", "none", None, "", 0, 3, 48, 8, 0.001, False, "off", "0")
     said, table = client.predict(*widgets, api_name="/kfold")
     assert "over 5 folds of 30 labelled images" in said  # 36 less the 6 held back for test
     assert "fewer than 30 images in some class" in said  # 36 images: a small validation set
@@ -148,7 +148,7 @@ def test_beyond_fine_tuning_from_the_page(app, class_folder, tmp_path):
     client = Client(app[0], verbose=False)
     archive = zip_folder(class_folder, tmp_path / "colours.zip")
     client.predict(handle_file(str(archive)), 0.2, 0.15, api_name="/load_upload")
-    widgets = ("resnet18", "test_resnet", "none", None, "", 0, 2, 48, 8, 0.003, False, False)
+    widgets = ("resnet18", "test_resnet", "none", None, "", 0, 2, 48, 8, 0.003, False, "off", "0")
     client.predict(*widgets, api_name="/train")
     assert poll_until(client, "Finished", "Stopped", "Failed")[0].startswith("**Finished**")
 
