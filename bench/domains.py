@@ -81,16 +81,7 @@ def cell(runs: list[dict]) -> str:
 
 
 def table(results: dict) -> str:
-    names = list(results)
-    lines = [
-        "| recipe | " + " | ".join(PARTS[n] for n in names) + " |",
-        "|---" * (len(names) + 1) + "|",
-    ]
-    for row in ROWS:
-        lines.append(
-            f"| {row} | " + " | ".join(cell(results[n].get(row, [])) for n in names) + " |"
-        )
-    return "\n".join(lines)
+    return quality.markdown_table(results, PARTS, ROWS, cell)
 
 
 def mean(runs: list[dict], key: str) -> float | None:

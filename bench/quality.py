@@ -375,13 +375,18 @@ def cell(s: dict | None) -> str:
 
 
 def table(results: dict) -> str:
+    return markdown_table(results, PARTS, ROWS, lambda runs: cell(summary(runs)))
+
+
+def markdown_table(results: dict, parts: dict, rows, show) -> str:
+    """A recipe per line, a part per column, `show(runs)` in each cell; rows never run left out."""
     names = list(results)
     lines = [
-        "| recipe | " + " | ".join(PARTS[n] for n in names) + " |",
+        "| recipe | " + " | ".join(parts[n] for n in names) + " |",
         "|---" * (len(names) + 1) + "|",
     ]
-    for row in ROWS:
-        cells = [cell(summary(results[n].get(row, []))) for n in names]
+    for row in rows:
+        cells = [show(results[n].get(row, [])) for n in names]
         if any(c != "—" for c in cells):
             lines.append(f"| {row} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
