@@ -17,6 +17,7 @@ RECIPES = ("two-phase", "one-phase")
 BALANCE = ("auto", "on", "off")
 IMBALANCED = 5  # the largest class this many times the smallest: balance_classes=auto is on
 HEADS = ("logistic", "prototypes")
+FRAMINGS = ("auto", "crop", "whole")
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,11 @@ class TrainConfig:
     # Seconds for the whole run (0: no limit): fine-tuning is planned to fit (train/budget.py).
     # Given as a number of seconds or a duration: "90s", "2m", "1h", "1m30s".
     time_budget: float = 0.0
+    # How an image fills the model's square input. crop: the model's own evaluation crop (timm's
+    # centre crop); whole: the whole image squeezed to the square, nothing cut away; auto: whole
+    # when many images are long and thin (recipes.wants_whole), so that a centre crop would cut
+    # off their ends, where a defect may lie.
+    framing: str = "auto"
     corrections: str = ""  # a corrections file made from the page (relabelled, left-out images)
 
 
@@ -117,6 +123,7 @@ def _check_ranges(c: TrainConfig) -> None:
             c.precision in ("auto", "bf16", "fp16", "fp32"),
             "Precision must be auto, bf16, fp16 or fp32.",
         ),
+        (c.framing in FRAMINGS, "Framing must be auto, crop or whole."),
         (c.memory_budget_gb >= 0, "The memory budget cannot be negative."),
         (c.recipe in RECIPES, f"Recipe must be one of {', '.join(RECIPES)}."),
         (c.head in HEADS, f"Head must be one of {', '.join(HEADS)}."),

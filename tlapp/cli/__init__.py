@@ -36,6 +36,11 @@ import atexit
 import functools
 import gc
 import sys
+import time
+
+# When this process began, near enough (importing this package takes milliseconds): a time
+# budget (`train --time-budget`) counts from here, so start-up and imports are inside it.
+STARTED = time.monotonic()
 
 from .. import __version__
 from .args import Help, print_json

@@ -8,7 +8,7 @@ import math
 import sys
 from dataclasses import fields
 
-from ..config import BALANCE, RECIPES, TrainConfig
+from ..config import BALANCE, FRAMINGS, RECIPES, TrainConfig
 
 
 class Help(argparse.ArgumentDefaultsHelpFormatter):
@@ -54,6 +54,9 @@ SETTINGS_HELP = {
     "balance_classes": "on: weigh the loss so that rare classes count as much as common ones and "
     "keep the epoch with the best balanced accuracy; auto: on when the largest class has at least "
     "5 times the smallest's training images",
+    "framing": "how an image fills the model's square: crop (the model's centre crop), whole "
+    "(squeezed, nothing cut away) or auto (whole when a quarter or more of the images are at least "
+    "1.5 times as long as wide)",
     "corrections": "a corrections file made on the page (relabelled and left-out images)",
     "time_budget": "the whole run within this time, as 90s, 2m or 1h: fine-tuning's stages and "
     "epochs are planned from a measurement of this machine (0: no limit)",
@@ -63,6 +66,7 @@ SETTINGS_HELP = {
 CHOICES = {
     "recipe": RECIPES,
     "balance_classes": BALANCE,
+    "framing": FRAMINGS,
 }  # the others are checked by make_config, as the page's are
 
 

@@ -71,7 +71,13 @@ def cmd_train(args) -> int:
     with process_group(config) as world:
         if not world.is_main:
             return train_quietly(config, dataset, resume=bool(args.resume))
-        job = Job(config, dataset, resume=bool(args.resume), callbacks=[StageEvents(show)])
+        job = Job(
+            config,
+            dataset,
+            resume=bool(args.resume),
+            callbacks=[StageEvents(show)],
+            started=process_started(),
+        )
         with terminate_as_interrupt():
             return report(follow(job.start(), show), args.json)
 
@@ -205,3 +211,10 @@ def sweep_table(finding, rows: int = 10) -> str:
         mark=["<- suggested" if i == chosen else "" for i in shown.index],
     ).to_string(index=False, header=["lr", "loss", ""])
     return "\n".join(line.rstrip() for line in text.splitlines())
+
+
+def process_started() -> float:
+    """time.monotonic() when this process began (tlapp.cli.STARTED)."""
+    from . import STARTED
+
+    return STARTED

@@ -88,13 +88,16 @@ class DecodedImages:
         return sum(t.numel() for t in self.pixels if t is not None)
 
 
-def light_augmentation(img_size: int) -> v2.Compose:
-    """Random resized crop (60–100% of the area), horizontal flip, mild colour jitter."""
+def light_augmentation(img_size: int, colour: bool = True) -> v2.Compose:
+    """Random resized crop (60–100% of the area), horizontal flip, mild brightness and contrast
+    jitter, and saturation jitter for colour images (on greyscale ones it would tint nothing but
+    costs a colour-space round trip)."""
+    jitter = dict(brightness=0.2, contrast=0.2, saturation=0.2 if colour else 0)
     return v2.Compose(
         [
             v2.RandomResizedCrop(img_size, scale=(0.6, 1.0), antialias=True),
             v2.RandomHorizontalFlip(),
-            v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2),
+            v2.ColorJitter(**jitter),
         ]
     )
 
@@ -124,6 +127,7 @@ class BatchFeed:
         shuffle: bool,
         seed: int,
         pin: bool = False,
+        colour: bool = True,  # False: greyscale images, no saturation jitter
     ):
         self.images, self.targets = images, torch.tensor(targets, dtype=torch.int64)
         self.img_size, self.batch_size, self.shuffle, self.seed, self.pin = (
@@ -134,7 +138,7 @@ class BatchFeed:
             pin,
         )
         self.center = images.geometry.crop  # timm's crop (or pad) for the model's crop mode
-        self.augment = light_augmentation(img_size) if augment else None
+        self.augment = light_augmentation(img_size, colour) if augment else None
         self.sampler: DistributedSampler | None = None  # set by `shard`
         self.served = torch.arange(0)  # the images of the last epoch served, in order
 

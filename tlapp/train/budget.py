@@ -4,8 +4,9 @@
     config = plan.config                  # even phase one would not fit
     plan.text   # "1,800 images, 2 CPU cores: the last 2 stages train, 4 epochs, about 1 m 50 s."
 
-The budget covers the whole run: this measurement, decoding and embedding every image (phase
-one), then fine-tuning. The measurement times, on one batch of the training images, a forward
+The budget covers the whole run: what the process did before planning (`spent`: start-up,
+imports, reading the folder), this measurement, decoding and embedding every image (phase one),
+fine-tuning, and the end (the kept model scored on the test images, the run saved). The measurement times, on one batch of the training images, a forward
 pass of the whole model (what embedding and validation cost) and a training step with the last
 1, 2, 3… stages unfrozen (what a fine-tuning epoch costs at each depth). The plan unfreezes the
 most stages that still leave `MIN_EPOCHS` epochs (never more than the run's own `freeze` allows,
@@ -35,6 +36,7 @@ SAFETY = 0.9  # of the time left after phase one: estimates of seconds are not e
 CANDIDATES = 3  # depths measured: the last 1, 2 and 3 stages trained
 WARM_UP = 3  # forward passes before the timed ones: a fresh process sets up its kernels
 REPEATS = 2  # timed passes of each kind, the fastest kept: a busy machine slows some
+SAVING_S = 3.0  # writing the run folder at the end (weights, checkpoint, run.json)
 
 
 @dataclass(frozen=True)
@@ -53,26 +55,30 @@ class Plan:
     config: TrainConfig  # the run's settings with the planned freeze depth and epochs
     text: str  # what was chosen and why, for the page and run.json
     seconds: float  # the estimated whole run
+    ending: float  # seconds kept for after the last epoch: the test pass and saving
 
 
-def plan_run(config: TrainConfig, dataset: Dataset) -> Plan:
-    """The freeze depth and epochs that fit `config.time_budget` seconds on this machine."""
+def plan_run(config: TrainConfig, dataset: Dataset, spent: float = 0.0) -> Plan:
+    """The freeze depth and epochs that fit `config.time_budget` seconds on this machine, of
+    which `spent` have gone already (the process starting, the folder read)."""
     speeds = measure(config, dataset)
     counts = {s: len(dataset.split(s)) for s in ("train", "val", "test")}
-    phase_one = speeds.measured_in + sum(counts.values()) * (speeds.decode + speeds.forward)
+    per_image = speeds.decode + speeds.forward
+    phase_one = spent + speeds.measured_in + sum(counts.values()) * per_image
+    ending = counts["test"] * per_image + SAVING_S  # a fine-tuned model embeds the test set again
     budget = config.time_budget
-    if phase_one > budget:
+    if phase_one + SAVING_S > budget:
         raise DataError(
             f"Even the first phase (every image decoded and embedded once) needs about "
             f"{duration(phase_one)} here, more than the time budget of {duration(budget)}: give "
             f"a budget of at least {duration(phase_one * 1.2)}, or fewer or smaller images."
         )
-    left = (budget - phase_one) * SAFETY
+    left = (budget - phase_one - ending) * SAFETY
     depth, epochs, fine_tuning = choose(config, speeds, counts, left)
     planned = replace(config, freeze="all" if epochs == 0 else depth, epochs=max(epochs, 1))
-    total = phase_one + fine_tuning
+    total = phase_one + fine_tuning + (ending if epochs else SAVING_S)
     trained = 0 if epochs == 0 else speeds.stages - depth
-    return Plan(planned, describe(dataset, trained, epochs, total, budget), total)
+    return Plan(planned, describe(dataset, trained, epochs, total, budget), total, ending)
 
 
 def choose(

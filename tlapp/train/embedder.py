@@ -29,7 +29,7 @@ from .batches import BatchFeed, DecodedImages, ImageSource, to_model_input
 from .distributed import World, split_work
 from .features import BATCHNORM_IMAGES, EmbeddingStore, Features, embed, reestimate_batchnorm
 from .hardware import autocast_context, pick_device, resolve_precision, tune_backends
-from .recipes import ModelSetup, setup_model
+from .recipes import LONG, ModelSetup, greyscale, long_share, setup_model, wants_whole
 from .reuse import batchnorm_layers, cache_key, load_batchnorm, save_batchnorm
 
 
@@ -65,9 +65,16 @@ class Embedder:
         device = world.place(pick_device(config.device))
         tune_backends(device)
         torch.manual_seed(config.seed)
-        setup = setup_model(config, dataset.classes)
+        whole = wants_whole(config, dataset)
+        setup = setup_model(config, dataset.classes, whole)
         precision = resolve_precision(config.precision, device)
         embedder = cls(config, dataset, setup, device, precision, world, report, config.batch_size)
+        if whole and config.framing == "auto":
+            embedder.notes.append(
+                f"Images enter the model whole, squeezed to a square, not centre-cropped: "
+                f"{long_share(dataset):.0%} of the training images are at least {LONG:g} times "
+                "as long as they are wide, and a centre crop would cut off their ends."
+            )
         memory = torch.channels_last if embedder.channels_last else torch.contiguous_format
         setup.model.to(device, memory_format=memory)
         return embedder
@@ -107,6 +114,7 @@ class Embedder:
             self.config.img_size,
             self.batch_size,
             augment=train and self.config.augment,
+            colour=not greyscale(self.dataset),
             shuffle=train,
             seed=self.config.seed,
             pin=self.cuda,

@@ -33,8 +33,9 @@ class ModelSetup:
     head_only: bool  # every stage frozen: train the classifier on cached embeddings
 
 
-def setup_model(config: TrainConfig, classes: list[str]) -> ModelSetup:
-    """The model with its weights and freeze applied, on the CPU."""
+def setup_model(config: TrainConfig, classes: list[str], whole: bool = False) -> ModelSetup:
+    """The model with its weights and freeze applied, on the CPU; `whole`: images enter whole
+    (see `data_config`)."""
     model, weights = build_model(
         config.model, len(classes), config.weights, config.img_size, classes
     )
@@ -43,7 +44,8 @@ def setup_model(config: TrainConfig, classes: list[str]) -> ModelSetup:
     # Distilled pairs (two classifiers) have no single head to fit on embeddings.
     single_head = isinstance(model.get_classifier(), torch.nn.Module)
     head_only = plan.depth == len(plan.stages) and single_head
-    return ModelSetup(model, weights, plan, data_config(model, config.img_size), head_only)
+    cfg = data_config(model, config.img_size, whole)
+    return ModelSetup(model, weights, plan, cfg, head_only)
 
 
 def make_optimizer(model: torch.nn.Module, config: TrainConfig, cuda: bool, after_head: bool):
@@ -97,8 +99,42 @@ def class_weights(dataset: Dataset) -> torch.Tensor:
     return torch.from_numpy(counts.sum() / (len(counts) * np.maximum(counts, 1)))
 
 
-def data_config(model: torch.nn.Module, img_size: int) -> dict:
-    """timm's preprocessing for this model (mean, std, interpolation, crop) at our image size."""
+def data_config(model: torch.nn.Module, img_size: int, whole: bool = False) -> dict:
+    """timm's preprocessing for this model (mean, std, interpolation, crop) at our image size.
+    `whole`: the whole image squeezed to the square (timm's `squash` crop mode at crop_pct 1), so
+    the predictor, the exports and timm's own transform frame images as training did."""
     cfg = resolve_model_data_config(model)
     cfg["input_size"] = (3, img_size, img_size)
+    if whole:
+        cfg.update(crop_pct=1.0, crop_mode="squash")
     return cfg
+
+
+LONG = 1.5  # an image this many times as long as it is wide loses over 40% of it to a centre crop
+LONG_SHARE = 0.25  # framing=auto is whole when at least this share of the training images is long
+
+
+def long_share(dataset: Dataset) -> float:
+    """The share of training images at least LONG times as long as they are wide."""
+    sizes = dataset.split("train")[["width", "height"]].to_numpy(dtype=float)
+    if not len(sizes):
+        return 0.0
+    ratio = sizes.max(1) / np.maximum(sizes.min(1), 1)
+    return float((ratio >= LONG).mean())
+
+
+def wants_whole(config: TrainConfig, dataset: Dataset) -> bool:
+    """Whether the images enter the model whole rather than centre-cropped."""
+    if config.framing == "auto":
+        return long_share(dataset) >= LONG_SHARE
+    return config.framing == "whole"
+
+
+GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
+
+
+def greyscale(dataset: Dataset) -> bool:
+    """Whether every training image is stored as greyscale: colour jitter then has nothing to
+    change but brightness and contrast, and its saturation step is skipped."""
+    modes = dataset.split("train")["mode"]
+    return bool(len(modes)) and bool(modes.isin(GREY_MODES).all())
