@@ -132,17 +132,11 @@ def apply_freeze(model: torch.nn.Module, plan: FreezePlan) -> None:
         param.requires_grad_(name not in frozen)
 
 
-def set_train_mode(model: torch.nn.Module, still_batchnorm: bool = False) -> None:
+def set_train_mode(model: torch.nn.Module) -> None:
     """model.train(), except that any module whose parameters are all frozen runs in eval mode,
-    so frozen BatchNorm statistics do not move and frozen dropout does not fire.
-
-    `still_batchnorm`: every BatchNorm layer normalises with its running statistics, trained or
-    not (its scale and shift still learn). Pretrained statistics then stay what the fitted head
-    saw; batch statistics of a few dozen off-domain images moved them so far in one epoch that
-    a model at 94% validation accuracy fell to 20% (magnetic-tile defects, bench/domains.py)."""
+    so frozen BatchNorm statistics do not move and frozen dropout does not fire."""
     model.train()
     for module in model.modules():
         params = list(module.parameters())
-        frozen = params and not any(p.requires_grad for p in params)
-        if frozen or (still_batchnorm and isinstance(module, torch.nn.modules.batchnorm._BatchNorm)):
+        if params and not any(p.requires_grad for p in params):
             module.eval()

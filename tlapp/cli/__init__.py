@@ -38,16 +38,17 @@ import gc
 import sys
 import time
 
-# When this process began, near enough (importing this package takes milliseconds): a time
-# budget (`train --time-budget`) counts from here, so start-up and imports are inside it.
-STARTED = time.monotonic()
-
 from .. import __version__
 from .args import Help, print_json
 from .beyond import add_adabn, add_distil, add_pseudo
 from .check import add_check
 from .training import add_find, add_train
 from .using import add_app, add_compare, add_export, add_predict, add_push
+
+# When this process began, near enough (Python and this package start in a fraction of a second;
+# torch comes later): a time budget (`train --time-budget`) counts from here, so that start-up
+# and imports are inside it.
+STARTED = time.monotonic()
 
 # The engine (torch, timm, pandas) is imported inside each command, after the arguments are
 # parsed: `--help` and argument errors answer at once.

@@ -74,9 +74,6 @@ class Trainer:
             and not self.weights.head_kept  # a trained head continues as it is
         )
         self.start_epoch = 0 if self.fits_head else 1
-        # Fine-tuning a pretrained backbone after a fitted head normalises with the pretrained
-        # BatchNorm statistics, as the head saw them (freeze.set_train_mode says why).
-        self.still_batchnorm = self.fits_head and self.weights.kind != "random"
         self.last_epoch = 0 if self.head_only else config.epochs
         self.head_fit = self.features = None  # phase one's fit, and the embeddings it was fitted on
         self.best_state, self.test_result = None, None  # the kept model; its test-split score
@@ -319,7 +316,7 @@ class Trainer:
         self.emit("on_resume")
 
     def train_epoch(self) -> None:
-        set_train_mode(self.model, self.still_batchnorm)
+        set_train_mode(self.model)
         if self.train_net is self.net:  # several processes: DDP, built when fine-tuning starts
             self.train_net = distributed.data_parallel(self.world, self.model, self.net)
         updates = (self.epoch - 1) * self.steps_per_epoch
