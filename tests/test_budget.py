@@ -83,3 +83,12 @@ def test_fine_tuning_stops_when_another_epoch_would_end_past_the_deadline(class_
     assert t.fit() == "done"
     assert t.epoch == 1 and t.last_epoch == 4 and t.best_epoch in (0, 1)
     assert any("to stay within the time budget" in note for note in t.notes)
+
+
+def test_time_already_spent_counts_against_the_budget(class_folder):
+    data = load_dataset(class_folder)
+    config = make_config(data=str(class_folder), freeze=2, epochs=3, time_budget=600, **FAST)
+    with pytest.raises(DataError, match="more than the time budget"):
+        plan_run(config, data, spent=599.0)  # start-up took all but a second of it
+    plan = plan_run(config, data, spent=30.0)
+    assert plan.seconds >= 30.0 and plan.ending > 0
