@@ -232,6 +232,7 @@ def resume_config(run_dir: str | Path, **overrides) -> TrainConfig:
     saved = runs.read_config(run_dir)["config"]
     saved.setdefault("recipe", "one-phase")  # runs from before the two-phase recipe
     saved.setdefault("test_fraction", 0.0)  # runs from before test shares held none back
+    saved.setdefault("framing", "crop")  # runs from before framing: the model's own crop
     saved.update(out=str(run_dir), **overrides)
     return make_config(**saved)
 
