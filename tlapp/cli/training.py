@@ -68,6 +68,8 @@ def cmd_train(args) -> int:
     # Under torchrun, one process per GPU: rank 0 writes the run folder and prints.
     show = Stages()
     dataset = config_dataset(config, progress=show if launched_rank() == 0 else None)
+    from . import STARTED  # when this process began: a time budget counts from there
+
     with process_group(config) as world:
         if not world.is_main:
             return train_quietly(config, dataset, resume=bool(args.resume))
@@ -76,7 +78,7 @@ def cmd_train(args) -> int:
             dataset,
             resume=bool(args.resume),
             callbacks=[StageEvents(show)],
-            started=process_started(),
+            started=STARTED,
         )
         with terminate_as_interrupt():
             return report(follow(job.start(), show), args.json)
@@ -211,10 +213,3 @@ def sweep_table(finding, rows: int = 10) -> str:
         mark=["<- suggested" if i == chosen else "" for i in shown.index],
     ).to_string(index=False, header=["lr", "loss", ""])
     return "\n".join(line.rstrip() for line in text.splitlines())
-
-
-def process_started() -> float:
-    """time.monotonic() when this process began (tlapp.cli.STARTED)."""
-    from . import STARTED
-
-    return STARTED

@@ -6,9 +6,9 @@
 
 The budget covers the whole run: what the process did before planning (`spent`: start-up,
 imports, reading the folder), this measurement, decoding and embedding every image (phase one),
-fine-tuning, and the end (the kept model scored on the test images, the run saved). The measurement times, on one batch of the training images, a forward
-pass of the whole model (what embedding and validation cost) and a training step with the last
-1, 2, 3… stages unfrozen (what a fine-tuning epoch costs at each depth). The plan unfreezes the
+fine-tuning, and the end (the kept model scored on the test images, the run saved). The
+measurement times, on one batch of the training images, a forward pass of the whole model
+(what embedding and validation cost) and a training step with the last 1, 2, 3… stages unfrozen (what a fine-tuning epoch costs at each depth). The plan unfreezes the
 most stages that still leave `MIN_EPOCHS` epochs (never more than the run's own `freeze` allows,
 never more epochs than it asks for), fewer epochs on the last stage when that is all that fits,
 and head only when not even that does. The Trainer keeps to the budget as it goes: it stops
