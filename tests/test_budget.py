@@ -55,6 +55,13 @@ def test_a_plan_measures_the_machine_and_stays_within_the_run_settings(class_fol
     assert "fine-tuned for 3 epochs after the head" in plan.text
 
 
+@pytest.mark.parametrize("augment", [True, False])  # the measured batch is augmented or not
+def test_a_run_with_augmentation_or_without_is_planned(class_folder, augment):
+    data = load_dataset(class_folder)
+    config = make_config(data=str(class_folder), augment=augment, time_budget=600, **FAST)
+    assert plan_run(config, data).config.epochs == config.epochs
+
+
 def test_a_budget_that_cannot_hold_phase_one_is_refused_before_anything_is_written(
     class_folder, tmp_path
 ):

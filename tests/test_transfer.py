@@ -228,6 +228,31 @@ def test_continuing_an_earlier_run_on_the_same_classes_keeps_its_trained_head(
     assert not t.fits_head and t.start_epoch == 1  # the kept head is not fitted again
 
 
+def test_fine_tuning_a_learned_backbone_keeps_its_batchnorm_statistics(class_folder, tmp_path):
+    """Under a fitted head, statistics re-estimated from a few batches would move every feature
+    the head reads; a random backbone has none worth keeping."""
+    run(class_folder, tmp_path / "a", freeze="all")
+    learned = {k: v for k, v in FAST.items() if k != "weights"}
+    config = make_config(
+        data=str(class_folder),
+        out=str(tmp_path / "b"),
+        weights=str(tmp_path / "a" / "run"),
+        epochs=1,
+        lr=0.01,
+        **learned,
+    )
+    t = Trainer(config, load_dataset(class_folder), tmp_path / "b", [], threading.Event())
+    statistics = {k: v.clone() for k, v in t.model.state_dict().items() if "running_" in k}
+    weights = t.model.layer4[0].conv1.weight.clone()
+    assert t.norm_still and t.fit() == "done"
+    after = t.model.state_dict()
+    assert all(torch.equal(statistics[k], after[k]) for k in statistics)
+    assert not torch.equal(weights, t.model.layer4[0].conv1.weight)  # the stage did train
+    config = make_config(data=str(class_folder), out=str(tmp_path / "c"), epochs=1, **FAST)
+    t = Trainer(config, load_dataset(class_folder), tmp_path / "c", [], threading.Event())
+    assert t.fits_head and not t.norm_still
+
+
 def test_two_phase_starts_from_exactly_the_head_only_model(class_folder, tmp_path):
     """Phase one is the head-only run, even from random weights (whose BatchNorm statistics
     are estimated the same way in both), so the default is never below head only."""

@@ -3,6 +3,7 @@
     plan = freeze_plan(model, depth=2)     # which stages are frozen, how many params train
     apply_freeze(model, plan)              # requires_grad off on the frozen stages
     set_train_mode(model)                  # model.train(); frozen stages stay in eval mode
+    set_train_mode(model, norm_still=True) # ... and every BatchNorm keeps its statistics
     print(plan.describe())                 # 'Frozen 2 of 5 stages (...); training ... and the head'
 
 Stages are the backbone's own groups as timm reports them (`model.group_matcher(coarse=True)`),
@@ -132,11 +133,13 @@ def apply_freeze(model: torch.nn.Module, plan: FreezePlan) -> None:
         param.requires_grad_(name not in frozen)
 
 
-def set_train_mode(model: torch.nn.Module) -> None:
+def set_train_mode(model: torch.nn.Module, norm_still: bool = False) -> None:
     """model.train(), except that any module whose parameters are all frozen runs in eval mode,
-    so frozen BatchNorm statistics do not move and frozen dropout does not fire."""
+    so frozen BatchNorm statistics do not move and frozen dropout does not fire. `norm_still`:
+    every BatchNorm keeps its statistics, trained or not (its scale and shift still learn)."""
     model.train()
     for module in model.modules():
         params = list(module.parameters())
-        if params and not any(p.requires_grad for p in params):
+        frozen = params and not any(p.requires_grad for p in params)
+        if frozen or (norm_still and isinstance(module, torch.nn.modules.batchnorm._BatchNorm)):
             module.eval()

@@ -37,7 +37,7 @@ SETTINGS_HELP = {
     "weight_decay": "AdamW's weight decay",
     "warmup_epochs": "epochs of learning-rate warm-up",
     "label_smoothing": "label smoothing of the loss",
-    "augment": "light augmentation: random resized crop, horizontal flip, mild colour jitter",
+    "augment": "light augmentation: horizontal flip, mild colour jitter",
     "val_fraction": "share of each class held out for validation when there is no val/ folder",
     "test_fraction": "share of each class held back when there is no test/ folder: scored once, "
     "at the end, with the kept model (0: none)",

@@ -9,7 +9,7 @@ Every image is decoded once per dataset (JPEG draft mode for large photos) and r
 as timm's evaluation transform resizes it before its crop, for the model's crop mode (center,
 squash or border: `tlapp.geometry`); it is kept as uint8 within a memory budget, and decoded
 again on demand for images beyond it. Evaluation takes timm's crop (or pad) of it; training takes
-a random resized crop, a flip and a mild colour jitter of the cached tensor. Batches travel as uint8 (4x less to copy)
+the evaluation framing, a flip and a mild colour jitter of the cached tensor. Batches travel as uint8 (4x less to copy)
 and become float on the device.
 """
 
@@ -88,18 +88,16 @@ class DecodedImages:
         return sum(t.numel() for t in self.pixels if t is not None)
 
 
-def light_augmentation(img_size: int, colour: bool = True) -> v2.Compose:
-    """Random resized crop (60–100% of the area), horizontal flip, mild brightness and contrast
-    jitter, and saturation jitter for colour images (on greyscale ones it would tint nothing but
-    costs a colour-space round trip)."""
+def light_augmentation(frame, colour: bool = True) -> v2.Compose:
+    """The evaluation framing (`frame`: timm's crop, or the whole image squeezed), then a
+    horizontal flip, mild brightness and contrast jitter, and saturation jitter for colour
+    images (on greyscale ones it would tint nothing but costs a colour-space round trip).
+
+    No random crop: training sees what evaluation sees. A crop of part of the image can cut off
+    the one thing that gives the label, a scratch at the edge of a part or a lesion at the rim
+    of a scan, and then trains the model on a wrong label."""
     jitter = dict(brightness=0.2, contrast=0.2, saturation=0.2 if colour else 0)
-    return v2.Compose(
-        [
-            v2.RandomResizedCrop(img_size, scale=(0.6, 1.0), antialias=True),
-            v2.RandomHorizontalFlip(),
-            v2.ColorJitter(**jitter),
-        ]
-    )
+    return v2.Compose([frame, v2.RandomHorizontalFlip(), v2.ColorJitter(**jitter)])
 
 
 def order_seed(seed: int) -> int:
@@ -138,7 +136,7 @@ class BatchFeed:
             pin,
         )
         self.center = images.geometry.crop  # timm's crop (or pad) for the model's crop mode
-        self.augment = light_augmentation(img_size, colour) if augment else None
+        self.augment = light_augmentation(self.center, colour) if augment else None
         self.sampler: DistributedSampler | None = None  # set by `shard`
         self.served = torch.arange(0)  # the images of the last epoch served, in order
 

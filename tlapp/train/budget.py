@@ -132,7 +132,7 @@ def measure(config: TrainConfig, dataset: Dataset) -> Speeds:
     start = time.perf_counter()
     feed = embedder.feed("sample", paths, targets, train=True)
     decode = time.perf_counter() - start
-    pixels = torch.stack([feed.view(i, augmented=True) for i in range(len(paths))])
+    pixels = torch.stack([feed.view(i, augmented=config.augment) for i in range(len(paths))])
     cfg = embedder.data_cfg
     x = to_model_input(pixels, cfg["mean"], cfg["std"], embedder.device, embedder.channels_last)
     model.eval()

@@ -82,9 +82,12 @@ class Trainer:
         self.net = torch.compile(self.model) if config.compile and self.cuda else self.model
         self.train_net = self.net  # what updates go through: DDP on several processes
         self.source = None  # built by fit(), so that its progress shows
-        self.optimizer = make_optimizer(
-            self.model, config, self.cuda, self.fits_head or self.weights.head_kept
-        )
+        self.after_head = self.fits_head or self.weights.head_kept
+        self.optimizer = make_optimizer(self.model, config, self.cuda, self.after_head)
+        # Fine-tuning a learned backbone under a fitted head, BatchNorm keeps the statistics the
+        # head was fitted with: re-estimated from small batches of images unlike ImageNet, they
+        # move every feature under the head at once, and the first epochs undo phase one.
+        self.norm_still = self.after_head and self.weights.kind != "random"
         # Imbalanced classes: rare ones weigh more in the loss, and the kept epoch is the one
         # whose validation recall is best on average over the classes, not the most accurate.
         self.balanced = balances(config, dataset)
@@ -281,7 +284,7 @@ class Trainer:
         self.scheduler = self._make_scheduler()
 
     def _make_scheduler(self):
-        return make_scheduler(self.optimizer, self.config, self.steps_per_epoch)
+        return make_scheduler(self.optimizer, self.config, self.steps_per_epoch, self.after_head)
 
     # --------------------------------------------------------------- checkpoints
     def checkpoint_state(self) -> dict:
@@ -316,7 +319,7 @@ class Trainer:
         self.emit("on_resume")
 
     def train_epoch(self) -> None:
-        set_train_mode(self.model)
+        set_train_mode(self.model, self.norm_still)
         if self.train_net is self.net:  # several processes: DDP, built when fine-tuning starts
             self.train_net = distributed.data_parallel(self.world, self.model, self.net)
         updates = (self.epoch - 1) * self.steps_per_epoch

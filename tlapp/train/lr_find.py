@@ -120,7 +120,7 @@ def sweep(
     # timm's schedulers scale each group by `lr_scale` (layer decay); so does the sweep.
     scales = [group.get("lr_scale", 1.0) for group in groups]
     lrs, losses, average, best = [], [], 0.0, math.inf
-    set_train_mode(trainer.model)
+    set_train_mode(trainer.model, trainer.norm_still)
     # Closed first: the epoch's prefetching thread ends before the weights are put back.
     with _put_back(trainer), contextlib.closing(_batches(trainer, num_it)) as batches:
         for i, (inputs, targets) in enumerate(batches):

@@ -2,7 +2,7 @@
 
     setup = setup_model(config, classes=["ants", "bees", "wasps"])   # model, weights record, freeze plan, preprocessing
     optimizer = make_optimizer(setup.model, config, cuda=False, after_head=True)
-    scheduler = make_scheduler(optimizer, config, steps_per_epoch=12)
+    scheduler = make_scheduler(optimizer, config, steps_per_epoch=12, after_head=True)
 
 timm's factories do the work: `create_model` (through `models.build_model`),
 `resolve_model_data_config`, `create_optimizer_v2`, `create_scheduler_v2`.
@@ -63,15 +63,19 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig, cuda: bool, afte
     )
 
 
-def make_scheduler(optimizer, config: TrainConfig, steps_per_epoch: int):
-    """Cosine decay to lr/100 with a warm-up, stepped every update."""
+def make_scheduler(optimizer, config: TrainConfig, steps_per_epoch: int, after_head: bool):
+    """Cosine decay to lr/100 with a warm-up, stepped every update. After a fitted head the rate
+    stays at `lr` throughout (a cosine whose floor is its start): the head already fits, so there
+    is nothing to warm up, and a run cut short by its time budget or patience has not spent its
+    epochs at a rate too small to move."""
+    floor = config.lr if after_head else config.lr / 100
     scheduler, _ = create_scheduler_v2(
         optimizer,
         sched="cosine",
         num_epochs=config.epochs,
-        warmup_epochs=min(config.warmup_epochs, config.epochs - 1),
+        warmup_epochs=0 if after_head else min(config.warmup_epochs, config.epochs - 1),
         warmup_lr=config.lr / 100,
-        min_lr=config.lr / 100,
+        min_lr=floor,
         step_on_epochs=False,
         updates_per_epoch=steps_per_epoch,
     )

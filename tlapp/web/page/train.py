@@ -12,6 +12,7 @@ from dataclasses import replace
 
 import gradio as gr
 
+from ...config import TrainConfig
 from ...data import DataError
 from ...train.slots import TrainingSlots
 from ..sessions import Session, SessionRegistry
@@ -37,8 +38,8 @@ def training_settings() -> dict:
         elem_id="img-size",
     )
     batch_size = gr.Slider(1, 256, value=32, step=1, label="Batch size", info=HINTS["batch_size"])
-    lr = gr.Number(value=1e-3, label="Learning rate", info=HINTS["lr"], minimum=1e-7, maximum=0.9)
-    augment = gr.Checkbox(value=True, label="Light augmentation", info=HINTS["augment"])
+    lr = gr.Number(value=TrainConfig.lr, label="Learning rate", info=HINTS["lr"], minimum=1e-7, maximum=0.9)
+    augment = gr.Checkbox(value=TrainConfig.augment, label="Light augmentation", info=HINTS["augment"])
     balance = gr.Dropdown(
         [("Automatic", "auto"), ("On", "on"), ("Off", "off")],
         value="auto",
