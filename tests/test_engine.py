@@ -134,6 +134,8 @@ def test_stop_ends_the_run_within_a_batch_and_keeps_the_best_model(class_folder,
     assert state.status == "stopped" and "Stopped by the user" in state.message
     assert press.steps_after == 0  # not one more batch after Stop
     assert len(state.history) == 1 and state.best_epoch == 1  # epoch 2 was left part-way
+    # Stop ends training, not the scoring: the kept epoch's model is scored on the test images
+    assert state.test is not None and state.test["images"] == 6  # 2 of each class of 12
     assert (tmp_path / "run" / "model.safetensors").exists()
     assert runs.read_config(tmp_path / "run")["status"] == "stopped"
 

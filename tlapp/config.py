@@ -31,7 +31,7 @@ class TrainConfig:
     epochs: int = 5
     img_size: int = 224
     batch_size: int = 32
-    lr: float = 1e-4  # fine-tuning: the learning rate of the layers next to the head
+    lr: float = 3e-4  # fine-tuning: the learning rate of the layers next to the head
     recipe: str = "two-phase"  # two-phase: fit the head on frozen features, then fine-tune;
     #                            one-phase: train head and unfrozen stages together from the start
     layer_decay: float = 0.7  # fine-tuning: each stage nearer the input learns this much slower
@@ -108,7 +108,7 @@ def _check_ranges(c: TrainConfig) -> None:
         (c.epochs >= 1, "Epochs must be at least 1."),
         (32 <= c.img_size <= 1024, "Image size must be between 32 and 1024 pixels."),
         (c.batch_size >= 1, "Batch size must be at least 1."),
-        (0 < c.lr < 1, "Learning rate must be between 0 and 1 (try 0.0001)."),
+        (0 < c.lr < 1, "Learning rate must be between 0 and 1 (try 0.0003)."),
         (0 < c.val_fraction < 1, "The validation fraction must be between 0 and 1 (try 0.2)."),
         (
             0 <= c.test_fraction < 1,

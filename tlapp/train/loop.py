@@ -77,6 +77,7 @@ class Trainer:
         self.last_epoch = 0 if self.head_only else config.epochs
         self.head_fit = self.features = None  # phase one's fit, and the embeddings it was fitted on
         self.best_state, self.test_result = None, None  # the kept model; its test-split score
+        self.scoring_test = False  # while True, Stop no longer interrupts (see score_test)
         self.scaler = grad_scaler(self.device, self.precision)  # enabled for fp16 only
         # What runs forward: the compiled model on request (CUDA only); `model` is what is saved.
         self.net = torch.compile(self.model) if config.compile and self.cuda else self.model
@@ -133,7 +134,7 @@ class Trainer:
     def report(self, what: str, done: int, total: int) -> None:
         self.progress = (what, done, total)
         self.emit("on_progress")
-        if self.stop_event.is_set():
+        if self.stop_event.is_set() and not self.scoring_test:
             raise StopTraining("stopped", "Stopped by the user.")
 
     def prepare(self) -> None:
@@ -183,10 +184,15 @@ class Trainer:
             fit = self.head_fit
             predicted = F.linear(features.test.float(), fit.weight, fit.bias).argmax(1).numpy()
         else:
+            # A stopped run is scored too: Stop ends training, and the kept model's test score
+            # is the figure the user needs next (a test split is a small share of the images).
+            self.scoring_test = True
             try:
                 predicted = self._predict_images("test", paths)
             except StopTraining:
                 return
+            finally:
+                self.scoring_test = False
         targets, classes = self.dataset.targets("test"), len(self.dataset.classes)
         self.test_result = held_out_score(targets, predicted, classes, len(paths), self.best_epoch)
 

@@ -38,8 +38,12 @@ def training_settings() -> dict:
         elem_id="img-size",
     )
     batch_size = gr.Slider(1, 256, value=32, step=1, label="Batch size", info=HINTS["batch_size"])
-    lr = gr.Number(value=TrainConfig.lr, label="Learning rate", info=HINTS["lr"], minimum=1e-7, maximum=0.9)
-    augment = gr.Checkbox(value=TrainConfig.augment, label="Light augmentation", info=HINTS["augment"])
+    lr = gr.Number(
+        value=TrainConfig.lr, label="Learning rate", info=HINTS["lr"], minimum=1e-7, maximum=0.9
+    )
+    augment = gr.Checkbox(
+        value=TrainConfig.augment, label="Light augmentation", info=HINTS["augment"]
+    )
     balance = gr.Dropdown(
         [("Automatic", "auto"), ("On", "on"), ("Off", "off")],
         value="auto",
