@@ -170,6 +170,9 @@ FLAGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+    # a webcam that films a test pattern, allowed without asking: the webcam capture's test
+    "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
 ]
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 

@@ -123,36 +123,44 @@ def test_the_page_works_on_a_phone_and_a_wide_screen(page, tmp_path, width):
     assert serious_violations(page) == []
 
 
-def add_class(page, name: str, images: list) -> None:
+def new_class(page, name: str, card: int) -> None:
+    """Name a class on the page; its card is drawn `card`-th (cards are in name order)."""
     page.fill("#class-name input, #class-name textarea", name)
     page.click("#class-add")
-    wait_for_text(page, "#class-list", f"{name} ·")
-    page.set_input_files("#class-drop input[type=file]", [str(p) for p in images])
-    label = f"{name} · {len(images)} images"
-    wait_for_text(page, "#class-list", label)
-    wait_for(page, f"document.querySelectorAll('#class-thumbs img').length === {len(images)}")
+    wait_for_text(page, f"#class-title-{card}", f"{name} · 0 images")
+
+
+def drop_on_card(page, card: int, name: str, images: list) -> None:
+    page.set_input_files(f"#class-drop-{card} input[type=file]", [str(p) for p in images])
+    wait_for_text(page, f"#class-title-{card}", f"{name} · {len(images)} images")
+    wait_for(
+        page, f"document.querySelectorAll('#class-thumbs-{card} img').length === {len(images)}"
+    )
 
 
 def test_classes_made_on_the_page_train_and_predict(page, tmp_path):
-    """The workshop path: no folder, two classes named on the page and images dropped on each."""
+    """The workshop path: no folder, two classes named on the page and images dropped on each
+    one's own card."""
     source = write_classes(tmp_path / "made", per_class=8, classes={"red": (200, 40, 40)})
     write_classes(source, per_class=8, classes={"blue": (40, 60, 200)}, seed=3)
     page.click("#data-tabs button[role=tab]:has-text('Make classes here')")
-    add_class(page, "red", sorted((source / "red").iterdir()))
+    new_class(page, "red", 0)
+    drop_on_card(page, 0, "red", sorted((source / "red").iterdir()))
     wait_for_text(page, "#data-summary", "Add two classes")
-    add_class(page, "sky", sorted((source / "blue").iterdir()))
+    new_class(page, "sky", 1)
+    drop_on_card(page, 1, "sky", sorted((source / "blue").iterdir()))
     wait_for_text(page, "#data-summary", "16 images in 2 classes")
+    assert page.inner_text("#class-title-0").startswith("red · 8 images")  # untouched
 
-    # rename the selected class; a third one made by mistake is deleted
-    page.fill("#class-rename input, #class-rename textarea", "blue")
-    page.click("#class-rename-btn")
-    wait_for_text(page, "#class-list", "blue · 8 images")
-    page.fill("#class-name input, #class-name textarea", "oops")
-    page.click("#class-add")
-    wait_for_text(page, "#class-list", "oops ·")
-    page.click("#class-delete")
-    wait_for_text(page, "#class-list", "oops", present=False)
-    assert "sky" not in page.inner_text("#class-list")
+    # rename a class on its card; a third one made by mistake is deleted from its card
+    page.fill("#class-rename-1 input, #class-rename-1 textarea", "blue")
+    page.click("#class-rename-btn-1")
+    wait_for_text(page, "#class-title-0", "blue · 8 images")  # now first in name order
+    new_class(page, "oops", 1)
+    page.click("#class-delete-1")
+    wait_for(page, "!document.querySelector('#class-card-2')")
+    titles = page.inner_text("#class-cards")
+    assert "oops" not in titles and "sky" not in titles and "red · 8 images" in titles
     check_state(page, "classes-made-here")
 
     advanced(page, epochs=2)
@@ -166,3 +174,23 @@ def test_classes_made_on_the_page_train_and_predict(page, tmp_path):
         page,
         "(document.querySelector('#predict-result') || {innerText: ''}).innerText.match(/red|blue/)",
     )
+
+
+def test_a_class_takes_its_images_from_the_webcam(page):
+    """Capture from the webcam on a class's card (Chromium films a test pattern): the class
+    counts it and shows its thumbnail."""
+    page.click("#data-tabs button[role=tab]:has-text('Make classes here')")
+    new_class(page, "wave", 0)
+    capture(page, 0)
+    wait_for_text(page, "#class-title-0", "wave · 1 image")
+    wait_for(page, "document.querySelectorAll('#class-thumbs-0 img').length === 1")
+    capture(page, 0)  # with the card drawn again, its webcam box is a new one
+    wait_for_text(page, "#class-title-0", "wave · 2 images")
+
+
+def capture(page, card: int) -> None:
+    """Open the card's webcam and take a picture once the video shows a frame, as a person
+    would: before that the capture has nothing to draw."""
+    page.click(f"#class-webcam-{card} >> text=Click to Access Webcam")
+    wait_for(page, f"document.querySelector('#class-webcam-{card} video').readyState >= 2")
+    page.click(f"#class-webcam-{card} button[aria-label='capture photo']")

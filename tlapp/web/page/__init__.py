@@ -42,7 +42,7 @@ def build_ui(settings: AppSettings) -> gr.Blocks:
         gr.Markdown(INTRO, elem_id="intro")
         with gr.Row(elem_id="loop", equal_height=False):
             with gr.Column(scale=4, min_width=300, elem_id="panel-data"):
-                data = data_step(settings)
+                data = data_step(registry, session)
             with gr.Column(scale=3, min_width=280, elem_id="panel-train"):
                 model, controls, knobs, shares, inputs = _train_column(settings, session)
             with gr.Column(scale=5, min_width=320, elem_id="panel-result"):

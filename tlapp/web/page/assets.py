@@ -51,6 +51,10 @@ a.tl-download:hover { background: var(--button-secondary-background-fill-hover);
 .tl-said { background: #9ca3af; }
 .tl-right { background: #2563eb; }
 .tl-cm td[data-cell]:hover { outline: 2px solid var(--color-accent); }
+/* A model's description runs past the box: say so with an ellipsis, not a cut letter. */
+#model input { text-overflow: ellipsis; margin-right: 0.4em; }
+.tl-class-card { gap: var(--spacing-md); }
+.tl-class-card .tl-card-title p { margin: 0; font-size: 1.05em; }
 """
 
 

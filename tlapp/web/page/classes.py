@@ -12,7 +12,6 @@ from pathlib import Path
 
 import gradio as gr
 
-from ...data import DataError
 from ...views import GALLERY_LIMIT, thumbnail
 from ..class_set import ClassSet
 from ..sessions import Session, SessionRegistry
@@ -20,133 +19,139 @@ from ..uploads import split_dataset, upload_bytes
 from .common import image_gallery, user_errors
 
 HOW = (
-    "Name a class, then drop its images on it or take them with the webcam. Make two classes "
-    "or more, each with a few images (ten or more is better); the model learns as soon as "
-    "there are two."
+    "Name a class, then drop its images on its card or take them with the webcam. Make two "
+    "classes or more, each with a few images (ten or more is better); the model learns as soon "
+    "as there are two."
 )
 
 
-def class_maker() -> dict:
-    """The editor's layout; call inside its tab. `wire_classes` connects it."""
+def class_maker(registry: SessionRegistry, session: gr.State) -> dict:
+    """The editor, in its tab: a box to name a class, then one card per class, drawn again
+    whenever the classes or their counts change. `wire_classes` connects the rest."""
     gr.Markdown(HOW)
     with gr.Row(equal_height=True):
         name = gr.Textbox(
             label="New class", placeholder="e.g. cat", elem_id="class-name", scale=3, min_width=140
         )
         add = gr.Button("Add class", elem_id="class-add", scale=1, min_width=90)
-    chosen = gr.Radio(
-        label="Your classes (images in each): click one to add images to it",
-        choices=[],
-        elem_id="class-list",
-        visible=False,
-    )
-    with gr.Column(visible=False, elem_id="class-editor") as editor:
-        drop = gr.File(
-            label="Drop images of this class here, or click to choose them",
-            file_count="multiple",
-            file_types=["image"],
-            elem_id="class-drop",
-            height=100,
+    counts = gr.State({})  # {class: images}: the cards are drawn from it
+
+    @gr.render(inputs=[session, counts], triggers=[counts.change])
+    def cards(state: Session | None, shown: dict):
+        if state is None or not shown:
+            return
+        with gr.Column(elem_id="class-cards"):
+            for i, name in enumerate(shown):
+                _card(registry, session, counts, state, i, name)
+
+    return {"name": name, "add": add, "counts": counts}
+
+
+def _card(registry: SessionRegistry, session: gr.State, counts: gr.State, state, i: int, name: str):
+    """One class: its name and count, its thumbnails, a drop zone and the webcam, and ways to
+    rename or delete it; every change goes to this class and nowhere else. Its events answer
+    only the counts: the load that follows is wired outside the cards, as a card's events end
+    with the card (a chained step would call a function the next drawing has removed)."""
+    images = class_set(state).images(name)
+    n = len(images)
+    with gr.Column(variant="panel", elem_id=f"class-card-{i}", elem_classes="tl-class-card"):
+        gr.Markdown(
+            f"**{name}** · {n} image{'s' * (n != 1)}",
+            elem_id=f"class-title-{i}",
+            elem_classes="tl-card-title",
         )
-        camera = gr.Image(
-            label="…or take one with the webcam",
-            sources=["webcam"],
-            type="filepath",
-            image_mode=None,  # the capture as it is: the data step reads and checks it
-            elem_id="class-webcam",
-            height=200,
-        )
-        thumbs = image_gallery(
-            "Images of this class", "class-thumbs", 6, 160, allow_preview=False, visible=False
-        )
-        with gr.Row(equal_height=True):
-            new_name = gr.Textbox(label="Rename it to", elem_id="class-rename", min_width=140)
-            rename = gr.Button("Rename", elem_id="class-rename-btn", size="sm", min_width=80)
-            delete = gr.Button(
-                "Delete this class", variant="stop", elem_id="class-delete", size="sm", min_width=80
+        if images:
+            image_gallery(
+                f"Images of {name}",
+                f"class-thumbs-{i}",
+                8,
+                110,
+                allow_preview=False,
+                show_label=False,
+                value=[thumbnail(str(p), 128) for p in images[:GALLERY_LIMIT]],
             )
-    return {
-        "name": name,
-        "add": add,
-        "chosen": chosen,
-        "editor": editor,
-        "drop": drop,
-        "camera": camera,
-        "thumbs": thumbs,
-        "new_name": new_name,
-        "rename": rename,
-        "delete": delete,
-    }
+        with gr.Row(equal_height=True):
+            drop = gr.File(
+                label="Drop images here",
+                file_count="multiple",
+                file_types=["image"],
+                elem_id=f"class-drop-{i}",
+                height=170,
+                min_width=150,
+            )
+            camera = gr.Image(
+                label="Or the webcam",
+                sources=["webcam"],
+                type="filepath",
+                image_mode=None,  # the capture as it is: the data step reads and checks it
+                elem_id=f"class-webcam-{i}",
+                height=170,
+                min_width=150,
+            )
+        with gr.Row(equal_height=True, elem_classes="tl-card-actions"):
+            new_name = gr.Textbox(
+                label=f"New name for {name}",
+                show_label=False,
+                placeholder=f"New name for {name}",
+                container=False,
+                elem_id=f"class-rename-{i}",
+                min_width=120,
+                scale=3,
+            )
+            rename = gr.Button("Rename", elem_id=f"class-rename-btn-{i}", size="sm", min_width=70)
+            delete = gr.Button(
+                "Delete", variant="stop", elem_id=f"class-delete-{i}", size="sm", min_width=70
+            )
+    edits = [
+        (drop.upload, _adder(registry, name), drop),
+        (camera.change, _adder(registry, name), camera),
+        (rename.click, _renamer(name), new_name),
+        (new_name.submit, _renamer(name), new_name),
+        (delete.click, _deleter(name), None),
+    ]
+    for trigger, change, given in edits:
+        inputs = [session] + ([given] if given is not None else [])
+        trigger(_editing(registry, change), inputs, [session, counts], api_visibility="private")
 
 
 def class_set(state: Session) -> ClassSet:
     return ClassSet(state.workdir / "classes")
 
 
-def class_views(classes: ClassSet, selected: str | None) -> tuple:
-    """The list with counts, the editor of the selected class, its thumbnails, and the boxes
-    emptied for the next name and drop."""
-    counts = classes.counts()
-    selected = selected if selected in counts else None
-    choices = [(f"{name} · {n} image{'s' * (n != 1)}", name) for name, n in counts.items()]
-    images = classes.images(selected) if selected else []
-    items = [(thumbnail(str(p), 128), p.name) for p in images[:GALLERY_LIMIT]]
-    return (
-        gr.Radio(choices=choices, value=selected, visible=bool(counts)),
-        gr.Column(visible=selected is not None),
-        gr.Gallery(value=items, visible=bool(items)),
-        gr.Textbox(value=selected or ""),
-        gr.Textbox(value=""),
-        None,
-    )
-
-
-def _editing(registry: SessionRegistry, change, clear_camera: bool = False):
-    """A handler that applies `change(state, classes, selected, given)` (which returns the
-    class to select afterwards) to the visitor's set and redraws the editor; after a capture,
-    it empties the webcam box for the next one. (Only then: emptying it is a change event of
-    its own, which would read the list's selection before this answer has set it.)"""
+def _editing(registry: SessionRegistry, change, clear: bool = False):
+    """A handler that applies `change(state, classes, given)` to the visitor's set and answers
+    the counts the cards are drawn from (and, with `clear`, an emptied box for the next name)."""
 
     @user_errors
-    def edit(state: Session | None, selected: str | None, given):
+    def edit(state: Session | None, given=None):
         state = state or Session.new(registry.settings)
         classes = class_set(state)
-        selected = change(state, classes, selected, given)
-        cleared = (None,) if clear_camera else ()
-        return (state, *class_views(classes, selected), *cleared)
+        change(state, classes, given)
+        return (state, classes.counts(), *(("",) if clear else ()))
 
     return edit
 
 
-def _add_class(state, classes, selected, name):
-    return classes.add(name)
+def _add_class(state, classes, name):
+    classes.add(name)
 
 
-def _rename(state, classes, selected, new_name):
-    return classes.rename(selected, new_name)
+def _renamer(name: str):
+    return lambda state, classes, new_name: classes.rename(name, new_name)
 
 
-def _delete(state, classes, selected, _):
-    classes.delete(selected)
-    return None
+def _deleter(name: str):
+    return lambda state, classes, _=None: classes.delete(name)
 
 
-def _choose(state, classes, selected, _):
-    return selected
+def _adder(registry: SessionRegistry, name: str):
+    """Images dropped or captured, into the class `name`, within the machine's limits."""
 
-
-def _adder(registry: SessionRegistry):
-    """Images dropped or captured, into the selected class, within the machine's limits."""
-
-    def add(state, classes, selected, files):
+    def add(state, classes, files):
         files = [files] if isinstance(files, str) else [f for f in files or [] if f]
-        if not files:
-            return selected  # the box was emptied: nothing to add
-        if not selected:
-            raise DataError("Choose a class first (click its name in the list), then add images.")
-        registry.make_room(state, upload_bytes(files))
-        classes.add_images(selected, files, registry.settings.limits)
-        return selected
+        if files:  # nothing when a box was emptied
+            registry.make_room(state, upload_bytes(files))
+            classes.add_images(name, files, registry.settings.limits)
 
     return add
 
@@ -198,33 +203,13 @@ def _forget_snapshot(state: Session, root: str | None) -> None:
 def wire_classes(
     registry: SessionRegistry, session: gr.State, ui: dict, shares: list, data_outputs: list
 ):
-    """Every edit redraws the editor, then loads the set; returns the load events, after
-    which the data step shows its tables."""
-    views = [ui["chosen"], ui["editor"], ui["thumbs"], ui["new_name"], ui["name"], ui["drop"]]
-    outputs = [session, *views]
-    load = _load_classes(registry)
-    edits = [
-        (ui["add"].click, _add_class, ui["name"], "add_class"),
-        (ui["name"].submit, _add_class, ui["name"], None),
-        (ui["drop"].upload, _adder(registry), ui["drop"], "add_class_images"),
-        (ui["camera"].change, _adder(registry), ui["camera"], None),
-        (ui["rename"].click, _rename, ui["new_name"], "rename_class"),
-        (ui["delete"].click, _delete, ui["chosen"], "delete_class"),
-    ]
-    loads = []
-    for trigger, change, given, api_name in edits:
-        named = {"api_name": api_name} if api_name else {"api_visibility": "private"}
-        capture = given is ui["camera"]
-        handler = _editing(registry, change, clear_camera=capture)
-        answers = [*outputs, ui["camera"]] if capture else outputs
-        event = trigger(handler, [session, ui["chosen"], given], answers, **named)
-        loads.append(
-            event.success(load, [session, *shares], data_outputs, api_visibility="private")
-        )
-    ui["chosen"].input(
-        _editing(registry, _choose),
-        [session, ui["chosen"], ui["chosen"]],
-        outputs,
-        api_visibility="private",
+    """Adding a class updates the counts, as every card's edit does; each change of the counts
+    draws the cards again and loads the set. Returns the load event, after which the data step
+    shows its tables."""
+    add = _editing(registry, _add_class, clear=True)
+    outputs = [session, ui["counts"], ui["name"]]
+    ui["add"].click(add, [session, ui["name"]], outputs, api_name="add_class")
+    ui["name"].submit(add, [session, ui["name"]], outputs, api_visibility="private")
+    return ui["counts"].change(
+        _load_classes(registry), [session, *shares], data_outputs, api_visibility="private"
     )
-    return loads

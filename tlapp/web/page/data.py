@@ -23,15 +23,15 @@ from .classes import class_maker, wire_classes
 from .common import HINTS, image_gallery, user_errors
 
 
-def data_step(settings: AppSettings) -> dict:
+def data_step(registry: SessionRegistry, session: gr.State) -> dict:
     """Column 1: the ways in (a folder, classes made here, the sample), then what was loaded.
     `wire_data` connects them once the shares (in the advanced panel) exist."""
     gr.Markdown("## 1 · Your images", elem_classes="tl-step")
     with gr.Tabs(elem_id="data-tabs"):
         with gr.Tab("A folder", id="folder"):
-            ui = _sources(settings)
+            ui = _sources(registry.settings)
         with gr.Tab("Make classes here", id="classes", elem_id="classes-tab"):
-            ui |= {f"classes_{k}": v for k, v in class_maker().items()}
+            ui |= {f"classes_{k}": v for k, v in class_maker(registry, session).items()}
     ui["sample"] = gr.Button(
         "Or try the sample: handwritten digits (500 images, 10 classes)",
         visible=SAMPLE_DATA.is_dir(),
@@ -53,7 +53,7 @@ def _sources(settings: AppSettings) -> dict:
         label="…or a .zip of that folder",
         elem_id="upload-zip",
         file_types=[".zip", ".csv"],
-        height=90,
+        height=120,
     )
     # Filled in by PAGE_JS with each file's path inside the folder: the labels.
     paths = gr.Textbox(visible="hidden", elem_id="upload-paths")
@@ -222,7 +222,7 @@ def wire_data(registry: SessionRegistry, session: gr.State, ui: dict, shares: di
         )
     )
     made_here = {k.removeprefix("classes_"): v for k, v in ui.items() if k.startswith("classes_")}
-    loads += wire_classes(registry, session, made_here, shares, outputs)
+    loads.append(wire_classes(registry, session, made_here, shares, outputs))
     for load in loads:
         reveal_after(load, session, ui)
 
