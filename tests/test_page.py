@@ -175,6 +175,13 @@ def test_classes_made_on_the_page_train_and_predict(page, tmp_path):
         "(document.querySelector('#predict-result') || {innerText: ''}).innerText.match(/red|blue/)",
     )
 
+    # a name already taken is refused in a sentence, and both classes stay as they were
+    page.fill("#class-rename-1 input, #class-rename-1 textarea", "blue")
+    page.click("#class-rename-btn-1")
+    page.wait_for_selector("text=There is already a class 'blue'")
+    assert page.inner_text("#class-title-0").startswith("blue · 8 images")
+    assert page.inner_text("#class-title-1").startswith("red · 8 images")
+
 
 def test_a_class_takes_its_images_from_the_webcam(page):
     """Capture from the webcam on a class's card (Chromium films a test pattern): the class
