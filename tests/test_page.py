@@ -156,7 +156,7 @@ def test_classes_made_on_the_page_train_and_predict(page, tmp_path):
     page.fill("#class-rename-1 input, #class-rename-1 textarea", "blue")
     page.click("#class-rename-btn-1")
     wait_for_text(page, "#class-title-0", "blue · 8 images")  # now first in name order
-    new_class(page, "oops", 1)
+    new_class(page, "oops_by_mistake", 1)  # shown as typed, not in italics
     page.click("#class-delete-1")
     wait_for(page, "!document.querySelector('#class-card-2')")
     titles = page.inner_text("#class-cards")

@@ -1,6 +1,7 @@
 """Step 1, second tab: classes made in the browser, no folder needed (the workshop path, as in
-Teachable Machine). Name a class, drop images on it or take them with the webcam, see its
-thumbnails and count, rename or delete it; each change loads the set as the data to train on.
+Teachable Machine). Name a class and it gets a card: drop images on the card or take them with
+the webcam, see its thumbnails and count, rename or delete it; each change loads the set as the
+data to train on.
 
 The set lives in the session's folder (`tlapp.web.class_set`), never in the page's globals.
 """
@@ -56,7 +57,7 @@ def _card(registry: SessionRegistry, session: gr.State, counts: gr.State, state,
     n = len(images)
     with gr.Column(variant="panel", elem_id=f"class-card-{i}", elem_classes="tl-class-card"):
         gr.Markdown(
-            f"**{name}** · {n} image{'s' * (n != 1)}",
+            f"**{escape_markdown(name)}** · {n} image{'s' * (n != 1)}",
             elem_id=f"class-title-{i}",
             elem_classes="tl-card-title",
         )
@@ -112,6 +113,11 @@ def _card(registry: SessionRegistry, session: gr.State, counts: gr.State, state,
     for trigger, change, given in edits:
         inputs = [session] + ([given] if given is not None else [])
         trigger(_editing(registry, change), inputs, [session, counts], api_visibility="private")
+
+
+def escape_markdown(text: str) -> str:
+    """A class name shown as it was typed: `my_cat_2` is not italics."""
+    return "".join("\\" + c if c in "\\`*_[]()#+-.!~|" else c for c in text)
 
 
 def class_set(state: Session) -> ClassSet:
