@@ -240,43 +240,6 @@ def test_a_balanced_run_keeps_the_epoch_with_the_best_balanced_accuracy(tmp_path
     assert t.best_epoch == 2 and t.best_accuracy == 0.8 and t.best_score == 0.85
 
 
-def test_with_clear_choosing_a_later_epoch_must_win_by_more_than_the_noise(tmp_path):
-    """Twenty validation images: an epoch right on one more than the kept one is within the
-    noise and is not kept; right on three more, with none lost, it is."""
-    root = imbalanced_folder(tmp_path, 6)
-    config = make_config(data=str(root), model="test_resnet", choose_epoch="clear", **FAST)
-    t = Trainer(config, load_dataset(root), tmp_path / "run", [], threading.Event())
-    t.val_targets = torch.zeros(20, dtype=torch.long)  # one class: balanced or not, alike
-    for t.epoch, right in enumerate((12, 13, 16)):  # images right, of 20
-        t.val_logits = torch.tensor([[1.0, 0.0]] * right + [[0.0, 1.0]] * (20 - right))
-        score = right / 20
-        t._track_best({"val_accuracy": score, "val_balanced_accuracy": score, "val_loss": 0.5})
-        assert t.is_best == (t.epoch != 1)
-    assert t.best_epoch == 2 and t.best_accuracy == 0.8
-
-
-def test_clearly_better_weighs_images_as_the_score_does():
-    from tlapp.train.scores import clearly_better
-
-    def right(*indices, n=20):
-        return torch.isin(torch.arange(n), torch.tensor(indices, dtype=torch.long))
-
-    common = torch.tensor([0] * 18 + [1] * 2)
-    kept = right(*range(16))  # the 2 rare images, and 2 common ones, wrong
-    assert not clearly_better(kept, kept, common, balanced=False)
-    assert not clearly_better(right(*range(17)), kept, common, balanced=False)  # 1 > 1: no
-    assert clearly_better(right(*range(18)), kept, common, balanced=False)  # 2 > 1.41
-    # 3 won and 2 lost: 1 < 2.24
-    assert not clearly_better(right(*range(2, 17), 18, 19), kept, common, balanced=False)
-    # the 2 rare images won and a common one lost: noise by accuracy (1 < 1.73), but the
-    # whole rare class by balanced accuracy (0.47 > 0.35)
-    rare_found = right(*range(15), 18, 19)
-    assert not clearly_better(rare_found, kept, common, balanced=False)
-    assert clearly_better(rare_found, kept, common, balanced=True)
-    with pytest.raises(ValueError, match="The epoch choice must be best or clear"):
-        make_config(data="d", choose_epoch="sometimes")
-
-
 def test_a_checkbox_or_an_older_run_record_sets_balancing_on_or_off():
     assert make_config(data="d", balance_classes=True).balance_classes == "on"
     assert make_config(data="d", balance_classes=False).balance_classes == "off"

@@ -15,7 +15,6 @@ from dataclasses import dataclass, fields
 DEFAULT_MODEL = "resnet18"
 RECIPES = ("two-phase", "one-phase")
 BALANCE = ("auto", "on", "off")
-CHOOSE_EPOCH = ("best", "clear")
 IMBALANCED = 5  # the largest class this many times the smallest: balance_classes=auto is on
 HEADS = ("logistic", "prototypes")
 FRAMINGS = ("auto", "crop", "whole")
@@ -59,11 +58,6 @@ class TrainConfig:
     # on: weigh the loss so that rare classes count as much as common ones, and keep the epoch
     # with the best balanced accuracy; auto: on when the classes are imbalanced (recipes).
     balance_classes: str = "auto"
-    # best: keep the epoch with the highest validation score; clear: a later epoch replaces the
-    # kept one only when it wins on validation by more than one standard error of the paired
-    # difference (images the two models answer differently decide), so that a few validation
-    # images do not trade phase one's model for a fine-tuned one by chance.
-    choose_epoch: str = "best"
     # Seconds for the whole run (0: no limit): fine-tuning is planned to fit (train/budget.py).
     # Given as a number of seconds or a duration: "90s", "2m", "1h", "1m30s".
     time_budget: float = 0.0
@@ -137,7 +131,6 @@ def _check_ranges(c: TrainConfig) -> None:
         (c.head in HEADS, f"Head must be one of {', '.join(HEADS)}."),
         (c.time_budget >= 0, "The time budget cannot be negative (0: no limit)."),
         (c.balance_classes in BALANCE, f"Balance classes must be one of {', '.join(BALANCE)}."),
-        (c.choose_epoch in CHOOSE_EPOCH, "The epoch choice must be best or clear."),
         (c.patience >= 0, "Patience cannot be negative (0: never stop early)."),
         (0 < c.layer_decay <= 1, "Layer decay must be above 0 and at most 1 (1: no decay)."),
     ]

@@ -8,7 +8,7 @@ import math
 import sys
 from dataclasses import fields
 
-from ..config import BALANCE, CHOOSE_EPOCH, FRAMINGS, RECIPES, TrainConfig
+from ..config import BALANCE, FRAMINGS, RECIPES, TrainConfig
 
 
 class Help(argparse.ArgumentDefaultsHelpFormatter):
@@ -54,9 +54,6 @@ SETTINGS_HELP = {
     "balance_classes": "on: weigh the loss so that rare classes count as much as common ones and "
     "keep the epoch with the best balanced accuracy; auto: on when the largest class has at least "
     "5 times the smallest's training images",
-    "choose_epoch": "best: keep the epoch with the highest validation score; clear: a later "
-    "epoch replaces the kept one only when it wins by more than one standard error of the "
-    "paired difference on the validation images",
     "framing": "how an image fills the model's square: crop (the model's centre crop), whole "
     "(squeezed, nothing cut away) or auto (whole when a quarter or more of the images are at least "
     "1.5 times as long as wide)",
@@ -70,7 +67,6 @@ CHOICES = {
     "recipe": RECIPES,
     "balance_classes": BALANCE,
     "framing": FRAMINGS,
-    "choose_epoch": CHOOSE_EPOCH,
 }  # the others are checked by make_config, as the page's are
 
 

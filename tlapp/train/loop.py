@@ -31,7 +31,7 @@ from .hardware import empty_cache, grad_scaler, is_out_of_memory
 from .head import fittable, set_linear_head
 from .recipes import balances, class_weights, make_optimizer, make_scheduler
 from .reuse import fitted_head
-from .scores import clearly_better, epoch_scores, held_out_score
+from .scores import epoch_scores, held_out_score
 from .state import StopTraining
 
 
@@ -100,7 +100,6 @@ class Trainer:
         # The kept epoch: its validation accuracy and loss, and the score it was chosen on.
         self.best_epoch, self.best_accuracy, self.best_loss = None, -1.0, math.inf
         self.best_score, self.is_best = -1.0, False
-        self.best_right = None  # the kept model's right answers on validation, image by image
         self.status, self.stop_message = "training", ""
 
     @property
@@ -380,19 +379,12 @@ class Trainer:
 
     def _track_best(self, row: dict) -> None:
         """The best epoch scores highest on validation (accuracy, or balanced accuracy when the
-        classes are balanced); a lower loss breaks ties. With choose_epoch "clear", a later
-        epoch must win by more than the validation images' noise (`clearly_better`)."""
+        classes are balanced); a lower loss breaks ties."""
         score, loss = row[self.chosen_on], row["val_loss"]
-        logits = self.val_logits
-        right = None if logits is None else logits.argmax(1) == self.val_targets
-        if self.config.choose_epoch == "clear" and None not in (right, self.best_right):
-            self.is_best = clearly_better(right, self.best_right, self.val_targets, self.balanced)
-        else:
-            self.is_best = score > self.best_score or (
-                score == self.best_score and loss < self.best_loss
-            )
+        self.is_best = score > self.best_score or (
+            score == self.best_score and loss < self.best_loss
+        )
         if self.is_best:
-            self.best_right = right
             self.best_epoch, self.best_score, self.best_loss = self.epoch, score, loss
             self.best_accuracy = row["val_accuracy"]
             self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}

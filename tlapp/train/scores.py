@@ -19,23 +19,6 @@ from .. import metrics
 from ..data import Dataset
 
 
-def clearly_better(
-    new: torch.Tensor, kept: torch.Tensor, targets: torch.Tensor, balanced: bool
-) -> bool:
-    """Whether a model right on the validation images `new` (booleans) beats the kept one,
-    right on `kept`, by more than one standard error of the paired difference. Only images the
-    two answer differently count, each weighed as the score weighs it: 1/n for accuracy,
-    1/(classes x images of its class) for balanced accuracy. With b images won and c lost, all
-    weighed alike, that asks b - c > sqrt(b + c)."""
-    if balanced:
-        per_class = torch.bincount(targets).double()
-        weight = 1.0 / ((per_class > 0).sum() * per_class[targets])
-    else:
-        weight = torch.full(targets.shape, 1.0 / len(targets), dtype=torch.float64)
-    change = new.double() - kept.double()
-    return bool((weight * change).sum() > (weight**2 * change**2).sum().sqrt())
-
-
 def epoch_scores(
     epoch: int,
     logits: torch.Tensor,
