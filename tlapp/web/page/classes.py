@@ -49,11 +49,25 @@ def class_maker(registry: SessionRegistry, session: gr.State) -> dict:
 
 
 def _card(registry: SessionRegistry, session: gr.State, counts: gr.State, state, i: int, name: str):
-    """One class: its name and count, its thumbnails, a drop zone and the webcam, and ways to
-    rename or delete it; every change goes to this class and nowhere else. Its events answer
-    only the counts: the load that follows is wired outside the cards, as a card's events end
-    with the card (a chained step would call a function the next drawing has removed)."""
-    images = class_set(state).images(name)
+    """One class's card, its every change going to this class and nowhere else. Its events
+    answer only the counts: the load that follows is wired outside the cards, as a card's
+    events end with the card (a chained step would call a function the next drawing removed)."""
+    drop, camera, new_name, rename, delete = _card_layout(class_set(state).images(name), i, name)
+    edits = [
+        (drop.upload, _adder(registry, name), drop),
+        (camera.change, _adder(registry, name), camera),
+        (rename.click, _renamer(name), new_name),
+        (new_name.submit, _renamer(name), new_name),
+        (delete.click, _deleter(name), None),
+    ]
+    for trigger, change, given in edits:
+        inputs = [session] + ([given] if given is not None else [])
+        trigger(_editing(registry, change), inputs, [session, counts], api_visibility="private")
+
+
+def _card_layout(images: list[Path], i: int, name: str) -> tuple:
+    """The card: name and count, thumbnails, a drop zone and the webcam side by side, and a
+    row to rename or delete it; returns the parts that take input."""
     n = len(images)
     with gr.Column(variant="panel", elem_id=f"class-card-{i}", elem_classes="tl-class-card"):
         gr.Markdown(
@@ -89,7 +103,7 @@ def _card(registry: SessionRegistry, session: gr.State, counts: gr.State, state,
                 height=170,
                 min_width=150,
             )
-        with gr.Row(equal_height=True, elem_classes="tl-card-actions"):
+        with gr.Row(equal_height=True):
             new_name = gr.Textbox(
                 label=f"New name for {name}",
                 show_label=False,
@@ -103,16 +117,7 @@ def _card(registry: SessionRegistry, session: gr.State, counts: gr.State, state,
             delete = gr.Button(
                 "Delete", variant="stop", elem_id=f"class-delete-{i}", size="sm", min_width=70
             )
-    edits = [
-        (drop.upload, _adder(registry, name), drop),
-        (camera.change, _adder(registry, name), camera),
-        (rename.click, _renamer(name), new_name),
-        (new_name.submit, _renamer(name), new_name),
-        (delete.click, _deleter(name), None),
-    ]
-    for trigger, change, given in edits:
-        inputs = [session] + ([given] if given is not None else [])
-        trigger(_editing(registry, change), inputs, [session, counts], api_visibility="private")
+    return drop, camera, new_name, rename, delete
 
 
 def escape_markdown(text: str) -> str:
@@ -171,7 +176,9 @@ def _load_classes(registry: SessionRegistry):
         from .data import loaded_views
 
         if state and state.original and _same(class_set(state), state.original.root):
-            return state, *(gr.update() for _ in range(4))  # nothing changed (a box emptied)
+            return state, *(
+                gr.update() for _ in range(4)
+            )  # the set as loaded (a class made and deleted)
         if not state or not class_set(state).ready():
             counts = class_set(state).counts() if state else {}
             have = ", ".join(f"{c} ({n})" for c, n in counts.items()) or "none yet"
