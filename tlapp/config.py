@@ -37,6 +37,9 @@ class TrainConfig:
     layer_decay: float = 0.7  # fine-tuning: each stage nearer the input learns this much slower
     head: str = "logistic"  # phase one's head: logistic regression, or the nearest class mean
     #                         of normalised embeddings (prototypes: no training at all)
+    # two-phase: the model validated (and kept) after each fine-tuning epoch is the mean of the
+    # weights since the fitted head (train/average.py)
+    average_weights: bool = True
     patience: int = 0  # two-phase: stop fine-tuning after this many epochs without a better one
     weight_decay: float = 0.05
     warmup_epochs: int = 1

@@ -233,6 +233,7 @@ def resume_config(run_dir: str | Path, **overrides) -> TrainConfig:
     saved.setdefault("recipe", "one-phase")  # runs from before the two-phase recipe
     saved.setdefault("test_fraction", 0.0)  # runs from before test shares held none back
     saved.setdefault("framing", "crop")  # runs from before framing: the model's own crop
+    saved.setdefault("average_weights", False)  # runs from before averaging: the last weights
     saved.update(out=str(run_dir), **overrides)
     return make_config(**saved)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -25,6 +26,7 @@ from ..config import TrainConfig
 from ..data import Dataset
 from ..freeze import set_train_mode
 from . import distributed
+from .average import WeightAverage
 from .batches import BatchFeed, ImageSource
 from .embedder import Embedder
 from .hardware import empty_cache, grad_scaler, is_out_of_memory
@@ -89,6 +91,9 @@ class Trainer:
         # head was fitted with: re-estimated from small batches of images unlike ImageNet, they
         # move every feature under the head at once, and the first epochs undo phase one.
         self.norm_still = self.after_head and self.weights.kind != "random"
+        # Under those statistics, each epoch's model is the mean of the weights since the head.
+        self.averaging = self.norm_still and config.average_weights
+        self.average: WeightAverage | None = None  # started when the head is fitted
         # Imbalanced classes: rare ones weigh more in the loss, and the kept epoch is the one
         # whose validation recall is best on average over the classes, not the most accurate.
         self.balanced = balances(config, dataset)
@@ -157,11 +162,14 @@ class Trainer:
                 if epoch == 0:
                     self.fit_head()
                 else:
+                    self.start_average()
                     self.train_epoch_fitting_memory()
-                    self.validate()
-                self.result = self.epoch_metrics()
-                self._track_best(self.result["row"])
-                self.emit("after_epoch")
+                with self.epoch_model():
+                    if epoch > 0:
+                        self.validate()
+                    self.result = self.epoch_metrics()
+                    self._track_best(self.result["row"])
+                    self.emit("after_epoch")
                 self._stop_early_if_due(time.monotonic() - epoch_start)
         except StopTraining as stop:
             status, self.stop_message = stop.status, stop.message
@@ -227,6 +235,28 @@ class Trainer:
         self.loss_sum = F.cross_entropy(train_logits, f.train_targets).item() * self.seen
         self.notes.append(fit.describe())
         self.emit("on_note")
+
+    def start_average(self) -> None:
+        """Before the first fine-tuning epoch, the mean starts from the model as it is."""
+        if not self.averaging or self.average is not None:
+            return
+        self.average = WeightAverage(self.model)
+        self.notes.append(
+            "Each fine-tuning epoch is validated, and may be kept, as the mean of the weights "
+            "since fine-tuning began: steadier than one epoch's weights on few images."
+        )
+        self.emit("on_note")
+
+    @contextmanager
+    def epoch_model(self):
+        """The model this epoch is validated, chosen and saved as: the weights as trained, or
+        their mean since fine-tuning began (train/average.py), swapped in for the block."""
+        if self.average is None or self.epoch == 0:
+            yield
+            return
+        self.average.add(self.model)
+        with self.average.swapped_in(self.model):
+            yield
 
     def _stop_early_if_due(self, epoch_seconds: float) -> None:
         """After the page closed, when another epoch as long as this one would end past the
@@ -302,12 +332,20 @@ class Trainer:
             "batch_size": self.batch_size,
             "best": [self.best_epoch, self.best_accuracy, self.best_loss, self.best_score],
             "scaler": self.scaler.state_dict(),  # empty unless fp16
+            # Averaging: the weights saved are the mean; training goes on from these.
+            **(self._average_state() if self.average and self.average.trained else {}),
         }
+
+    def _average_state(self) -> dict:
+        return {"trained": self.average.trained, "averaged": self.average.count}
 
     def load_checkpoint(self, run_dir: Path) -> None:
         """Continue from the last finished epoch of `run_dir` (model, optimizer, scheduler)."""
         weights, state = runs.read_checkpoint(run_dir, self.device)
         self.model.load_state_dict(weights)
+        if self.averaging:  # the weights saved are the mean of those trained, or phase one's
+            self.average = WeightAverage(self.model, count=state.get("averaged", 1))
+            self.model.load_state_dict(state.get("trained", weights))
         if state["batch_size"] != self.batch_size:
             self.set_batch_size(state["batch_size"])
         self.optimizer.load_state_dict(state["optimizer"])
