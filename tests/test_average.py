@@ -13,7 +13,7 @@ from tlapp.config import make_config
 from tlapp.data import load_dataset
 from tlapp.train import Job, Trainer, resume_config
 from tlapp.train.average import WeightAverage
-from tlapp.train.callbacks import RunWriter
+from tlapp.train.callbacks import RunWriter, describe_recipe
 
 FAST = dict(model="test_resnet", img_size=48, batch_size=8, precision="fp32", lr=0.01)
 
@@ -60,7 +60,7 @@ def test_each_epoch_is_kept_as_the_mean_of_the_weights_since_fine_tuning_began(
 ):
     seen = Snapshots()
     t = fine_tune(class_folder, tmp_path / "run", learned, [seen], epochs=2)
-    assert t.averaging and any("mean of the weights" in note for note in t.notes)
+    assert t.averaging and any("mean of the weights" in line for line in describe_recipe(t))
     saved, state = runs.read_checkpoint(tmp_path / "run", "cpu")
     trained = state["trained"]
     assert state["averaged"] == 3  # the weights fine-tuning began from, then two epochs
@@ -82,6 +82,7 @@ def test_without_averaging_the_epoch_is_the_weights_as_trained(class_folder, tmp
     t = fine_tune(class_folder, tmp_path / "run", learned, epochs=1, average_weights=False)
     saved, state = runs.read_checkpoint(tmp_path / "run", "cpu")
     assert not t.averaging and "trained" not in state
+    assert not any("mean of the weights" in line for line in describe_recipe(t))
     assert all(torch.equal(v, saved[k]) for k, v in floats(t.model.state_dict()).items())
 
 

@@ -208,7 +208,19 @@ def describe_recipe(t: Trainer) -> list[str]:
         "problem solved in seconds, so the pretrained features are used as well as they can be "
         "before any of them changes."
     )
-    return ([head] if t.fits_head else []) + _staging(t) + _balancing(t)
+    return ([head] if t.fits_head else []) + _staging(t) + _averaging(t) + _balancing(t)
+
+
+def _averaging(t: Trainer) -> list[str]:
+    """Why each fine-tuning epoch is the mean of the weights so far (train/average.py)."""
+    if not t.averaging or t.head_only:
+        return []
+    return [
+        "Each fine-tuning epoch is validated, kept and saved as the mean of the weights since "
+        "fine-tuning began (training goes on from its own weights): a few epochs on a few "
+        "hundred images move the weights by chance as much as by what the images teach, and "
+        "the mean keeps most of the gain while losing less when an epoch goes astray."
+    ]
 
 
 def _balancing(t: Trainer) -> list[str]:

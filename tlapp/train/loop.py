@@ -93,7 +93,7 @@ class Trainer:
         self.norm_still = self.after_head and self.weights.kind != "random"
         # Under those statistics, each epoch's model is the mean of the weights since the head.
         self.averaging = self.norm_still and config.average_weights
-        self.average: WeightAverage | None = None  # started when the head is fitted
+        self.average: WeightAverage | None = None  # started as fine-tuning begins
         # Imbalanced classes: rare ones weigh more in the loss, and the kept epoch is the one
         # whose validation recall is best on average over the classes, not the most accurate.
         self.balanced = balances(config, dataset)
@@ -162,7 +162,8 @@ class Trainer:
                 if epoch == 0:
                     self.fit_head()
                 else:
-                    self.start_average()
+                    if self.averaging and self.average is None:  # where fine-tuning begins
+                        self.average = WeightAverage(self.model)
                     self.train_epoch_fitting_memory()
                 with self.epoch_model():
                     if epoch > 0:
@@ -234,17 +235,6 @@ class Trainer:
         self.seen = len(f.train_targets)
         self.loss_sum = F.cross_entropy(train_logits, f.train_targets).item() * self.seen
         self.notes.append(fit.describe())
-        self.emit("on_note")
-
-    def start_average(self) -> None:
-        """Before the first fine-tuning epoch, the mean starts from the model as it is."""
-        if not self.averaging or self.average is not None:
-            return
-        self.average = WeightAverage(self.model)
-        self.notes.append(
-            "Each fine-tuning epoch is validated, and may be kept, as the mean of the weights "
-            "since fine-tuning began: steadier than one epoch's weights on few images."
-        )
         self.emit("on_note")
 
     @contextmanager
