@@ -48,6 +48,8 @@ from pathlib import Path
 
 import numpy as np
 
+STARTED = time.monotonic()  # a child's start: a time budget counts from here, as the CLI's
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from realdata import WEIGHTS_DIR  # noqa: E402  (bench/realdata.py)
@@ -84,7 +86,7 @@ def train_child(spec: dict) -> dict:
     from tlapp.config import make_config
     from tlapp.train import Job
 
-    state = Job(make_config(**spec)).start().wait()
+    state = Job(make_config(**spec), started=STARTED).start().wait()
     try:
         info = runs.read_config(spec["out"])
     except runs.RunError:

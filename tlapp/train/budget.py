@@ -21,6 +21,7 @@ import os
 import time
 from dataclasses import dataclass, replace
 
+import numpy as np
 import torch
 
 from ..config import TrainConfig
@@ -127,8 +128,12 @@ def measure(config: TrainConfig, dataset: Dataset) -> Speeds:
     started = time.perf_counter()
     embedder = Embedder.build(replace(config, freeze=0), dataset)
     model, cuda = embedder.model, embedder.cuda
-    paths = dataset.split("train")["path"].tolist()[:SAMPLE]
-    targets = dataset.targets("train")[: len(paths)]
+    # A seeded draw over the whole split: the first files are of one class, whose images can
+    # be smaller or larger than most.
+    train = dataset.split("train")
+    drawn = np.sort(np.random.default_rng(0).permutation(len(train))[:SAMPLE])
+    paths = train["path"].iloc[drawn].tolist()
+    targets = dataset.targets("train")[drawn]
     start = time.perf_counter()
     feed = embedder.feed("sample", paths, targets, train=True)
     decode = time.perf_counter() - start
