@@ -38,7 +38,7 @@ class TrainConfig:
     head: str = "logistic"  # phase one's head: logistic regression, or the nearest class mean
     #                         of normalised embeddings (prototypes: no training at all)
     # two-phase: the model validated (and kept) after each fine-tuning epoch is the mean of the
-    # weights since the fitted head (train/average.py)
+    # weights since fine-tuning began (train/average.py)
     average_weights: bool = True
     patience: int = 0  # two-phase: stop fine-tuning after this many epochs without a better one
     weight_decay: float = 0.05

@@ -33,7 +33,7 @@ SETTINGS_HELP = {
     "one-phase: train everything together from the start",
     "layer_decay": "two-phase fine-tuning: each layer nearer the input learns this much slower",
     "average_weights": "two-phase: after each fine-tuning epoch, validate and keep the mean of the "
-    "weights since the fitted head (steadier than the last epoch's weights)",
+    "weights since fine-tuning began (steadier than the last epoch's weights)",
     "patience": "two-phase: stop fine-tuning after this many epochs without a better one "
     "(0: never stop early)",
     "weight_decay": "AdamW's weight decay",

@@ -1,13 +1,13 @@
-"""A running mean of the weights during fine-tuning, from phase one's fitted head on.
+"""A running mean of the weights during fine-tuning, from where it began.
 
-    average = WeightAverage(model)        # after the head is fitted: the mean of one model
+    average = WeightAverage(model)        # as fine-tuning begins: the mean of one model
     average.add(model)                    # after each fine-tuning epoch
     with average.swapped_in(model):       # the model holds the mean while it is validated and
         ...                               # saved; the weights training goes on from come back
 
 Fine-tuning a few epochs on a few hundred images moves the weights by chance as much as by
 signal, and the epoch kept is chosen on a small validation share. The mean of the weights since
-the fitted head (phase one's model counted once, then each epoch's) is one model of the same
+fine-tuning began (phase one's model counted once, then each epoch's) is one model of the same
 shape that sits between the two: it keeps most of what fine-tuning gains and loses less when
 fine-tuning goes astray (Izmailov et al. 2018, stochastic weight averaging; Wortsman et al.
 2022, WiSE-FT). The BatchNorm statistics stay those of phase one while the mean is taken

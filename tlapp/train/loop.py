@@ -91,7 +91,7 @@ class Trainer:
         # head was fitted with: re-estimated from small batches of images unlike ImageNet, they
         # move every feature under the head at once, and the first epochs undo phase one.
         self.norm_still = self.after_head and self.weights.kind != "random"
-        # Under those statistics, each epoch's model is the mean of the weights since the head.
+        # Under those statistics, each epoch's model is the mean of the weights since it began.
         self.averaging = self.norm_still and config.average_weights
         self.average: WeightAverage | None = None  # started as fine-tuning begins
         # Imbalanced classes: rare ones weigh more in the loss, and the kept epoch is the one

@@ -176,9 +176,8 @@ def _load_classes(registry: SessionRegistry):
         from .data import loaded_views
 
         if state and state.original and _same(class_set(state), state.original.root):
-            return state, *(
-                gr.update() for _ in range(4)
-            )  # the set as loaded (a class made and deleted)
+            # the set as loaded already (a class made and deleted again): nothing to redo
+            return state, *(gr.update() for _ in range(4))
         if not state or not class_set(state).ready():
             counts = class_set(state).counts() if state else {}
             have = ", ".join(f"{c} ({n})" for c, n in counts.items()) or "none yet"
